@@ -1,0 +1,39 @@
+"""Where the lab keeps its files: one home folder, `PTFT_HOME` (default `./data`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def home() -> Path:
+    """The lab's home folder; created on first use."""
+    path = Path(os.environ.get("PTFT_HOME") or REPO_ROOT / "data").expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def downloads_dir() -> Path:
+    return home() / "downloads"
+
+
+def datasets_dir() -> Path:
+    return home() / "datasets"
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
+
+
+def run_dir(run_id: str) -> Path:
+    return runs_dir() / run_id
+
+
+def db_path() -> Path:
+    return home() / "ptft.duckdb"

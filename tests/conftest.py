@@ -1,0 +1,58 @@
+"""Shared fixtures: every test gets its own PTFT_HOME, with the prepared built-in data linked in read-only.
+
+`make test` runs `python -m ptft_core data prepare` before pytest, so the built-ins are in `./data` (or in the
+PTFT_DATA_SOURCE folder). Tests never write there: each one writes runs and databases under its own tmp home.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ptft_core import paths
+
+PREPARED_HOME = Path(os.environ.get("PTFT_DATA_SOURCE") or paths.REPO_ROOT / "data")
+
+
+def prepared_home() -> Path:
+    if not (PREPARED_HOME / "datasets").is_dir() or not (PREPARED_HOME / "models").is_dir():
+        pytest.fail(f"built-in data not prepared in {PREPARED_HOME}: run `make data` (make test does it)")
+    return PREPARED_HOME
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh lab home with the prepared built-in datasets and checkpoint linked in."""
+    source = prepared_home()
+    lab = tmp_path / "home"
+    lab.mkdir()
+    for sub in ("datasets", "models", "downloads"):
+        if (source / sub).exists():
+            (lab / sub).symlink_to(source / sub)
+    monkeypatch.setenv("PTFT_HOME", str(lab))
+    return lab
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch) -> Path:
+    """A lab home with nothing in it (for data-preparation and error-path tests)."""
+    lab = tmp_path / "empty-home"
+    lab.mkdir()
+    monkeypatch.setenv("PTFT_HOME", str(lab))
+    return lab
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    has_cuda = False
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    skip_gpu = pytest.mark.skip(reason="needs CUDA; none on this machine")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
