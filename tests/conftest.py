@@ -28,9 +28,11 @@ def home(tmp_path, monkeypatch) -> Path:
     source = prepared_home()
     lab = tmp_path / "home"
     lab.mkdir()
+    # Link each prepared entry, not the folders: a test may add its own datasets beside the built-ins.
     for sub in ("datasets", "models", "downloads"):
-        if (source / sub).exists():
-            (lab / sub).symlink_to(source / sub)
+        (lab / sub).mkdir()
+        for entry in (source / sub).glob("*") if (source / sub).is_dir() else ():
+            (lab / sub / entry.name).symlink_to(entry)
     monkeypatch.setenv("PTFT_HOME", str(lab))
     return lab
 
