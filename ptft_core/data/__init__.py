@@ -1,0 +1,66 @@
+"""The data room: built-in datasets and checkpoint, user files, hub datasets.
+
+Exports are resolved lazily, so importing this package loads neither torch nor `datasets` (the Streamlit app
+imports it on every page); pandas is imported only when a function that needs it is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ptft_core.data.errors import DataError
+
+if TYPE_CHECKING:
+    from ptft_core.data.prepare import prepare_all
+    from ptft_core.data.registry import (
+        BUILTIN_NAMES,
+        DatasetInfo,
+        dataset_info,
+        label_names,
+        list_datasets,
+        load_split,
+        load_texts,
+        num_labels,
+    )
+    from ptft_core.data.user import load_hub_dataset, read_user_file, register_user_dataset
+
+_EXPORTS = {
+    "prepare_all": "prepare",
+    "BUILTIN_NAMES": "registry",
+    "DatasetInfo": "registry",
+    "dataset_info": "registry",
+    "label_names": "registry",
+    "list_datasets": "registry",
+    "load_split": "registry",
+    "load_texts": "registry",
+    "num_labels": "registry",
+    "load_hub_dataset": "user",
+    "read_user_file": "user",
+    "register_user_dataset": "user",
+}
+
+__all__ = [
+    "BUILTIN_NAMES",
+    "DataError",
+    "DatasetInfo",
+    "dataset_info",
+    "label_names",
+    "list_datasets",
+    "load_hub_dataset",
+    "load_split",
+    "load_texts",
+    "num_labels",
+    "prepare_all",
+    "read_user_file",
+    "register_user_dataset",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,173 @@
+"""What datasets the lab knows and how to load them: built-ins, registered user files, `hf:<hub id>`.
+
+Loaded DataFrames are cached in-process (keyed on the file and its mtime, so a re-registered dataset or a
+different `PTFT_HOME` is never served stale); `load_split` returns a copy, so callers may modify it freely.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ptft_core import paths
+from ptft_core.data.errors import DataError
+
+BUILTIN_NAMES: tuple[str, ...] = ("wiki", "news", "movies", "amazon", "nyt", "tweets")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+HUB_PREFIX = "hf:"
+PREPARE_HINT = "run `python -m ptft_core data prepare`"
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    kind: str  # "labelled" | "unlabelled"
+    description: str
+    label_names: list[str]
+    splits: dict[str, int]
+    label_balance: dict[str, dict[str, int]] = field(default_factory=dict)
+    mean_tokens: float | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    builtin: bool = False
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.splits.values())
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> DatasetInfo:
+        return cls(
+            name=meta["name"],
+            kind=meta["kind"],
+            description=meta.get("description", ""),
+            label_names=list(meta.get("label_names") or []),
+            splits={split: int(meta["splits"].get(split, 0)) for split in SPLITS},
+            label_balance=meta.get("label_balance") or {},
+            mean_tokens=meta.get("mean_tokens"),
+            source=meta.get("source") or {},
+            builtin=bool(meta.get("builtin", meta["name"] in BUILTIN_NAMES)),
+        )
+
+
+@lru_cache(maxsize=64)
+def _read_meta(path: str, mtime_ns: int) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); {PREPARE_HINT} (or register the file again)") from exc
+
+
+def _meta_or_none(name: str) -> dict[str, Any] | None:
+    path = paths.datasets_dir() / name / "meta.json"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _read_meta(str(path), mtime)
+
+
+def _user_names() -> list[str]:
+    root = paths.datasets_dir()
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir()
+        if not p.name.startswith(".") and p.name not in BUILTIN_NAMES and (p / "meta.json").is_file()
+    )
+
+
+def known_names() -> list[str]:
+    """Built-in names (prepared or not) and the registered user datasets."""
+    return [*BUILTIN_NAMES, *_user_names()]
+
+
+def _meta(name: str) -> dict[str, Any]:
+    if not isinstance(name, str) or not name:
+        raise DataError(f"dataset name must be a non-empty string, got {name!r}")
+    meta = _meta_or_none(name)
+    if meta is not None:
+        return meta
+    if name in BUILTIN_NAMES:
+        raise DataError(f"built-in dataset {name!r} is not prepared in {paths.datasets_dir()}: {PREPARE_HINT}")
+    raise DataError(
+        f"unknown dataset {name!r}; known: {', '.join(known_names())}. Register a file with "
+        "`python -m ptft_core data add NAME PATH`, or use hf:<hub id>"
+    )
+
+
+def list_datasets() -> list[DatasetInfo]:
+    """The prepared built-ins (in BUILTIN_NAMES order), then the registered user datasets (by name)."""
+    out = []
+    for name in BUILTIN_NAMES + tuple(_user_names()):
+        meta = _meta_or_none(name)
+        if meta is not None:
+            out.append(DatasetInfo.from_meta(meta))
+    return out
+
+
+def missing_builtins() -> list[str]:
+    return [name for name in BUILTIN_NAMES if _meta_or_none(name) is None]
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name.startswith(HUB_PREFIX):
+        from ptft_core.data.user import hub_dataset_info
+
+        return hub_dataset_info(name)
+    return DatasetInfo.from_meta(_meta(name))
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+
+
+@lru_cache(maxsize=32)
+def _read_parquet(path: str, mtime_ns: int) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def load_split(name: str, split: str) -> pd.DataFrame:
+    """One split: column `text` (str), plus `label` (int, 0..num_labels-1) for labelled data. A fresh copy."""
+    _check_split(split)
+    if name.startswith(HUB_PREFIX):
+        from ptft_core.data.user import load_hub_dataset
+
+        return load_hub_dataset(name)[split].copy()
+    _meta(name)
+    path = paths.datasets_dir() / name / f"{split}.parquet"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        raise DataError(f"{path} is missing: {PREPARE_HINT}" if name in BUILTIN_NAMES
+                        else f"{path} is missing: register the dataset again") from None
+    return _read_parquet(str(path), mtime).copy()
+
+
+def load_texts(names: list[str] | str, split: str) -> list[str]:
+    """The `text` column of one or more datasets, concatenated (any dataset works as unlabelled text)."""
+    if isinstance(names, str):
+        names = [names]
+    if not names:
+        raise DataError("no dataset named: give at least one dataset")
+    texts: list[str] = []
+    for name in names:
+        texts.extend(load_split(name, split)["text"].tolist())
+    return texts
+
+
+def label_names(name: str) -> list[str]:
+    return dataset_info(name).label_names
+
+
+def num_labels(name: str) -> int:
+    return len(label_names(name))
