@@ -119,7 +119,7 @@ def missing_builtins() -> list[str]:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    if name.startswith(HUB_PREFIX):
+    if isinstance(name, str) and name.startswith(HUB_PREFIX):
         from ptft_core.data.user import hub_dataset_info
 
         return hub_dataset_info(name)
@@ -139,7 +139,7 @@ def _read_parquet(path: str, mtime_ns: int) -> pd.DataFrame:
 def load_split(name: str, split: str) -> pd.DataFrame:
     """One split: column `text` (str), plus `label` (int, 0..num_labels-1) for labelled data. A fresh copy."""
     _check_split(split)
-    if name.startswith(HUB_PREFIX):
+    if isinstance(name, str) and name.startswith(HUB_PREFIX):
         from ptft_core.data.user import load_hub_dataset
 
         return load_hub_dataset(name)[split].copy()
