@@ -1,0 +1,337 @@
+"""The `run` and `runs ...` sub-commands of `python -m ptft_core`.
+
+`run CONFIG...` and `runs resume ID` start an engine in this process (headless: no dashboard) and print one
+progress line per run (step/total, rate, ETA) until the runs finish; exit code 0 if every run completed, 1
+otherwise. Ctrl-C cancels this command's runs (each saves a checkpoint: `runs resume ID` continues it).
+
+`runs list|show|export` only read the store (a read-only open: several can run at once, but not beside an
+engine, which holds the store's lock: they then fail with StoreLockedError naming the engine's PID).
+
+`runs cancel ID` works either way. If no engine holds the store, it opens one (which does not launch queued
+runs) and cancels directly. If an engine (the dashboard, a `run` command) holds it, the store cannot be
+written from here: the command leaves `RUN_DIR/cancel.request`, which the owning engine honours on its next
+poll (queued or running), and also sends SIGTERM to the run's worker itself (PID from the journal, checked
+against the process's command line), so the run stops even if that engine is busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ptft_core import paths
+from ptft_core.config import load_config, with_seed
+from ptft_core.journal import JOURNAL_NAME, read_events
+from ptft_core.store import TERMINAL, Store, StoreLockedError
+
+
+def add_run_commands(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser("run", help="run configs through the engine, with progress and ETA")
+    run.add_argument("configs", nargs="+", type=Path, help="config files (.yaml, .yml or .json)")
+    run.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds: one run per seed")
+    run.add_argument("--priority", type=int, default=0, help="queue priority (higher first)")
+    run.add_argument("--tag", action="append", default=[], help="tag the runs (repeatable)")
+    run.add_argument("--detach", action="store_true",
+                     help="return once the runs have started; their workers go on (the next engine adopts them)")
+    _engine_args(run)
+    run.set_defaults(handler=cmd_run)
+
+    runs = subparsers.add_parser("runs", help="list, show, cancel, resume, export or delete runs")
+    sub = runs.add_subparsers(dest="runs_command", required=True)
+
+    ls = sub.add_parser("list", help="the runs in the store, newest first")
+    ls.add_argument("--status")
+    ls.add_argument("--kind", choices=["pretrain", "finetune"])
+    ls.add_argument("--tag")
+    ls.add_argument("--db", type=Path, default=None)
+    ls.set_defaults(handler=cmd_list)
+
+    show = sub.add_parser("show", help="a run's row, config and latest metrics")
+    show.add_argument("run_id")
+    show.add_argument("--db", type=Path, default=None)
+    show.set_defaults(handler=cmd_show)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued or running run")
+    cancel.add_argument("run_id")
+    _engine_args(cancel)
+    cancel.set_defaults(handler=cmd_cancel)
+
+    resume = sub.add_parser("resume", help="resume a run from its newest checkpoint, and wait for it")
+    resume.add_argument("run_id")
+    _engine_args(resume)
+    resume.set_defaults(handler=cmd_resume)
+
+    export = sub.add_parser("export", help="export runs' metrics to .csv or .parquet (+ .runs.json)")
+    export.add_argument("run_ids", nargs="+")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--db", type=Path, default=None)
+    export.set_defaults(handler=cmd_export)
+
+    delete = sub.add_parser("delete", help="delete a run that is not running (row, metrics, folder)")
+    delete.add_argument("run_id")
+    _engine_args(delete)
+    delete.set_defaults(handler=cmd_delete)
+
+
+def _engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=None, help="the run store (default: PTFT_HOME/ptft.duckdb)")
+    parser.add_argument("--cpu-slots", type=int, default=None, help="concurrent CPU runs (default: cores / 2)")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+
+
+def _engine(args: argparse.Namespace, **kwargs: Any):
+    from ptft_core.engine import Engine
+
+    return Engine(cpu_slots=args.cpu_slots, db_path=args.db, **kwargs)
+
+
+def _read_store(db: Path | None) -> Store | None:
+    path = db or paths.db_path()
+    if not path.exists():
+        return None
+    try:
+        return Store(path, read_only=True)
+    except RuntimeError as exc:  # an older schema: migrate once with a read-write open
+        if isinstance(exc, StoreLockedError):
+            raise
+        Store(path).close()
+        return Store(path, read_only=True)
+
+
+# -- run / resume: follow the runs until they finish -----------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    configs = [load_config(p) for p in args.configs]  # every ConfigError before any work
+    if args.seeds:
+        configs = [with_seed(c, s) for c in configs for s in args.seeds]
+    engine = _engine(args)
+    ids = []
+    try:
+        ids = [engine.submit(c, priority=args.priority, tags=args.tag) for c in configs]
+        for run_id, config in zip(ids, configs, strict=True):
+            print(f"queued {run_id} ({config.kind}{', ' + config.name if config.name else ''})", flush=True)
+        engine.start()
+        if args.detach:
+            while any(engine.store.get_run(r)["status"] == "queued" for r in ids):
+                time.sleep(engine.poll_interval)
+            print("detached: the workers go on; the next engine (dashboard or `run`) ingests their results")
+            return 0
+        return follow(engine, ids)
+    except KeyboardInterrupt:
+        _cancel_all(engine, ids)
+        raise
+    finally:
+        engine.close()
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    try:
+        engine.resume(args.run_id)
+        print(f"resuming {args.run_id} (attempt {engine.store.get_run(args.run_id)['attempt']})", flush=True)
+        engine.start()
+        return follow(engine, [args.run_id])
+    except KeyboardInterrupt:
+        _cancel_all(engine, [args.run_id])
+        raise
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+
+
+def _cancel_all(engine, ids: list[str]) -> None:
+    print("\ncancelling (each run saves a checkpoint; `runs resume ID` continues it)...", file=sys.stderr)
+    for run_id in ids:
+        engine.cancel(run_id)
+    with contextlib.suppress(TimeoutError):
+        engine.wait(ids, timeout=engine.cancel_grace + 5)
+
+
+def follow(engine, run_ids: list[str], interval: float = 2.0, out=print) -> int:
+    """Print progress lines until every run is final; 0 if all completed, else 1."""
+    first: dict[str, tuple[float, int]] = {}
+    shown: dict[str, Any] = {}
+    done: dict[str, str] = {}
+    while len(done) < len(run_ids):
+        for run_id in run_ids:
+            if run_id in done:
+                continue
+            row = engine.store.get_run(run_id)
+            status, step, total = row["status"], row["step"] or 0, row["total_steps"]
+            if status in TERMINAL and run_id not in engine.active_runs():
+                done[run_id] = status
+                took = ""
+                if row["started_at"] and row["finished_at"]:
+                    took = f" in {_clock((row['finished_at'] - row['started_at']).total_seconds())}"
+                out(f"{row['name']} [{run_id}] {status}{took}" + (f": {row['error']}" if row["error"] else ""),
+                    flush=True)
+                continue
+            if status != "running" or shown.get(run_id) == (status, step):
+                continue
+            shown[run_id] = (status, step)
+            clock = time.monotonic()
+            first.setdefault(run_id, (clock, step))
+            t0, s0 = first[run_id]
+            line = f"{row['name']} [{run_id}] step {step}"
+            if total:
+                line += f"/{total} ({100 * step / total:.0f}%)"
+            if step > s0 and clock > t0:
+                rate = (step - s0) / (clock - t0)
+                line += f" {rate:.1f} steps/s"
+                if total:
+                    line += f" ETA {_clock((total - step) / rate)}"
+            out(line, flush=True)
+        if len(done) < len(run_ids):
+            time.sleep(interval)
+    return 0 if all(s == "completed" for s in done.values()) else 1
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# -- cancel ---------------------------------------------------------------------------------------------------
+def cmd_cancel(args: argparse.Namespace) -> int:
+    try:
+        engine = _engine(args, launch_queued=False)
+    except StoreLockedError as locked:
+        return _cancel_without_store(args.run_id, locked)
+    try:
+        status = engine.cancel(args.run_id, wait=engine.cancel_grace + 5)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    print(f"{args.run_id}: {status}")
+    return 0
+
+
+def _cancel_without_store(run_id: str, locked: StoreLockedError) -> int:
+    from ptft_core.engine.engine import CANCEL_REQUEST
+    from ptft_core.engine.launcher import worker_alive
+
+    run_dir = paths.run_dir(run_id)
+    if not (run_dir / "run.json").is_file():
+        print(f"error: no run {run_id!r} under {paths.runs_dir()}", file=sys.stderr)
+        return 2
+    (run_dir / CANCEL_REQUEST).touch()
+    pid = worker_pid(run_dir)
+    signalled = False
+    if worker_alive(pid, run_dir):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            signalled = True
+        except OSError:
+            pass
+    holder = f"process {locked.pid}" if locked.pid else "another process"
+    what = f"sent SIGTERM to its worker (pid {pid}); " if signalled else ""
+    print(f"{run_id}: cancel requested: {what}the engine in {holder}, which owns the store, records it")
+    return 0
+
+
+def worker_pid(run_dir: Path) -> int | None:
+    """The PID in the journal's latest `status running` event."""
+    events, _ = read_events(run_dir / JOURNAL_NAME)
+    for event in reversed(events):
+        if event.get("type") == "status" and event.get("status") == "running" and event.get("pid"):
+            return int(event["pid"])
+    return None
+
+
+# -- read-only commands ---------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _read_store(args.db)
+    if store is None:
+        print("no runs yet")
+        return 0
+    with store:
+        df = store.list_runs(status=args.status, kind=args.kind, tag=args.tag)
+    if df.empty:
+        print("no runs")
+        return 0
+    rows = []
+    for r in df.to_dict("records"):
+        total = r["total_steps"]
+        step = "" if r["step"] is None or r["step"] != r["step"] else int(r["step"])
+        rows.append({
+            "id": r["id"], "name": r["name"], "kind": r["kind"], "status": r["status"],
+            "step": f"{step}/{int(total)}" if total == total and total is not None else str(step),
+            "device": r["device"] or "", "created": str(r["created_at"])[:19], "tags": ",".join(r["tags"]),
+        })
+    import pandas as pd
+
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _read_store(args.db)
+    if store is None:
+        print(f"error: no run {args.run_id!r} (no store yet)", file=sys.stderr)
+        return 2
+    with store:
+        try:
+            row = store.get_run(args.run_id)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        last = store.last_metrics(args.run_id)
+        artifacts = store.artifacts(args.run_id)
+    config = row.pop("config")
+    for key, value in row.items():
+        print(f"{key:>15}: {value if value is not None else ''}")
+    print("\nconfig:")
+    print(json.dumps(config, indent=2, sort_keys=True))
+    if not last.empty:
+        print("\nlatest metrics:")
+        print(last.to_string(index=False))
+    if not artifacts.empty:
+        print("\nartifacts:")
+        print(artifacts[["step", "kind", "path"]].to_string(index=False))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = _read_store(args.db)
+    if store is None:
+        print("error: no store yet", file=sys.stderr)
+        return 2
+    with store:
+        try:
+            path = store.export_metrics(args.run_ids, args.out)
+        except (KeyError, ValueError) as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+    print(f"wrote {path} and {path.with_name(path.stem + '.runs.json')}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    engine = _engine(args, launch_queued=False)
+    try:
+        engine.delete(args.run_id)
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    print(f"deleted {args.run_id}")
+    return 0

@@ -1,0 +1,456 @@
+"""`Engine`: the queue, the device pool, the workers and the only writer of the run store.
+
+One loop iteration (`step()`, run every `poll_interval` by the background thread that `start()` starts, or
+called directly by tests and by `wait()` when no thread runs):
+1. cancel requests left by other processes (`RUN_DIR/cancel.request`) are honoured;
+2. every running worker is polled (exit code, or None);
+3. each running run's journal is read from its byte offset and all new events of all runs are ingested in one
+   transaction, together with the new offsets (so rows and offsets never disagree after a crash);
+4. runs whose worker exited are finished: the journal's final status wins; without one the exit code decides
+   (a signal or a non-zero code: failed, with the worker.log tail; a cancel we sent: cancelled);
+5. a worker whose heartbeat file is older than `heartbeat_timeout` is killed and failed ("no heartbeat");
+   a cancelled worker still alive after `cancel_grace` seconds gets SIGKILL;
+6. queued runs are launched into free slots (priority, then FIFO; see scheduler.py).
+
+Recovery when an engine opens a store: runs still marked running have their journals ingested from the stored
+offset; a run whose journal ends with a final status takes it (a worker that completed while no engine was
+watching is completed); a worker still alive (PID alive and its command line names the run folder) is
+re-adopted and watched by PID; any other becomes `interrupted`. Nothing stays "running" forever.
+
+The engine never imports torch: the Streamlit server hosts it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptft_core import paths
+from ptft_core.config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from ptft_core.engine import scheduler
+from ptft_core.engine.devices import DevicePool, Gpu
+from ptft_core.engine.launcher import EXIT_UNKNOWN, Launcher, LocalSubprocessLauncher
+from ptft_core.journal import JOURNAL_NAME, read_events
+from ptft_core.store import TERMINAL, Store
+from ptft_core.store.store import from_epoch, now
+from ptft_core.worker import HEARTBEAT_NAME, latest_step_checkpoint
+
+log = logging.getLogger(__name__)
+
+CANCEL_REQUEST = "cancel.request"
+RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+def new_run_id(kind: str) -> str:
+    """Sortable, readable and unique: `pt-20250102-153045-1a2b3c` (pt: pretrain, ft: finetune)."""
+    prefix = {"pretrain": "pt", "finetune": "ft"}.get(kind, kind[:2])
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Active:
+    """Bookkeeping of one running worker."""
+
+    run_id: str
+    run_dir: Path
+    handle: Any
+    device: str
+    offset: int
+    launched_at: float
+    adopted: bool = False
+    last_status: str | None = None
+    error: str | None = None
+    stop_reason: str | None = None  # "cancel" or "no heartbeat" once we asked it to stop
+    kill_at: float | None = None  # SIGKILL deadline after a cancel
+    heartbeat_saved: float = 0.0
+    history: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Runs queued runs in worker processes and owns the run store (`home/ptft.duckdb` unless `db_path`).
+
+    Opening an engine takes the store's lock (a second engine on the same file, in any process, raises
+    `StoreLockedError` at once) and recovers runs left running by an earlier engine.
+    """
+
+    def __init__(self, home: str | Path | None = None, cpu_slots: int | None = None,
+                 gpu_slots_per_device: int = 1, poll_interval: float = 0.5, launcher: Launcher | None = None,
+                 *, db_path: str | Path | None = None, heartbeat_timeout: float = 60.0, cancel_grace: float = 8.0,
+                 launch_queued: bool = True, gpus: list[Gpu] | None = None):
+        self.home = Path(home).resolve() if home is not None else paths.home()
+        self.runs_dir = self.home / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.poll_interval = poll_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.cancel_grace = cancel_grace
+        self.launch_queued = launch_queued
+        self.launcher: Launcher = launcher or LocalSubprocessLauncher()
+        self.store = Store(db_path if db_path is not None else self.home / "ptft.duckdb")
+        try:
+            self.pool = DevicePool(cpu_slots, gpu_slots_per_device, gpus)
+        except Exception:
+            self.store.close()
+            raise
+        self._active: dict[str, Active] = {}
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        # Launch/exit times of every worker this engine watched: what the concurrency tests check.
+        self.history: list[dict[str, Any]] = []
+        self.max_concurrent = 0
+        self._recover()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> Engine:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="ptft-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # the loop must outlive one bad poll (a disk error, a malformed row)
+                log.exception("engine poll failed")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, cancel_running: bool = False, timeout: float = 30.0) -> None:
+        """Stop the loop. Workers keep running unless `cancel_running` (the next engine re-adopts them)."""
+        if cancel_running:
+            for run_id in list(self._active):
+                self.cancel(run_id)
+            deadline = time.monotonic() + timeout
+            while self._active and time.monotonic() < deadline:
+                if not self.running:
+                    self.step()
+                time.sleep(min(0.1, self.poll_interval))
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            self._thread = None
+        with self._lock:
+            self._ingest()  # what the workers wrote since the last poll
+
+    def close(self, cancel_running: bool = False) -> None:
+        self.stop(cancel_running=cancel_running)
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- public API ------------------------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def submit(self, config: RunConfig | dict, priority: int = 0, parent: str | None = None,
+               study: str | None = None, tags: Iterable[str] = (), name: str | None = None) -> str:
+        """Queue a run; returns its id. The config is validated first (ConfigError names the field)."""
+        # Re-validated even when already a config object: dataclasses can be mutated after construction.
+        config = config_from_dict(config if isinstance(config, dict) else config_to_dict(config))
+        if config.device == "cuda" and not self.pool.has_gpu:
+            raise ConfigError("device: 'cuda' requested but this machine has no CUDA device (use auto or cpu)")
+        data = config_to_dict(config)
+        with self._lock:
+            run_id = new_run_id(config.kind)
+            while self.store.has_run(run_id):
+                run_id = new_run_id(config.kind)
+            run_dir = self.run_dir(run_id)
+            run_dir.mkdir(parents=True)
+            _write_json(run_dir / "config.json", data)
+            _write_json(run_dir / "run.json", {"run_id": run_id, "config": data, "attempt": 1})
+            self.store.insert_run({
+                "id": run_id, "name": name or config.name or run_id, "kind": config.kind, "parent_run": parent,
+                "study": study, "config": data, "status": "queued", "priority": int(priority),
+                "tags": sorted({*tags, *config.tags}), "total_steps": config.max_steps or None, "step": 0,
+            })
+        self._wake.set()
+        return run_id
+
+    def cancel(self, run_id: str, wait: float | None = None) -> str:
+        """Cancel a queued run at once, or ask a running one to stop (SIGTERM, SIGKILL after `cancel_grace`).
+
+        Returns the run's status (still "running" while a worker winds down, unless `wait` seconds are given
+        to wait for the final one)."""
+        with self._lock:
+            row = self.store.get_run(run_id)
+            active = self._active.get(run_id)
+            if active is not None:
+                if active.stop_reason is None:
+                    active.stop_reason = "cancel"
+                    active.kill_at = time.monotonic() + self.cancel_grace
+                    self.launcher.terminate(active.handle)
+            elif row["status"] == "queued":
+                self.store.update_run(run_id, status="cancelled", finished_at=now(), error=None)
+            elif row["status"] == "running":  # a worker we do not watch: recovery failed to adopt it
+                self.store.update_run(run_id, status="interrupted", finished_at=now())
+        if wait:
+            return self.wait([run_id], timeout=wait)[run_id]
+        return self.store.get_run(run_id)["status"]
+
+    def resume(self, run_id: str, priority: int | None = None) -> str:
+        """Requeue an interrupted, cancelled or failed run from its newest checkpoint (attempt + 1).
+
+        Metric rows of earlier attempts logged after that checkpoint's step are marked superseded, so the
+        series continues from the checkpoint without duplicates."""
+        with self._lock:
+            row = self.store.get_run(run_id)
+            if run_id in self._active or row["status"] not in RESUMABLE:
+                raise ValueError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can resume")
+            run_dir = self.run_dir(run_id)
+            step = latest_step_checkpoint(run_dir)
+            if step is None:
+                raise ValueError(f"run {run_id} has no checkpoint to resume from (use retry for a fresh run)")
+            # Everything the earlier attempt logged is in the store before its rows are superseded.
+            events, offset = read_events(run_dir / JOURNAL_NAME, row["journal_offset"] or 0)
+            self.store.ingest_events(events, {run_id: offset})
+            attempt = int(row["attempt"] or 1) + 1
+            self.store.mark_superseded(run_id, after_step=step, before_attempt=attempt)
+            run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+            run["attempt"] = attempt
+            _write_json(run_dir / "run.json", run)
+            fields: dict[str, Any] = {"status": "queued", "attempt": attempt, "resume_step": step,
+                                      "queued_at": now(), "finished_at": None, "error": None, "step": step}
+            if priority is not None:
+                fields["priority"] = int(priority)
+            self.store.update_run(run_id, **fields)
+        self._wake.set()
+        return run_id
+
+    def retry(self, run_id: str) -> str:
+        """A new run with the same config, priority, parent, study, tags and name."""
+        row = self.store.get_run(run_id)
+        return self.submit(row["config"], priority=row["priority"] or 0, parent=row["parent_run"],
+                           study=row["study"], tags=row["tags"], name=row["name"])
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run that is not running: its row, metrics, artifacts and folder."""
+        with self._lock:
+            row = self.store.get_run(run_id)
+            if run_id in self._active or row["status"] == "running":
+                raise ValueError(f"run {run_id} is running; cancel it first")
+            self.store.delete_run(run_id)
+            shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    def wait(self, run_ids: Sequence[str], timeout: float | None = None) -> dict[str, str]:
+        """Block until every run is in a final state; returns run_id -> status. Drives `step()` itself when
+        the loop thread is not running. TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not self.running:
+                self.step()
+            statuses = {rid: self.store.get_run(rid)["status"] for rid in run_ids}
+            if all(s in TERMINAL for s in statuses.values()) and not any(r in self._active for r in run_ids):
+                return statuses
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"runs not finished after {timeout} s: {statuses}")
+            time.sleep(min(self.poll_interval, 0.1) if not self.running else self.poll_interval / 2)
+
+    def devices(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.pool.describe()
+
+    def queue(self) -> list[dict[str, Any]]:
+        """Queued runs in launch order, with the slot kind each waits for."""
+        rows = scheduler.queue_order(self.store.runs_with_status("queued"))
+        return [{"id": r["id"], "name": r["name"], "kind": r["kind"], "priority": r["priority"],
+                 "attempt": r["attempt"], "queued_at": r["queued_at"], "needs": scheduler.slot_kind(r, self.pool)}
+                for r in rows]
+
+    def active_runs(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def step(self) -> None:
+        """One loop iteration, synchronously (see the module docstring)."""
+        with self._lock:
+            self._cancel_requests()
+            exited = {}
+            for run_id, active in self._active.items():
+                code = self.launcher.poll(active.handle)
+                if code is not None:
+                    exited[run_id] = code
+            self._ingest()
+            for run_id, code in exited.items():
+                self._finish(self._active.pop(run_id), code)
+            self._watch()
+            if self.launch_queued:
+                self._launch_ready()
+
+    def _ingest(self) -> None:
+        events: list[dict[str, Any]] = []
+        offsets: dict[str, int] = {}
+        for run_id, active in self._active.items():
+            new, offset = read_events(active.run_dir / JOURNAL_NAME, active.offset)
+            if offset != active.offset:
+                events.extend(new)
+                offsets[run_id] = offset
+        if not offsets:
+            return
+        self.store.ingest_events(events, offsets)
+        for run_id, offset in offsets.items():
+            self._active[run_id].offset = offset
+        for event in events:
+            if event.get("type") == "status" and event.get("run_id") in self._active:
+                active = self._active[event["run_id"]]
+                active.last_status = event.get("status")
+                active.error = event.get("error")
+
+    def _finish(self, active: Active, code: int) -> None:
+        self.pool.release(active.run_id)
+        active.history["exited"] = time.time()
+        active.history["exit_code"] = code
+        if active.last_status in ("completed", "cancelled", "failed"):
+            status, error = active.last_status, active.error  # the worker's own word (already ingested)
+        elif active.stop_reason == "cancel":
+            status, error = "cancelled", None
+        elif active.stop_reason == "no heartbeat":
+            status = "failed"
+            error = f"no heartbeat for {self.heartbeat_timeout:.0f} s: the worker hung and was killed"
+        elif code == EXIT_UNKNOWN:
+            status, error = "interrupted", "the worker stopped without reporting a final status"
+        else:
+            status = "failed"
+            if code < 0:
+                try:
+                    name = signal.Signals(-code).name
+                except ValueError:
+                    name = str(-code)
+                error = f"worker killed by signal {name}"
+            else:
+                error = f"worker exited with code {code} without reporting a final status"
+            tail = _log_tail(active.run_dir / "worker.log")
+            if tail:
+                error += f"; worker.log ends: {tail}"
+        fields: dict[str, Any] = {"status": status, "error": error}
+        row = self.store.get_run(active.run_id)
+        if row["status"] != status or row["finished_at"] is None:
+            fields["finished_at"] = now()
+        self.store.update_run(active.run_id, **fields)
+        log.info("run %s %s%s", active.run_id, status, f": {error}" if error else "")
+
+    def _watch(self) -> None:
+        clock = time.time()
+        for active in self._active.values():
+            if active.kill_at is not None and time.monotonic() > active.kill_at:
+                log.warning("run %s ignored SIGTERM for %.0f s: SIGKILL", active.run_id, self.cancel_grace)
+                self.launcher.kill(active.handle)
+                active.kill_at = None
+                continue
+            try:
+                beat = (active.run_dir / HEARTBEAT_NAME).stat().st_mtime
+            except FileNotFoundError:
+                beat = 0.0
+            beat = max(beat, active.launched_at)  # a stale file from an earlier attempt does not count
+            if active.stop_reason is None and clock - beat > self.heartbeat_timeout:
+                log.warning("run %s: no heartbeat for %.0f s, killing it", active.run_id, clock - beat)
+                active.stop_reason = "no heartbeat"
+                self.launcher.kill(active.handle)
+            elif beat - active.heartbeat_saved >= 5.0:
+                self.store.update_run(active.run_id, heartbeat=from_epoch(beat))
+                active.heartbeat_saved = beat
+
+    def _launch_ready(self) -> None:
+        queued = self.store.runs_with_status("queued")
+        if not queued:
+            return
+        for run, slots in scheduler.pick(queued, self.pool):
+            run_id = run["id"]
+            run_dir = self.run_dir(run_id)
+            resume = run["resume_step"] is not None
+            launched = time.time()
+            try:
+                handle = self.launcher.launch(run_dir, slots.env, resume)
+            except Exception as exc:
+                self.pool.release(run_id)
+                log.exception("could not launch run %s", run_id)
+                self.store.update_run(run_id, status="failed", error=f"launch failed: {exc}", finished_at=now())
+                continue
+            offset = run["journal_offset"] or 0
+            journal = run_dir / JOURNAL_NAME
+            if journal.exists():  # a resumed run: start tailing where the store stopped reading
+                offset = min(offset, journal.stat().st_size)
+            active = Active(run_id, run_dir, handle, slots.name, offset, launched)
+            active.history = {"run_id": run_id, "device": slots.name, "launched": launched, "exited": None,
+                              "attempt": run["attempt"]}
+            self.history.append(active.history)
+            self._active[run_id] = active
+            self.max_concurrent = max(self.max_concurrent, len(self._active))
+            self.store.update_run(run_id, status="running", device=slots.name, pid=getattr(handle, "pid", None),
+                                  started_at=run["started_at"] or now(), heartbeat=now())
+            log.info("run %s launched on %s%s", run_id, slots.name, " (resume)" if resume else "")
+
+    def _cancel_requests(self) -> None:
+        """`runs cancel` from another process leaves RUN_DIR/cancel.request when this engine owns the store."""
+        candidates = list(self._active) + [r["id"] for r in self.store.runs_with_status("queued")]
+        for run_id in candidates:
+            request = self.run_dir(run_id) / CANCEL_REQUEST
+            if request.exists():
+                request.unlink(missing_ok=True)
+                log.info("run %s: cancel requested by another process", run_id)
+                self.cancel(run_id)
+
+    # -- recovery --------------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        for row in self.store.runs_with_status("running"):
+            run_id = row["id"]
+            run_dir = self.run_dir(run_id)
+            events, offset = read_events(run_dir / JOURNAL_NAME, row["journal_offset"] or 0)
+            self.store.ingest_events(events, {run_id: offset})
+            row = self.store.get_run(run_id)
+            if row["status"] in TERMINAL:
+                log.info("run %s finished while no engine watched: %s", run_id, row["status"])
+                continue
+            handle = self.launcher.adopt(run_dir, row["pid"])
+            if handle is not None:
+                slots = self.pool.occupy(row["device"], run_id)
+                active = Active(run_id, run_dir, handle, slots.name, offset, time.time(), adopted=True)
+                active.history = {"run_id": run_id, "device": slots.name, "launched": None, "exited": None,
+                                  "attempt": row["attempt"], "adopted": True}
+                self.history.append(active.history)
+                self._active[run_id] = active
+                log.info("run %s: re-adopted its live worker (pid %s)", run_id, row["pid"])
+            else:
+                self.store.update_run(run_id, status="interrupted", finished_at=now(),
+                                      error="the worker stopped while no engine was watching it")
+                log.info("run %s: interrupted (its worker is gone)", run_id)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _log_tail(path: Path, chars: int = 300) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            text = f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[-3:])[-chars:]

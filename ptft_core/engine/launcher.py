@@ -1,0 +1,121 @@
+"""How a run's worker process is started, watched and stopped: the `Launcher` protocol and the local one.
+
+The engine talks to workers only through this protocol, so a cluster launcher (submit a job, poll it, cancel
+it) can replace `LocalSubprocessLauncher` without touching the engine or the UI. A handle is whatever the
+launcher needs to find its worker again; it must carry `.pid` (None where there is no local process).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ptft_core import paths
+
+# `poll` returns this when the worker is gone but its exit code cannot be known (a re-adopted worker, which is
+# not this process's child). Negative codes are signals, as with `subprocess.Popen.returncode`.
+EXIT_UNKNOWN = -1000
+
+
+@runtime_checkable
+class Launcher(Protocol):
+    def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> Any:
+        """Start `python -m ptft_core.worker RUN_DIR [--resume]` with `device_env` added to its environment."""
+
+    def poll(self, handle: Any) -> int | None:
+        """The exit code once the worker has exited (EXIT_UNKNOWN if it cannot be known), else None."""
+
+    def terminate(self, handle: Any) -> None:
+        """Ask the worker to stop (SIGTERM): it saves a checkpoint and reports "cancelled"."""
+
+    def kill(self, handle: Any) -> None:
+        """Stop the worker now (SIGKILL)."""
+
+    def adopt(self, run_dir: Path, pid: int | None) -> Any | None:
+        """A handle on a worker started by an earlier engine, if it is still alive; else None."""
+
+
+@dataclass
+class AdoptedWorker:
+    """A worker this process did not start (an earlier engine did): watched by PID and command line."""
+
+    pid: int
+    run_dir: str
+
+
+def worker_command(run_dir: Path, resume: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "ptft_core.worker", str(run_dir)]
+    if resume:
+        cmd.append("--resume")
+    return cmd
+
+
+def worker_alive(pid: int | None, run_dir: str | Path) -> bool:
+    """Whether `pid` is a live (not zombie) ptft worker for `run_dir`: a PID alone may have been reused."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "ptft_core.worker" in cmdline and str(run_dir) in cmdline
+
+
+class LocalSubprocessLauncher:
+    """Workers as local child processes in their own session.
+
+    `start_new_session=True`: Ctrl-C in a terminal or killing the engine's process group does not reach the
+    workers (the next engine re-adopts them), and signals go to the worker's whole group, its data-loader
+    processes included. stdout and stderr go to `RUN_DIR/worker.log`, a file: a pipe nobody reads would fill
+    up and block the worker, and a file survives the engine.
+    """
+
+    def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> subprocess.Popen:
+        run_dir = Path(run_dir)
+        env = dict(os.environ)
+        env.update(device_env)
+        # The worker imports ptft_core (and a test trainer, if PTFT_TRAINER names one) from this checkout.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        with open(run_dir / "worker.log", "ab") as log:
+            return subprocess.Popen(
+                worker_command(run_dir, resume), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+
+    def poll(self, handle: subprocess.Popen | AdoptedWorker) -> int | None:
+        if isinstance(handle, AdoptedWorker):
+            return None if worker_alive(handle.pid, handle.run_dir) else EXIT_UNKNOWN
+        return handle.poll()
+
+    def _signal(self, handle: subprocess.Popen | AdoptedWorker, sig: int) -> None:
+        pid = handle.pid
+        if isinstance(handle, AdoptedWorker):
+            if not worker_alive(pid, handle.run_dir):
+                return
+        elif handle.poll() is not None:
+            return
+        try:
+            os.killpg(pid, sig)  # the worker leads its own session and group
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+
+    def terminate(self, handle: subprocess.Popen | AdoptedWorker) -> None:
+        self._signal(handle, signal.SIGTERM)
+
+    def kill(self, handle: subprocess.Popen | AdoptedWorker) -> None:
+        self._signal(handle, signal.SIGKILL)
+
+    def adopt(self, run_dir: Path, pid: int | None) -> AdoptedWorker | None:
+        return AdoptedWorker(int(pid), str(run_dir)) if pid and worker_alive(pid, run_dir) else None

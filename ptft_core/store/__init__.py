@@ -1,0 +1,9 @@
+"""The DuckDB run store: one owning process, idempotent ingestion of run journals, downsampled queries.
+
+`Store` and `StoreLockedError` are the public names; see `store.py` for the design and `schema.py` for the
+migrations.
+"""
+
+from ptft_core.store.store import STATUSES, TERMINAL, X_AXES, Store, StoreLockedError, flatten
+
+__all__ = ["STATUSES", "TERMINAL", "X_AXES", "Store", "StoreLockedError", "flatten"]

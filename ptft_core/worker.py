@@ -1,0 +1,144 @@
+"""`python -m ptft_core.worker RUN_DIR [--resume]`: runs one training run in this process; knows nothing of DuckDB.
+
+What it does, in order:
+1. reads `RUN_DIR/run.json` (`{run_id, config, attempt}`), validates the config;
+2. opens the run's journal with `JournalWriter` (which continues the `seq` numbering on resume);
+3. starts a heartbeat thread that touches `RUN_DIR/heartbeat` every second (its mtime is the heartbeat: cheap,
+   and the engine reads it without parsing anything); a hung worker stops touching it and the engine kills it;
+4. turns SIGTERM (and SIGINT) into a `should_stop()` flag: the training loop saves a checkpoint and returns
+   "cancelled";
+5. emits `status running {pid, device, attempt}`; on `--resume`, also `resume {from_step, attempt}` where
+   from_step is the newest complete `checkpoints/step-<N>` (the engine marks earlier attempts' metric rows
+   after that step as superseded);
+6. calls the trainer and emits the final `status`: completed / cancelled (exit 0) or failed with the error
+   text (exit 1; the traceback goes to stderr, which the launcher points at `RUN_DIR/worker.log`).
+
+Torch threads follow `PTFT_THREADS` (set by the engine from cores / slots); the device follows `PTFT_DEVICE`.
+
+The trainer is `ptft_core.training.run_pretrain` or `run_finetune` by the config's kind, imported lazily.
+Test seam: the environment variable `PTFT_TRAINER=module:function` replaces it with any function of the same
+signature, `fn(config, run_dir, logger, *, should_stop, resume, device) -> "completed" | "cancelled"`. The
+engine tests use `PTFT_TRAINER=tests.fake_trainer:run`, a real loop (journal, checkpoints, resume, should_stop)
+without a model, so they test the process machinery in seconds; the real trainer is exercised by the slow
+engine tests that leave `PTFT_TRAINER` unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from ptft_core.config import config_from_dict
+from ptft_core.journal import JournalWriter
+
+log = logging.getLogger("ptft_core.worker")
+
+HEARTBEAT_NAME = "heartbeat"
+HEARTBEAT_INTERVAL = 1.0
+STATE_FILE = "training_state.pt"  # what makes a `step-<N>` checkpoint resumable (ptft_core.training.checkpoint)
+
+
+def latest_step_checkpoint(run_dir: Path) -> int | None:
+    """The step of the newest complete `checkpoints/step-<N>` (one with a training state), if any."""
+    steps = [int(p.name[5:]) for p in (Path(run_dir) / "checkpoints").glob("step-*")
+             if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
+    return max(steps) if steps else None
+
+
+def resolve_trainer(kind: str) -> Callable[..., str]:
+    spec = os.environ.get("PTFT_TRAINER")
+    if spec:
+        module, _, name = spec.partition(":")
+        return getattr(importlib.import_module(module), name or "run")
+    training = importlib.import_module("ptft_core.training")
+    return getattr(training, f"run_{kind}")
+
+
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    while True:
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            path.touch()
+        except OSError:
+            pass
+        if stop.wait(HEARTBEAT_INTERVAL):
+            return
+
+
+def _set_threads() -> None:
+    threads = os.environ.get("PTFT_THREADS")
+    if threads and threads.isdigit() and "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(int(threads))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ptft_core.worker")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    run_dir = args.run_dir.resolve()
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    run_id, attempt = run["run_id"], int(run.get("attempt", 1))
+    journal = JournalWriter(run_dir, run_id)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping at the next step (a checkpoint is saved first)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    beat_stop = threading.Event()
+    beat_path = run_dir / HEARTBEAT_NAME
+    beat_path.touch()
+    threading.Thread(target=_heartbeat, args=(beat_path, beat_stop), name="heartbeat", daemon=True).start()
+
+    device = os.environ.get("PTFT_DEVICE") or None
+    journal.event("status", status="running", pid=os.getpid(), device=device or "auto", attempt=attempt,
+                  resume=args.resume)
+    status, code = "failed", 1
+    try:
+        config = config_from_dict(run["config"])
+        if args.resume:
+            from_step = latest_step_checkpoint(run_dir)
+            if from_step is None:
+                raise RuntimeError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
+            journal.event("resume", from_step=from_step, attempt=attempt)
+        trainer = resolve_trainer(config.kind)
+        _set_threads()
+        kwargs = {"should_stop": stop.is_set, "resume": args.resume}
+        if "device" in inspect.signature(trainer).parameters:
+            kwargs["device"] = device
+        result = trainer(config, run_dir, journal, **kwargs)
+        if result not in ("completed", "cancelled"):
+            raise RuntimeError(f"the trainer returned {result!r}, not 'completed' or 'cancelled'")
+        status, code = result, 0
+        journal.event("status", status=status)
+    except BaseException as exc:  # noqa: BLE001 - every failure must end as a reported status
+        traceback.print_exc()
+        error = f"{type(exc).__name__}: {exc}".strip()
+        journal.event("status", status="failed", error=error[:2000])
+    finally:
+        beat_stop.set()
+        journal.close()
+        log.info("run %s attempt %d: %s", run_id, attempt, status)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
