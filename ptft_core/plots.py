@@ -1,0 +1,435 @@
+"""Figure builders: pandas in, plotly `Figure` out; pure (no Streamlit, no store, no torch).
+
+Metric figures take the long format of `Store.metric_series` (columns `run_id`, `split`, `name`, `x`, `value`)
+with a `label` column joined (how a run is named in legends) and, for grouped views, the grouping column (a
+config value per run). One series is one (run_id, split, name). Colours follow runs (or groups), line dashes
+follow metrics, so "the same run" and "the same metric" read at a glance.
+
+Smoothing is TensorBoard's debiased exponential moving average (`ema`). Grouped views draw the mean over the
+group's runs (typically seeds) with a band of plus/minus one sample standard deviation, computed on a common x
+grid onto which each run is interpolated inside its own x range only (a run that stopped early does not pull
+the mean after its end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+TEMPLATE = "plotly_white"
+PALETTE: tuple[str, ...] = tuple(qualitative.Plotly) + tuple(qualitative.D3)
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+X_TITLES = {"step": "step", "epoch": "epoch", "tokens_seen": "tokens seen", "wall_time": "wall time (s)"}
+SERIES_KEYS = ["run_id", "split", "name"]
+# Metric names for which a lower value is better; every other metric (accuracy, f1, cka_similarity...) is
+# better higher.
+LOWER_IS_BETTER = frozenset({
+    "loss", "eval_loss", "perplexity", "ece", "general_mlm_loss", "prev_task_loss",
+})
+BAND_GRID_POINTS = 400  # x grid of a grouped (mean +/- std) series when the runs' x values disagree
+WEBGL_POINTS = 50_000  # above this many points a figure switches its lines to WebGL (Scattergl)
+FIGURE_HEIGHT = 440
+
+
+def higher_is_better(name: str) -> bool:
+    return name not in LOWER_IS_BETTER
+
+
+def metric_key(split: str, name: str) -> str:
+    """How the UI names a metric: `validation/accuracy`."""
+    return f"{split}/{name}"
+
+
+def color_map(keys: pd.Series | Iterable[Any]) -> dict[Any, str]:
+    """A colour per key, in first-seen order (stable while a selection only grows at the end)."""
+    unique = pd.unique(pd.Series(keys)).tolist() if not isinstance(keys, pd.Series) else keys.unique().tolist()
+    return {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(unique)}
+
+
+def translucent(color: str, alpha: float) -> str:
+    """`#rrggbb` -> `rgba(r, g, b, alpha)` (band fills)."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def chart_config(filename: str) -> dict[str, Any]:
+    """Plotly's client-side config: the modebar camera button downloads a 2x PNG named `filename`.png."""
+    return {
+        "displaylogo": False,
+        "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2},
+        "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+    }
+
+
+def figure_html(fig: go.Figure, filename: str) -> str:
+    """A standalone HTML page of the figure (plotly.js inlined: opens offline), same modebar as in the app."""
+    return fig.to_html(include_plotlyjs=True, full_html=True, config=chart_config(filename))
+
+
+def _empty(title: str | None, message: str) -> go.Figure:
+    fig = go.Figure(layout={"template": TEMPLATE, "height": FIGURE_HEIGHT, "title": title})
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 14, "color": "#888"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def _layout(fig: go.Figure, title: str | None, x: str, rows: int, height: int = FIGURE_HEIGHT) -> go.Figure:
+    """The look shared by the metric figures; the x title goes under the bottom panel."""
+    fig.update_layout(
+        template=TEMPLATE, title=title, height=height, hovermode="closest",
+        margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 50},
+        legend={"font": {"size": 11}, "groupclick": "toggleitem"},
+    )
+    fig.update_xaxes(title_text=X_TITLES.get(x, x), row=rows, col=1)
+    return fig
+
+
+# --- smoothing and aggregation ---------------------------------------------------------------------------------
+
+
+def ema(values: Sequence[float] | np.ndarray, smoothing: float) -> np.ndarray:
+    """Debiased exponential moving average: `s_t = sum_i w^i v_(t-i) / sum_i w^i` with `w = smoothing`.
+
+    The same as TensorBoard's smoothing: 0 returns the values, 0.9 averages over roughly the last ten points,
+    and the first point is never pulled toward zero.
+    """
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    values = np.asarray(values, dtype=float)
+    if smoothing == 0 or len(values) == 0:
+        return values.copy()
+    return pd.Series(values).ewm(alpha=1 - smoothing, adjust=True).mean().to_numpy()
+
+
+def smooth(df: pd.DataFrame, smoothing: float) -> pd.DataFrame:
+    """A copy of the long frame sorted by series and x, with `value` smoothed per series and the unsmoothed
+    values kept in `raw`."""
+    out = df.sort_values([*SERIES_KEYS, "x"], kind="stable").reset_index(drop=True)
+    out["raw"] = out["value"]
+    if smoothing and len(out):
+        out["value"] = out.groupby(SERIES_KEYS, sort=False)["value"].transform(lambda s: ema(s.to_numpy(), smoothing))
+    return out
+
+
+def band_stats(df: pd.DataFrame, by: str, grid_points: int = BAND_GRID_POINTS) -> pd.DataFrame:
+    """Mean and sample std over the runs of each (`by` value, split, name), on a common x grid.
+
+    The grid is the union of the runs' x values when they have at most `grid_points` of them (seeds of one
+    config log at the same steps, so nothing is interpolated), else `grid_points` evenly spaced values. Each
+    run is interpolated onto the grid inside its own x range and missing outside it. Returns columns `by`,
+    split, name, x, mean, std (0 where one run covers x), n (runs covering x).
+    """
+    frames = []
+    for (group, split, name), part in df.groupby([by, "split", "name"], sort=False):
+        runs = [(r["x"].to_numpy(float), r["value"].to_numpy(float))
+                for _, r in part.sort_values("x").groupby("run_id", sort=False)]
+        grid = np.unique(np.concatenate([xs for xs, _ in runs]))
+        if len(grid) > grid_points:
+            grid = np.linspace(grid[0], grid[-1], grid_points)
+        stacked = np.full((len(runs), len(grid)), np.nan)
+        for i, (xs, ys) in enumerate(runs):
+            inside = (grid >= xs[0]) & (grid <= xs[-1])
+            stacked[i, inside] = np.interp(grid[inside], xs, ys)
+        n = np.sum(~np.isnan(stacked), axis=0)
+        keep = n > 0
+        stacked, grid, n = stacked[:, keep], grid[keep], n[keep]
+        mean = np.nanmean(stacked, axis=0)
+        centred = np.where(np.isnan(stacked), 0.0, stacked - mean)
+        std = np.sqrt(np.sum(centred**2, axis=0) / np.maximum(n - 1, 1))
+        frames.append(pd.DataFrame({by: group, "split": split, "name": name, "x": grid, "mean": mean, "std": std,
+                                    "n": n}))
+    if not frames:
+        return pd.DataFrame(columns=[by, "split", "name", "x", "mean", "std", "n"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def first_reach(df: pd.DataFrame, target: float, higher_better: bool) -> pd.DataFrame:
+    """Per series, the first x where the value reaches `target` (>= when higher is better, else <=).
+
+    Returns run_id, split, name, reached_at (NaN when the run never reached it), best (its best value).
+    """
+    rows = []
+    for (run_id, split, name), part in df.sort_values("x").groupby(SERIES_KEYS, sort=False):
+        values = part["value"].to_numpy(float)
+        hit = values >= target if higher_better else values <= target
+        rows.append({"run_id": run_id, "split": split, "name": name,
+                     "reached_at": float(part["x"].to_numpy(float)[hit.argmax()]) if hit.any() else np.nan,
+                     "best": float(values.max() if higher_better else values.min())})
+    return pd.DataFrame(rows, columns=["run_id", "split", "name", "reached_at", "best"])
+
+
+def best_points(df: pd.DataFrame, higher_better: bool) -> pd.DataFrame:
+    """Per series, the (first) point with the best value: run_id, split, name, x, value."""
+    if df.empty:
+        return df[[*SERIES_KEYS, "x", "value"]].copy()
+    ordered = df.sort_values([*SERIES_KEYS, "x"], kind="stable").reset_index(drop=True)
+    grouped = ordered.groupby(SERIES_KEYS, sort=False)["value"]
+    index = grouped.idxmax() if higher_better else grouped.idxmin()
+    return ordered.loc[index.to_numpy(), [*SERIES_KEYS, "x", "value"]].reset_index(drop=True)
+
+
+def generalization_gap(train: pd.DataFrame, validation: pd.DataFrame, higher_better: bool) -> pd.DataFrame:
+    """How much worse validation is than train, per run, at the validation x values (train interpolated).
+
+    Positive means overfitting: validation loss above train loss, or train accuracy above validation accuracy.
+    Validation points outside a run's train x range are left out. Returns run_id, x, gap.
+    """
+    frames = []
+    for run_id, val in validation.sort_values("x").groupby("run_id", sort=False):
+        tr = train[train["run_id"] == run_id].sort_values("x")
+        if tr.empty:
+            continue
+        xs, tx, ty = val["x"].to_numpy(float), tr["x"].to_numpy(float), tr["value"].to_numpy(float)
+        inside = (xs >= tx[0]) & (xs <= tx[-1])
+        train_at = np.interp(xs[inside], tx, ty)
+        val_at = val["value"].to_numpy(float)[inside]
+        gap = train_at - val_at if higher_better else val_at - train_at
+        frames.append(pd.DataFrame({"run_id": run_id, "x": xs[inside], "gap": gap}))
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "x", "gap"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# --- metric figures --------------------------------------------------------------------------------------------
+
+
+def _scatter_type(df: pd.DataFrame) -> type[go.Scatter] | type[go.Scattergl]:
+    return go.Scattergl if len(df) > WEBGL_POINTS else go.Scatter
+
+
+def _labels(df: pd.DataFrame) -> dict[str, str]:
+    """run_id -> legend label (the `label` column, else the id)."""
+    columns = ["run_id", "label"] if "label" in df else ["run_id"]
+    pairs = df[columns].drop_duplicates("run_id")
+    return dict(zip(pairs["run_id"], pairs[columns[-1]].astype(str), strict=True))
+
+
+def _metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
+    pairs = df[["split", "name"]].drop_duplicates()
+    return list(zip(pairs["split"], pairs["name"], strict=True))
+
+
+def _hover(label: str, metric: str, x: str) -> str:
+    return f"<b>{label}</b><br>{X_TITLES.get(x, x)} %{{x:,.4~g}}<br>{metric} %{{y:.4~g}}<extra></extra>"
+
+
+def _run_traces(df: pd.DataFrame, x: str, smoothing: float, colors: dict[str, str],
+                metrics: list[tuple[str, str]], show_legend: bool) -> list[go.BaseTraceType]:
+    """One line per series of the smoothed frame; under smoothing, the raw series as a faint line beneath it."""
+    scatter = _scatter_type(df)
+    labels = _labels(df)
+    traces: list[go.BaseTraceType] = []
+    for (run_id, split, name), part in df.groupby(SERIES_KEYS, sort=False):
+        metric = metric_key(split, name)
+        dash = DASHES[metrics.index((split, name)) % len(DASHES)]
+        label = labels[run_id]
+        shown_name = label if len(metrics) == 1 else f"{label} · {metric}"
+        color = colors[run_id]
+        if smoothing:
+            traces.append(scatter(x=part["x"].to_numpy(), y=part["raw"].to_numpy(), mode="lines",
+                                  line={"color": color, "width": 1, "dash": dash}, opacity=0.25,
+                                  legendgroup=run_id, showlegend=False, hoverinfo="skip"))
+        traces.append(scatter(x=part["x"].to_numpy(), y=part["value"].to_numpy(), mode="lines", name=shown_name,
+                              legendgroup=run_id, showlegend=show_legend,
+                              line={"color": color, "width": 2, "dash": dash}, hovertemplate=_hover(label, metric, x)))
+    return traces
+
+
+def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, str],
+                 metrics: list[tuple[str, str]], x: str, show_legend: bool) -> list[go.BaseTraceType]:
+    traces: list[go.BaseTraceType] = []
+    for (group, split, name), part in stats.groupby([by, "split", "name"], sort=False):
+        metric = metric_key(split, name)
+        color = colors[group]
+        label = f"{by_title}={group} (n={int(part['n'].max())})"
+        shown_name = label if len(metrics) == 1 else f"{label} · {metric}"
+        xs, mean, std = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
+        traces.append(go.Scatter(
+            x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+            fill="toself", fillcolor=translucent(color, 0.18), line={"width": 0}, hoverinfo="skip",
+            legendgroup=str(group), showlegend=False,
+        ))
+        traces.append(go.Scatter(
+            x=xs, y=mean, mode="lines", name=shown_name, legendgroup=str(group), showlegend=show_legend,
+            line={"color": color, "width": 2, "dash": DASHES[metrics.index((split, name)) % len(DASHES)]},
+            customdata=np.stack([std, part["n"].to_numpy()], axis=1),
+            hovertemplate=(f"<b>{label}</b><br>{X_TITLES.get(x, x)} %{{x:,.4~g}}<br>{metric} %{{y:.4~g}}"
+                           " ± %{customdata[0]:.3~g} (%{customdata[1]} runs)<extra></extra>"),
+        ))
+    return traces
+
+
+def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, log_y: bool = False,
+                  group: str | None = None, group_title: str | None = None, facet: bool = False,
+                  target: float | None = None, title: str | None = None) -> go.Figure:
+    """Curves of every series in the long frame `df`.
+
+    `group`: a column of `df` (a config value per run): one mean line per group value with a +/- std band
+    over its runs instead of one line per run. `facet`: one panel per metric (shared x) instead of overlaying
+    metrics of different scales. `target`: a horizontal reference line (convergence targets).
+    """
+    if df.empty:
+        return _empty(title, "No data for this selection yet")
+    metrics = _metrics(df)
+    smoothed = smooth(df, smoothing)
+    panels = metrics if facet else [None]
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.08 if facet else 0,
+                        subplot_titles=[metric_key(*m) for m in metrics] if facet else None)
+    if group is not None:
+        data = band_stats(smoothed, group)
+    else:
+        data = smoothed
+    colors = color_map(df[group or "run_id"])  # in the caller's order of runs (or groups)
+    for row, panel in enumerate(panels, start=1):
+        part = data if panel is None else data[(data["split"] == panel[0]) & (data["name"] == panel[1])]
+        if group is not None:
+            traces = _band_traces(part, group, group_title or group, colors, metrics, x, show_legend=row == 1)
+        else:
+            traces = _run_traces(part, x, smoothing, colors, metrics, show_legend=row == 1)
+        fig.add_traces(traces, rows=[row] * len(traces), cols=[1] * len(traces))
+    if log_y:
+        fig.update_yaxes(type="log")
+    if not facet and len(metrics) == 1:
+        fig.update_yaxes(title_text=metric_key(*metrics[0]))
+    if target is not None:
+        fig.add_hline(y=target, line={"color": "#444", "width": 1, "dash": "dot"},
+                      annotation_text=f"target {target:g}", annotation_position="top left")
+    return _layout(fig, title, x, len(panels), FIGURE_HEIGHT if not facet else max(FIGURE_HEIGHT, 260 * len(panels)))
+
+
+def overfitting_figure(train: pd.DataFrame, validation: pd.DataFrame, *, metric: str, higher_better: bool,
+                       x: str = "step", log_y: bool = False, title: str | None = None) -> go.Figure:
+    """Top: train (dashed) and validation (solid) curves per run, a star on each run's best validation point.
+    Bottom: the generalization gap over time (positive: validation worse than train)."""
+    if validation.empty:
+        return _empty(title, "No validation data for this selection yet")
+    colors = color_map(pd.concat([validation["run_id"], train["run_id"]]))
+    labels = _labels(pd.concat([validation, train]))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.07,
+                        subplot_titles=[f"{metric}: train vs validation", "generalization gap"])
+    for split, frame, dash in (("train", train, "dash"), ("validation", validation, "solid")):
+        for run_id, part in frame.sort_values("x").groupby("run_id", sort=False):
+            fig.add_trace(go.Scatter(
+                x=part["x"].to_numpy(), y=part["value"].to_numpy(), mode="lines",
+                name=f"{labels[run_id]} · {split}", legendgroup=run_id,
+                line={"color": colors[run_id], "dash": dash, "width": 2 if split == "validation" else 1.5},
+                hovertemplate=_hover(labels[run_id], f"{split} {metric}", x),
+            ), row=1, col=1)
+    best = best_points(validation, higher_better)
+    fig.add_trace(go.Scatter(
+        x=best["x"], y=best["value"], mode="markers", name="best validation",
+        marker={"symbol": "star", "size": 13, "color": [colors[r] for r in best["run_id"]],
+                "line": {"color": "#222", "width": 1}},
+        text=[labels[r] for r in best["run_id"]],
+        hovertemplate=f"<b>%{{text}}</b><br>best validation {metric} %{{y:.4~g}}"
+                      f"<br>at {X_TITLES.get(x, x)} %{{x:,.4~g}}<extra></extra>",
+    ), row=1, col=1)
+    gap = generalization_gap(train, validation, higher_better)
+    for run_id, part in gap.groupby("run_id", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["x"].to_numpy(), y=part["gap"].to_numpy(), mode="lines+markers", legendgroup=run_id,
+            showlegend=False, line={"color": colors[run_id], "width": 2}, marker={"size": 5},
+            hovertemplate=_hover(labels[run_id], "gap", x),
+        ), row=2, col=1)
+    fig.add_hline(y=0, line={"color": "#999", "width": 1}, row=2, col=1)
+    if log_y:
+        fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(title_text=metric, row=1, col=1)
+    fig.update_yaxes(title_text="gap", row=2, col=1)
+    return _layout(fig, title, x, 2, 560)
+
+
+# --- single-run and data figures -------------------------------------------------------------------------------
+
+
+def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str | None = None) -> go.Figure:
+    """A confusion matrix (rows: true label, columns: predicted), coloured by the share of each true label."""
+    matrix = np.asarray(matrix)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    text = [[f"{matrix[i, j]:,}<br>{share[i, j]:.0%}" for j in range(matrix.shape[1])] for i in range(matrix.shape[0])]
+    fig = go.Figure(go.Heatmap(
+        z=share, x=list(labels), y=list(labels), text=text, texttemplate="%{text}", colorscale="Blues",
+        zmin=0, zmax=1, colorbar={"title": "share", "tickformat": ".0%"},
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+    ))
+    fig.update_xaxes(title_text="predicted", side="bottom")
+    fig.update_yaxes(title_text="true", autorange="reversed")
+    fig.update_layout(template=TEMPLATE, title=title, height=380, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig
+
+
+def attention_figure(weights: np.ndarray, tokens: Sequence[str], title: str | None = None) -> go.Figure:
+    """One head's attention (rows: query tokens attending, columns: key tokens attended to)."""
+    weights = np.asarray(weights)
+    # Repeated tokens would merge on a categorical axis: the position keeps each one apart.
+    names = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Heatmap(
+        z=weights, x=names, y=names, colorscale="Viridis", zmin=0, zmax=float(max(weights.max(), 1e-9)),
+        colorbar={"title": "weight"}, hovertemplate="%{y} → %{x}<br>%{z:.3f}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 10})
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
+    side = 260 + 18 * len(names)
+    fig.update_layout(template=TEMPLATE, title=title, height=min(side, 720),
+                      margin={"l": 90, "r": 20, "t": 50, "b": 90})
+    return fig
+
+
+def probability_figure(probabilities: dict[str, float], title: str | None = None) -> go.Figure:
+    """Class probabilities as horizontal bars, the predicted class highlighted."""
+    names, values = list(probabilities), np.asarray(list(probabilities.values()), dtype=float)
+    top = int(values.argmax()) if len(values) else -1
+    fig = go.Figure(go.Bar(
+        x=values, y=names, orientation="h", text=[f"{v:.1%}" for v in values], textposition="auto",
+        marker={"color": [PALETTE[0] if i == top else "#c7cbd6" for i in range(len(values))]},
+        hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+    ))
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(template=TEMPLATE, title=title, height=120 + 34 * len(names),
+                      margin={"l": 90, "r": 20, "t": 40 if title else 10, "b": 30})
+    return fig
+
+
+def length_histogram(lengths: pd.DataFrame, title: str | None = None, max_length: int | None = None) -> go.Figure:
+    """Overlaid histograms of text lengths in tokens per split (`lengths`: columns split, tokens); a dotted
+    line at `max_length` shows where texts are truncated."""
+    if lengths.empty:
+        return _empty(title, "No texts")
+    fig = go.Figure()
+    colors = color_map(lengths["split"])
+    for split, part in lengths.groupby("split", sort=False):
+        fig.add_trace(go.Histogram(x=part["tokens"], name=f"{split} ({len(part):,})", opacity=0.6,
+                                   marker={"color": colors[split]}, nbinsx=50))
+    if max_length is not None:
+        fig.add_vline(x=max_length, line={"color": "#444", "dash": "dot"}, annotation_text=f"max_length {max_length}")
+    fig.update_layout(template=TEMPLATE, title=title, barmode="overlay", height=340,
+                      margin={"l": 60, "r": 20, "t": 50 if title else 20, "b": 50},
+                      xaxis_title="tokens (minilm-l6 tokenizer)", yaxis_title="texts")
+    return fig
+
+
+def label_balance_figure(balance: dict[str, dict[str, int]], title: str | None = None) -> go.Figure:
+    """Label counts per split (`balance`: split -> label name -> count) as grouped bars with shares."""
+    if not balance:
+        return _empty(title, "Unlabelled dataset")
+    fig = go.Figure()
+    colors = color_map(label for counts in balance.values() for label in counts)
+    for label, color in colors.items():
+        counts = [balance[split].get(label, 0) for split in balance]
+        totals = [max(sum(balance[split].values()), 1) for split in balance]
+        fig.add_trace(go.Bar(x=list(balance), y=counts, name=label, marker={"color": color},
+                             text=[f"{c / t:.0%}" for c, t in zip(counts, totals, strict=True)], textposition="auto",
+                             hovertemplate=f"{label}<br>%{{x}}: %{{y:,}}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, title=title, barmode="group", height=340,
+                      margin={"l": 60, "r": 20, "t": 50 if title else 20, "b": 40}, yaxis_title="rows")
+    return fig

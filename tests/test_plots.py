@@ -1,0 +1,271 @@
+"""The figure builders of ptft_core.plots, checked on their traces and numbers (no browser, no store)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from ptft_core import plots
+
+
+def series(run_id: str, values, split: str = "validation", name: str = "loss", x=None, **extra) -> pd.DataFrame:
+    values = np.asarray(values, dtype=float)
+    x = np.arange(1, len(values) + 1) * 10 if x is None else np.asarray(x)
+    return pd.DataFrame({"run_id": run_id, "split": split, "name": name, "x": x, "value": values,
+                         "label": extra.pop("label", run_id), **extra})
+
+
+def lines(fig: go.Figure) -> list:
+    """The traces a legend shows (not raw-under-smoothing lines, bands or markers)."""
+    return [t for t in fig.data if t.showlegend is not False and t.mode == "lines"]
+
+
+# --- smoothing -------------------------------------------------------------------------------------------------
+
+
+def test_ema_is_the_debiased_moving_average():
+    values = [1.0, 2.0, 4.0, 8.0]
+    w = 0.5
+    expected = []
+    for t in range(len(values)):
+        weights = [w**i for i in range(t + 1)]
+        expected.append(sum(wi * values[t - i] for i, wi in enumerate(weights)) / sum(weights))
+    np.testing.assert_allclose(plots.ema(values, w), expected)
+    assert plots.ema(values, w)[0] == 1.0  # no pull toward zero at the start
+
+
+def test_ema_of_zero_smoothing_is_the_identity_and_bad_smoothing_is_refused():
+    np.testing.assert_array_equal(plots.ema([3.0, 1.0, 2.0], 0.0), [3.0, 1.0, 2.0])
+    assert len(plots.ema([], 0.9)) == 0
+    with pytest.raises(ValueError, match="smoothing"):
+        plots.ema([1.0], 1.0)
+
+
+def test_smooth_works_per_series_in_x_order_and_keeps_the_raw_values():
+    a = series("a", [4.0, 0.0], x=[20, 10])  # out of order on purpose
+    b = series("b", [10.0, 10.0])
+    out = plots.smooth(pd.concat([a, b]), 0.5)
+    got_a = out[out.run_id == "a"]
+    assert got_a["x"].tolist() == [10, 20]
+    np.testing.assert_allclose(got_a["value"], plots.ema([0.0, 4.0], 0.5))
+    np.testing.assert_allclose(got_a["raw"], [0.0, 4.0])
+    np.testing.assert_allclose(out[out.run_id == "b"]["value"], [10.0, 10.0])  # b is not mixed with a
+
+
+# --- line figures ----------------------------------------------------------------------------------------------
+
+
+def test_metric_figure_draws_one_line_per_run_with_its_label_and_the_white_template():
+    df = pd.concat([series("a", [3, 2, 1], label="tiny-s0"), series("b", [3, 2.5, 2], label="tiny-s1")])
+    fig = plots.metric_figure(df, x="step")
+    assert [t.name for t in lines(fig)] == ["tiny-s0", "tiny-s1"]
+    assert fig.data[0].line.color != fig.data[1].line.color
+    np.testing.assert_allclose(fig.data[0].y, [3, 2, 1])
+    assert fig.layout.template.layout.paper_bgcolor == "white"
+    assert fig.layout.xaxis.title.text == "step"
+    assert fig.layout.yaxis.title.text == "validation/loss"
+
+
+def test_several_metrics_keep_the_run_colour_and_differ_by_dash():
+    df = pd.concat([series("a", [1, 2]), series("a", [0.5, 0.6], name="accuracy")])
+    fig = plots.metric_figure(df)
+    first, second = lines(fig)
+    assert first.line.color == second.line.color
+    assert first.line.dash != second.line.dash
+    assert {first.name, second.name} == {"a · validation/loss", "a · validation/accuracy"}
+
+
+def test_smoothing_adds_a_faint_raw_line_under_each_smoothed_line():
+    fig = plots.metric_figure(series("a", [1.0, 3.0, 2.0]), smoothing=0.6)
+    raw, smoothed = fig.data
+    assert raw.opacity == 0.25 and raw.showlegend is False
+    np.testing.assert_allclose(raw.y, [1.0, 3.0, 2.0])
+    np.testing.assert_allclose(smoothed.y, plots.ema([1.0, 3.0, 2.0], 0.6))
+
+
+def test_log_scale_and_x_axis_titles():
+    fig = plots.metric_figure(series("a", [1, 10, 100]), log_y=True, x="wall_time")
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.xaxis.title.text == "wall time (s)"
+    assert plots.metric_figure(series("a", [1, 2]), x="tokens_seen").layout.xaxis.title.text == "tokens seen"
+
+
+def test_facets_put_each_metric_in_its_own_panel_with_one_legend_entry_per_run():
+    df = pd.concat([series("a", [1, 2]), series("a", [0.5, 0.6], split="forgetting", name="cka_similarity"),
+                    series("b", [1, 3])])
+    fig = plots.metric_figure(df, facet=True)
+    assert {t.yaxis for t in fig.data} == {"y", "y2"}
+    assert [a.text for a in fig.layout.annotations] == ["validation/loss", "forgetting/cka_similarity"]
+    assert sum(1 for t in fig.data if t.showlegend is not False) == 2  # a and b, in the first panel only
+    assert fig.layout.xaxis2.title.text == "step"  # under the bottom panel
+
+
+def test_target_line_is_drawn():
+    fig = plots.metric_figure(series("a", [0.5, 0.8]), target=0.75)
+    assert [s.y0 for s in fig.layout.shapes] == [0.75]
+
+
+def test_empty_data_gives_a_message_not_an_error():
+    fig = plots.metric_figure(series("a", []))
+    assert len(fig.data) == 0
+    assert "No data" in fig.layout.annotations[0].text
+
+
+def test_many_points_switch_to_webgl():
+    df = pd.concat([series(f"r{i}", np.ones(plots.WEBGL_POINTS // 4 + 1)) for i in range(4)])
+    assert isinstance(plots.metric_figure(df).data[0], go.Scattergl)
+    assert isinstance(plots.metric_figure(series("a", [1, 2])).data[0], go.Scatter)
+
+
+# --- grouped bands ---------------------------------------------------------------------------------------------
+
+
+def test_band_stats_mean_and_sample_std_over_seeds_on_shared_steps():
+    df = pd.concat([series("s0", [1.0, 2.0, 3.0], group="lr=1e-3"), series("s1", [3.0, 4.0, 5.0], group="lr=1e-3"),
+                    series("s2", [10.0, 10.0, 10.0], group="lr=1e-4")])
+    stats = plots.band_stats(df, "group")
+    one = stats[stats.group == "lr=1e-3"]
+    np.testing.assert_allclose(one["mean"], [2.0, 3.0, 4.0])
+    np.testing.assert_allclose(one["std"], np.std([[1, 3], [2, 4], [3, 5]], axis=1, ddof=1))
+    assert one["n"].tolist() == [2, 2, 2]
+    single = stats[stats.group == "lr=1e-4"]
+    assert single["std"].tolist() == [0.0, 0.0, 0.0]  # one run: no spread, not NaN
+
+
+def test_band_stats_interpolates_inside_each_run_only():
+    long = series("a", [0.0, 10.0], x=[0, 10], group="g")
+    short = series("b", [2.0], x=[5], group="g")  # covers x=5 only
+    stats = plots.band_stats(pd.concat([long, short]), "group")
+    by_x = stats.set_index("x")
+    assert by_x.loc[0, "n"] == 1 and by_x.loc[10, "n"] == 1
+    assert by_x.loc[5, "n"] == 2
+    assert by_x.loc[5, "mean"] == pytest.approx((5.0 + 2.0) / 2)  # a interpolated at 5
+
+
+def test_band_stats_uses_an_even_grid_when_runs_disagree_on_many_x_values():
+    a = series("a", np.linspace(0, 1, 300), x=np.arange(300) * 2, group="g")
+    b = series("b", np.linspace(0, 1, 300), x=np.arange(300) * 2 + 1, group="g")
+    stats = plots.band_stats(pd.concat([a, b]), "group", grid_points=50)
+    assert len(stats) == 50
+    np.testing.assert_allclose(np.diff(stats["x"]), np.diff(stats["x"])[0])
+
+
+def test_grouped_figure_draws_a_band_and_a_mean_line_per_group():
+    df = pd.concat([series("s0", [1.0, 2.0], group="0.001"), series("s1", [3.0, 4.0], group="0.001")])
+    fig = plots.metric_figure(df, group="group", group_title="optim.lr")
+    band, mean = fig.data
+    assert band.fill == "toself" and band.showlegend is False
+    np.testing.assert_allclose(mean.y, [2.0, 3.0])
+    std = np.std([1, 3], ddof=1)
+    np.testing.assert_allclose(band.y, [2 + std, 3 + std, 3 - std, 2 - std])  # upper edge, then lower reversed
+    assert mean.name == "optim.lr=0.001 (n=2)"
+
+
+# --- convergence and overfitting -------------------------------------------------------------------------------
+
+
+def test_first_reach_finds_the_first_crossing_in_either_direction():
+    df = pd.concat([series("fast", [0.5, 0.8, 0.9], name="accuracy"), series("never", [0.5, 0.6, 0.7], name="accuracy")])
+    got = plots.first_reach(df, 0.8, higher_better=True).set_index("run_id")
+    assert got.loc["fast", "reached_at"] == 20
+    assert np.isnan(got.loc["never", "reached_at"])
+    assert got.loc["never", "best"] == pytest.approx(0.7)
+    loss = plots.first_reach(series("a", [3.0, 1.0, 0.5]), 1.0, higher_better=False)
+    assert loss["reached_at"].tolist() == [20]
+
+
+def test_best_points_and_the_direction_of_metrics():
+    assert plots.higher_is_better("accuracy") and plots.higher_is_better("cka_similarity")
+    assert not plots.higher_is_better("loss") and not plots.higher_is_better("general_mlm_loss")
+    best = plots.best_points(pd.concat([series("a", [3.0, 1.0, 2.0]), series("b", [5.0, 4.0, 4.0])]), False)
+    assert best[["run_id", "x", "value"]].values.tolist() == [["a", 20, 1.0], ["b", 20, 4.0]]  # first of ties
+
+
+def test_generalization_gap_is_positive_when_validation_is_worse():
+    train = series("a", [2.0, 1.0, 0.5, 0.2], split="train", x=[0, 10, 20, 30])
+    validation = series("a", [1.2, 1.5], x=[10, 30])
+    gap = plots.generalization_gap(train, validation, higher_better=False)
+    np.testing.assert_allclose(gap["gap"], [1.2 - 1.0, 1.5 - 0.2])
+    acc_gap = plots.generalization_gap(series("a", [0.9, 1.0], split="train", name="accuracy"),
+                                       series("a", [0.8, 0.7], name="accuracy"), higher_better=True)
+    np.testing.assert_allclose(acc_gap["gap"], [0.1, 0.3])
+
+
+def test_generalization_gap_leaves_out_validation_points_outside_train():
+    train = series("a", [1.0, 1.0], split="train", x=[10, 20])
+    gap = plots.generalization_gap(train, series("a", [1.5, 1.5, 1.5], x=[0, 15, 40]), higher_better=False)
+    assert gap["x"].tolist() == [15]
+
+
+def test_overfitting_figure_has_train_validation_best_markers_and_gap_panel():
+    train = pd.concat([series("a", [2.0, 1.0, 0.5], split="train"), series("b", [2.0, 1.5, 1.0], split="train")])
+    validation = pd.concat([series("a", [1.5, 1.2, 1.4]), series("b", [1.8, 1.6, 1.5])])
+    fig = plots.overfitting_figure(train, validation, metric="loss", higher_better=False)
+    names = [t.name for t in fig.data if t.name]
+    assert {"a · train", "a · validation", "b · train", "b · validation", "best validation"} <= set(names)
+    assert next(t for t in fig.data if t.name == "a · train").line.dash == "dash"
+    markers = next(t for t in fig.data if t.name == "best validation")
+    assert markers.marker.symbol == "star"
+    assert list(markers.x) == [20, 30] and list(markers.y) == [1.2, 1.5]
+    gaps = [t for t in fig.data if t.yaxis == "y2" and t.mode == "lines+markers"]
+    assert len(gaps) == 2
+    np.testing.assert_allclose(gaps[0].y, [1.5 - 2.0, 1.2 - 1.0, 1.4 - 0.5])
+    assert fig.layout.yaxis2.title.text == "gap"
+
+
+def test_overfitting_figure_without_validation_shows_a_message():
+    fig = plots.overfitting_figure(series("a", [1.0], split="train"), series("a", []), metric="loss",
+                                   higher_better=False)
+    assert len(fig.data) == 0
+
+
+# --- single-run and data figures -------------------------------------------------------------------------------
+
+
+def test_confusion_figure_colours_by_row_share_and_labels_axes():
+    fig = plots.confusion_figure(np.array([[8, 2], [1, 9]]), ["neg", "pos"])
+    heat = fig.data[0]
+    np.testing.assert_allclose(heat.z, [[0.8, 0.2], [0.1, 0.9]])
+    assert list(heat.x) == ["neg", "pos"] and heat.text[0][1] == "2<br>20%"
+    assert fig.layout.yaxis.title.text == "true" and fig.layout.xaxis.title.text == "predicted"
+
+
+def test_attention_figure_keeps_repeated_tokens_apart():
+    weights = np.full((3, 3), 1 / 3)
+    fig = plots.attention_figure(weights, ["[CLS]", "the", "the"])
+    assert list(fig.data[0].x) == ["0:[CLS]", "1:the", "2:the"]
+    assert fig.layout.yaxis.autorange == "reversed"
+
+
+def test_probability_figure_highlights_the_predicted_class():
+    fig = plots.probability_figure({"negative": 0.2, "positive": 0.8})
+    bar = fig.data[0]
+    assert list(bar.y) == ["negative", "positive"]
+    assert bar.marker.color[1] == plots.PALETTE[0] and bar.marker.color[0] != plots.PALETTE[0]
+    assert bar.text[1] == "80.0%"
+
+
+def test_length_histogram_and_label_balance():
+    lengths = pd.DataFrame({"split": ["train"] * 3 + ["test"] * 2, "tokens": [5, 7, 9, 4, 6]})
+    fig = plots.length_histogram(lengths, max_length=8)
+    assert [t.name for t in fig.data] == ["train (3)", "test (2)"]
+    assert fig.layout.shapes[0].x0 == 8
+    balance = plots.label_balance_figure({"train": {"neg": 3, "pos": 1}, "test": {"neg": 1, "pos": 1}})
+    assert [t.name for t in balance.data] == ["neg", "pos"]
+    assert list(balance.data[0].y) == [3, 1] and balance.data[0].text[0] == "75%"
+    assert len(plots.label_balance_figure({}).data) == 0
+
+
+# --- export ----------------------------------------------------------------------------------------------------
+
+
+def test_html_export_is_standalone_and_png_button_is_configured():
+    fig = plots.metric_figure(series("a", [1.0, 2.0]))
+    html = plots.figure_html(fig, "ptft-convergence")
+    assert html.lower().startswith("<!doctype html>") and "plotly.js" in html.lower() and len(html) > 1_000_000  # library inlined
+    assert '"filename": "ptft-convergence"' in html
+    config = plots.chart_config("x")
+    assert config["toImageButtonOptions"] == {"format": "png", "filename": "x", "scale": 2}
+    assert config["displaylogo"] is False
