@@ -283,10 +283,7 @@ def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, 
     panels = metrics if facet else [None]
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.08 if facet else 0,
                         subplot_titles=[metric_key(*m) for m in metrics] if facet else None)
-    if group is not None:
-        data = band_stats(smoothed, group)
-    else:
-        data = smoothed
+    data = band_stats(smoothed, group) if group is not None else smoothed
     colors = color_map(df[group or "run_id"])  # in the caller's order of runs (or groups)
     for row, panel in enumerate(panels, start=1):
         part = data if panel is None else data[(data["split"] == panel[0]) & (data["name"] == panel[1])]
