@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ptft_core.config import config_from_dict
-from ptft_core.journal import JournalWriter
+from ptft_core.journal import JOURNAL_NAME, JournalWriter
 
 log = logging.getLogger("ptft_core.worker")
 
@@ -53,6 +53,21 @@ def latest_step_checkpoint(run_dir: Path) -> int | None:
     steps = [int(p.name[5:]) for p in (Path(run_dir) / "checkpoints").glob("step-*")
              if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
     return max(steps) if steps else None
+
+
+def _close_torn_line(journal: Path) -> None:
+    """A journal cut mid-line (a crash during a write) gets its newline back before new events are appended:
+    the torn line is then one corrupt line that readers skip, instead of swallowing the next event."""
+    try:
+        with open(journal, "rb+") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+    except FileNotFoundError:
+        return
 
 
 def resolve_trainer(kind: str) -> Callable[..., str]:
@@ -93,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir.resolve()
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     run_id, attempt = run["run_id"], int(run.get("attempt", 1))
+    _close_torn_line(run_dir / JOURNAL_NAME)
     journal = JournalWriter(run_dir, run_id)
 
     stop = threading.Event()

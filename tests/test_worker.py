@@ -124,3 +124,13 @@ def test_bad_config_fails_as_a_status(tmp_path):
     proc = worker(run_dir)
     assert proc.wait(timeout=60) == 1
     assert "max_steps" in events(run_dir, "status")[-1]["error"]
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_event(tmp_path):
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / "events.jsonl").write_text('{"type":"metric","run_id":"r1","seq":1,"step":1,"split":"train","na')
+    proc = worker(run_dir)
+    assert proc.wait(timeout=60) == 0
+    evs = events(run_dir)
+    assert evs[0]["type"] == "status" and evs[0]["status"] == "running"  # intact, right after the torn line
+    assert evs[-1]["status"] == "completed"
