@@ -1,0 +1,277 @@
+"""Models: BERT presets, WordPiece training, checkpoint resolution, the classifier and the masked-LM wrapper.
+
+Everything a run trains is a Hugging Face model, so a user can load any checkpoint of ours with `transformers`
+directly. The one piece of our own is the MLM head: `MaskedLMHead` projects only the masked positions onto the
+vocabulary, which is what makes CPU pretraining affordable (the full-vocabulary projection of every position
+dominates the cost of a small BERT). Its weights live beside the encoder in `mlm_head.safetensors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from ptft_core import paths
+from ptft_core.config import BUILTIN_CHECKPOINT, PRESETS, ConfigError
+
+PRESET_SHAPES: dict[str, dict[str, int]] = {
+    "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
+    "mini": {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024},
+    "small": {"num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
+    "base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+}
+assert set(PRESET_SHAPES) == set(PRESETS)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+MLM_HEAD_FILE = "mlm_head.safetensors"
+# Dropout lives under different names in BERT/RoBERTa (first three) and DistilBERT (last three).
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
+                  "dropout", "attention_dropout", "seq_classif_dropout")
+
+
+class CheckpointError(ConfigError):
+    """A model spec that cannot be resolved or loaded; a user error (one line in the CLI, not a traceback)."""
+
+
+# --- devices -------------------------------------------------------------------------------------------------
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but this machine has no CUDA GPU")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); plain float32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --- tokenizers and configs ----------------------------------------------------------------------------------
+
+
+def train_wordpiece(texts: list[str], vocab_size: int, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A lowercasing BERT WordPiece tokenizer trained on `texts`, wrapped so `save_pretrained` and
+    `AutoTokenizer.from_pretrained` round-trip it."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers.models import WordPiece
+
+    tokenizer = Tokenizer(WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tokenizer.train_from_iterator(texts, trainer)
+    # The trainer breaks ties between equally frequent merges in a process-random order, so the same texts give
+    # the same tokens under shuffled ids. Sorted ids make a seed reproduce its run (a tie at the very edge of
+    # the vocabulary can still swap one rare token); WordPiece matching does not depend on the order.
+    learned = sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
+    tokenizer.model = WordPiece({token: i for i, token in enumerate(SPECIAL_TOKENS + learned)}, unk_token="[UNK]")
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=model_max_length,
+    )
+
+
+def preset_config(preset: str, tokenizer: PreTrainedTokenizerFast) -> BertConfig:
+    """A BERT config of a preset's shape sized to `tokenizer`'s vocabulary."""
+    return BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                      max_position_embeddings=512, **PRESET_SHAPES[preset])
+
+
+# --- resolving checkpoint specs -------------------------------------------------------------------------------
+
+
+def parent_run_id(spec: str) -> str | None:
+    """The run a `run:<id>[/step-<N>]` spec descends from (lineage); None for anything else."""
+    return spec[4:].split("/", 1)[0] if spec.startswith("run:") else None
+
+
+def resolve_checkpoint(spec: str) -> str:
+    """Where a model spec's files are: a local folder, or a hub id left for `from_pretrained`.
+
+    `minilm-l6` is the built-in checkpoint; `run:<id>` is a run's final checkpoint and `run:<id>/step-<N>` one of
+    its step checkpoints; an existing folder is itself; anything else is taken for a Hugging Face hub id.
+    """
+    if spec == BUILTIN_CHECKPOINT:
+        path = paths.models_dir() / BUILTIN_CHECKPOINT
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"the built-in checkpoint {spec!r} is not prepared: "
+                                  "run python -m ptft_core data prepare")
+        return str(path)
+    if spec.startswith("run:"):
+        run_id, _, name = spec[4:].partition("/")
+        folder = paths.run_dir(run_id) / "checkpoints"
+        path = folder / (name or "final")
+        if not (path / "config.json").is_file():
+            available = sorted(p.name for p in folder.glob("*") if (p / "config.json").is_file())
+            raise CheckpointError(f"{spec}: no checkpoint {path.name!r} in run {run_id!r}; available: "
+                                  f"{', '.join(available) or 'none (is the run finished?)'}")
+        return str(path)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{spec}: this folder holds no Hugging Face model (no config.json)")
+        return str(path.resolve())
+    if spec.startswith((".", "/", "~")):
+        raise CheckpointError(f"{spec}: no such folder")
+    return spec
+
+
+def _load(loader, spec: str, path: str, **kwargs):
+    """`loader(path)`, with hub failures (offline, unknown id) turned into one clear user error."""
+    if Path(path).is_dir():
+        return loader(path, **kwargs)
+    try:
+        return loader(path, **kwargs)
+    except (OSError, ValueError) as exc:  # offline / unknown repo are OSErrors; a malformed id is a ValueError
+        raise CheckpointError(f"could not load {spec!r} from the Hugging Face hub (no network?): "
+                              f"{str(exc).splitlines()[0]}") from exc
+
+
+def load_tokenizer(spec: str) -> PreTrainedTokenizerFast:
+    return _load(AutoTokenizer.from_pretrained, spec, resolve_checkpoint(spec))
+
+
+# --- classification ------------------------------------------------------------------------------------------
+
+
+def set_dropout(config, dropout: float) -> None:
+    for name in DROPOUT_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, dropout)
+
+
+def set_labels(config, labels: list[str]) -> None:
+    """Label count and names, so a saved classifier reads well in `transformers` pipelines too."""
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {name: i for i, name in enumerate(labels)}
+
+
+def load_classifier(base: str, labels: list[str], scratch: bool = False,
+                    dropout: float | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A sequence classifier on `base` (any encoder `AutoModelForSequenceClassification` supports).
+
+    A preset base is a randomly initialised BERT of that shape with the built-in (bert-base-uncased) tokenizer;
+    `scratch` keeps a checkpoint's architecture and tokenizer but re-initialises every weight.
+    """
+    if base in PRESETS:
+        tokenizer = load_tokenizer(BUILTIN_CHECKPOINT)
+        config, path, scratch = preset_config(base, tokenizer), None, True
+    else:
+        path = resolve_checkpoint(base)
+        tokenizer = _load(AutoTokenizer.from_pretrained, base, path)
+        config = _load(AutoConfig.from_pretrained, base, path)
+    set_labels(config, labels)
+    if dropout is not None:
+        set_dropout(config, dropout)
+    if scratch:
+        return AutoModelForSequenceClassification.from_config(config), tokenizer
+    # A fine-tuned base may carry a head for another label count: that head is re-initialised, not an error.
+    model = _load(AutoModelForSequenceClassification.from_pretrained, base, path, config=config,
+                  ignore_mismatched_sizes=True)
+    return model, tokenizer
+
+
+# --- masked LM -----------------------------------------------------------------------------------------------
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's MLM head (dense, GELU, LayerNorm, vocabulary projection) whose decoder is the input embedding
+    matrix, passed in at call time: the tie needs no copy and the head's own file stays small."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=getattr(config, "layer_norm_eps", 1e-12))
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        nn.init.normal_(self.dense.weight, std=getattr(config, "initializer_range", 0.02))
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, hidden: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm(F.gelu(self.dense(hidden))), decoder_weight, self.bias)
+
+
+class MLMModel(nn.Module):
+    """An encoder (any `AutoModel`) plus a `MaskedLMHead` tied to its input embeddings."""
+
+    def __init__(self, encoder: PreTrainedModel, head: MaskedLMHead):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy over the masked positions (labels != -100)."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Gather the ~15% masked positions before the vocabulary projection: the projection is the
+        # expensive part, and the other 85% of its output would be thrown away.
+        selected = labels != -100
+        logits = self.head(hidden[selected], self.encoder.get_input_embeddings().weight)
+        return F.cross_entropy(logits.float(), labels[selected])
+
+    def save(self, folder: Path) -> None:
+        self.encoder.save_pretrained(folder)
+        save_mlm_head(self.head, folder)
+
+
+def save_mlm_head(head: MaskedLMHead, folder: Path) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(folder / MLM_HEAD_FILE))
+
+
+def load_mlm_head(folder: str, encoder: PreTrainedModel) -> MaskedLMHead | None:
+    """The MLM head saved beside a checkpoint, or None when it has none (MiniLM, a hub model, a preset)."""
+    file = Path(folder) / MLM_HEAD_FILE
+    if not file.is_file():
+        return None
+    head = MaskedLMHead(encoder.config)
+    head.load_state_dict(load_file(str(file)))
+    return head
+
+
+def load_mlm(spec: str) -> tuple[MLMModel, PreTrainedTokenizerFast]:
+    """An encoder checkpoint with its MLM head, or a fresh head tied to its embeddings when it has none."""
+    path = resolve_checkpoint(spec)
+    encoder = _load(AutoModel.from_pretrained, spec, path)
+    tokenizer = _load(AutoTokenizer.from_pretrained, spec, path)
+    head = load_mlm_head(path, encoder) or MaskedLMHead(encoder.config)
+    return MLMModel(encoder, head), tokenizer
+
+
+def scratch_mlm(preset: str, tokenizer: PreTrainedTokenizerFast) -> MLMModel:
+    encoder = AutoModel.from_config(preset_config(preset, tokenizer))
+    return MLMModel(encoder, MaskedLMHead(encoder.config))
+
+
+def classifier_sharing_encoder(model: PreTrainedModel, labels: list[str]) -> PreTrainedModel:
+    """A second classifier (a fresh head for `labels`) on the very same encoder modules as `model`."""
+    config = copy.deepcopy(model.config)
+    set_labels(config, labels)
+    other = AutoModelForSequenceClassification.from_config(config)
+    setattr(other, other.base_model_prefix, model.base_model)
+    return other.to(next(model.parameters()).device)

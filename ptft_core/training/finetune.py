@@ -1,0 +1,374 @@
+"""Sequence-classification fine-tuning, optionally sequential: `dataset` first, then `then_dataset`.
+
+Sequential fine-tuning gives every task its own head: each task is an `AutoModelForSequenceClassification` of
+its own, and all of them share one encoder (the same modules). The first task's accuracy, measured all along
+with its own head, then drops only as far as the shared encoder forgets, which is what is under study, and
+label sets of different sizes or meanings need no special case. Replaying the first task trains through its
+own head.
+
+Setup (data, models, probes) -> one `fit_task` per task (the step loop, evaluations, early stopping) ->
+test metrics with the best checkpoint, which becomes `checkpoints/final`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from ptft_core.config import PRESETS, ConfigError, FinetuneConfig
+from ptft_core.data import label_names, load_split
+from ptft_core.journal import MetricLogger
+from ptft_core.models import (
+    MaskedLMHead,
+    MLMModel,
+    autocast,
+    classifier_sharing_encoder,
+    load_classifier,
+    load_mlm_head,
+    pick_device,
+    resolve_checkpoint,
+)
+from ptft_core.training.checkpoint import (
+    checkpoints_dir,
+    latest_checkpoint,
+    load_training_state,
+    load_weights,
+    promote_checkpoint,
+    prune_step_checkpoints,
+    save_checkpoint,
+)
+from ptft_core.training.common import (
+    TrainMeter,
+    build_optimizer,
+    build_scheduler,
+    decay_groups,
+    generator,
+    length_grouped_batches,
+    log_metrics,
+    optimizer_step,
+    pad_batch,
+    restore_rng_state,
+    rng_state,
+    seed_everything,
+)
+from ptft_core.training.evaluate import classification_metrics
+from ptft_core.training.forgetting import (
+    MLMReplay,
+    Probes,
+    build_probes,
+    l2sp_anchor,
+    l2sp_penalty,
+    measure_probes,
+    replay_sizes,
+)
+from ptft_core.training.strategies import apply_strategy, head_parameters, strategy_param_groups, unfreeze_stage
+
+EVAL_BATCH = 64
+
+
+@dataclass
+class Examples:
+    """Tokenized, unpadded examples; batches are padded when drawn."""
+
+    ids: list[list[int]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index) -> Examples:
+        return Examples([self.ids[i] for i in index], self.labels[index])
+
+    def batch(self, index, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+        batch = {**pad_batch([self.ids[i] for i in index], pad_id), "labels": torch.as_tensor(self.labels[index])}
+        return {k: v.to(device) for k, v in batch.items()}
+
+
+def tokenize_split(tokenizer, dataset: str, split: str, max_length: int) -> Examples:
+    frame = load_split(dataset, split)
+    ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)["input_ids"]
+    return Examples(ids, frame["label"].to_numpy(dtype=np.int64))
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """`fraction` of each class (at least one example of each), drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:max(1, round(fraction * np.sum(labels == c)))]
+              for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
+
+
+@dataclass
+class Task:
+    dataset: str
+    model: PreTrainedModel  # shares its encoder with every other task's model
+    train: Examples
+    train_sample: Examples  # fixed sample of `train`, scored at each evaluation (overfitting curves)
+    validation: Examples
+    epochs: int
+    batch_size: int  # current-task examples per batch; the rest of config.batch_size is replay
+    n_replay: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every step checkpoint."""
+
+    step: int = 0
+    task: int = 0  # index of the task being trained
+    task_start: int = 0  # global step at which it started
+    epoch_offset: float = 0.0  # epochs trained on earlier tasks: the metrics' epoch axis runs on across tasks
+    best: float | None = None  # best validation value of the current task
+    bad_evals: int = 0  # evaluations since it last improved
+
+
+@dataclass
+class Run:
+    """What a fine-tuning run sets up once and every step reads."""
+
+    config: FinetuneConfig
+    run_dir: Path
+    logger: MetricLogger
+    device: torch.device
+    tokenizer: object
+    tasks: list[Task]
+    probes: Probes
+    mlm_head: MaskedLMHead | None
+    mlm_replay: MLMReplay | None
+    anchor: dict[str, torch.Tensor] | None  # L2-SP's starting weights
+    should_stop: Callable[[], bool]
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return self.tasks[0].model.base_model
+
+
+# --- setup ---------------------------------------------------------------------------------------------------
+
+
+def build_task(config: FinetuneConfig, index: int, dataset: str, model: PreTrainedModel, tokenizer) -> Task:
+    train = tokenize_split(tokenizer, dataset, "train", config.max_length)
+    train = train.subset(stratified_subset(train.labels, config.label_fraction, config.seed))
+    sample = np.random.default_rng(config.seed).permutation(len(train))[:config.eval_train_samples]
+    # Replay takes part of each batch: from the previous task (second task only) or MLM blocks (any task).
+    replaying = config.replay_source == "mlm" or index > 0
+    batch_size, n_replay = replay_sizes(config.batch_size, config.replay_fraction if replaying else 0.0)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    epochs = config.epochs if index == 0 else config.then_epochs
+    total = epochs * steps_per_epoch if not config.max_steps else min(config.max_steps, epochs * steps_per_epoch)
+    return Task(dataset, model, train, train.subset(np.sort(sample)),
+                tokenize_split(tokenizer, dataset, "validation", config.max_length),
+                epochs, batch_size, n_replay, steps_per_epoch, total)
+
+
+def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: torch.device,
+          should_stop: Callable[[], bool]) -> Run:
+    if config.replay_fraction and config.replay_source == "task" and config.then_dataset is None:
+        raise ConfigError("replay_source: 'task' replays the first task into the second; set then_dataset")
+    model, tokenizer = load_classifier(config.base, label_names(config.dataset), config.scratch, config.dropout)
+    model.to(device)
+    tasks = [build_task(config, 0, config.dataset, model, tokenizer)]
+    if config.then_dataset is not None:
+        second = classifier_sharing_encoder(model, label_names(config.then_dataset))
+        tasks.append(build_task(config, 1, config.then_dataset, second, tokenizer))
+
+    encoder = model.base_model
+    mlm_head = None
+    if not config.scratch and config.base not in PRESETS:
+        mlm_head = load_mlm_head(resolve_checkpoint(config.base), encoder)
+    if mlm_head is not None:
+        mlm_head.to(device).requires_grad_(False)  # a fixed reader of the encoder, never trained here
+    mlm_replay = None
+    if config.replay_fraction and config.replay_source == "mlm":
+        if mlm_head is None:
+            raise ConfigError(f"replay_source: 'mlm' needs a base with an MLM head (a pretraining run); "
+                              f"{config.base!r} has none")
+        mlm_replay = MLMReplay(config, tokenizer, MLMModel(encoder, mlm_head))
+    # Both are taken from the starting encoder, before any step.
+    probes = build_probes(config, encoder, tokenizer, mlm_head, device, logger)
+    anchor = l2sp_anchor(encoder) if config.l2sp else None
+    return Run(config, Path(run_dir), logger, device, tokenizer, tasks, probes, mlm_head, mlm_replay, anchor,
+               should_stop)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def classify(model: PreTrainedModel, examples: Examples, pad_id: int, device: torch.device) -> dict[str, float]:
+    """Metrics of `model` on `examples`, batched by length (little padding) in eval mode."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort([len(ids) for ids in examples.ids], kind="stable")
+    logits = []
+    for start in range(0, len(order), EVAL_BATCH):
+        batch = examples.batch(order[start:start + EVAL_BATCH], pad_id, device)
+        with autocast(device):
+            logits.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float())
+    model.train(was_training)
+    return classification_metrics(torch.cat(logits).cpu().numpy(), examples.labels[order])
+
+
+def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
+    """Log validation, train-sample and forgetting metrics; keep the best checkpoint; True: stop early."""
+    config, step, pad_id = run.config, progress.step, run.tokenizer.pad_token_id
+    validation = classify(task.model, task.validation, pad_id, run.device)
+    log_metrics(run.logger, step, validation, "validation", epoch)
+    if len(task.train_sample):
+        sample = classify(task.model, task.train_sample, pad_id, run.device)
+        # The train split's "loss" is the running training loss; the sample's (no dropout) is named apart.
+        sample["eval_loss"] = sample.pop("loss")
+        log_metrics(run.logger, step, sample, "train", epoch)
+    forgetting = measure_probes(run.probes, run.encoder, run.device)
+    if progress.task > 0:
+        first = classify(run.tasks[0].model, run.tasks[0].validation, pad_id, run.device)
+        forgetting |= {"prev_task_accuracy": first["accuracy"], "prev_task_loss": first["loss"]}
+    log_metrics(run.logger, step, forgetting, "forgetting", epoch)
+
+    value = validation[config.early_stopping_metric]
+    lower_is_better = config.early_stopping_metric == "loss"
+    if progress.best is None or (value < progress.best if lower_is_better else value > progress.best):
+        progress.best, progress.bad_evals = value, 0
+        save_checkpoint(run.run_dir, "best", step, task.model, run.tokenizer, config, run.logger,
+                        mlm_head=run.mlm_head)
+        return False
+    progress.bad_evals += 1
+    return 0 < config.early_stopping_patience <= progress.bad_evals
+
+
+# --- training ------------------------------------------------------------------------------------------------
+
+
+def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
+    """Train the current task to its end (or early stop), then load its best weights back; "cancelled" when
+    `should_stop()` interrupts it (after saving a step checkpoint to resume from)."""
+    config, logger, device = run.config, run.logger, run.device
+    task = run.tasks[progress.task]
+    replayed = run.tasks[progress.task - 1] if progress.task > 0 and config.replay_source == "task" else None
+    param_groups = strategy_param_groups(task.model, config)
+    if replayed is not None and task.n_replay:  # the earlier task's head learns from its replayed examples
+        param_groups += decay_groups(head_parameters(replayed.model), config.optim.weight_decay, config.optim.lr)
+    optimizer = build_optimizer(param_groups, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, task.total_steps)
+    replay_rng = generator(config.seed * 7919 + progress.task)
+    if restored is not None:
+        optimizer.load_state_dict(restored["optimizer"])
+        scheduler.load_state_dict(restored["scheduler"])
+        replay_rng.set_state(restored["replay_rng"])
+        restore_rng_state(restored["rng"])
+
+    def save_resume_point() -> None:
+        state = {"progress": asdict(progress), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "replay_rng": replay_rng.get_state(), "rng": rng_state(),
+                 "heads": [{name: p.detach() for name, p in head_parameters(t.model)}
+                           for t in run.tasks[:progress.task]]}
+        save_checkpoint(run.run_dir, f"step-{progress.step}", progress.step, task.model, run.tokenizer, config,
+                        logger, state, run.mlm_head)
+        prune_step_checkpoints(run.run_dir, keep=1)  # only the newest is a resume point worth its disk space
+
+    pad_id = run.tokenizer.pad_token_id
+    lengths = [len(ids) for ids in task.train.ids]
+    share = task.batch_size / (task.batch_size + task.n_replay)  # of the loss, as of the batch
+    total_steps = sum(t.total_steps for t in run.tasks)
+    meter = TrainMeter(device)
+    stage, trainable, order_epoch, order = None, None, -1, []
+    task_step = progress.step - progress.task_start
+    epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
+    while task_step < task.total_steps:
+        epoch, index = divmod(task_step, task.steps_per_epoch)
+        if epoch != order_epoch:  # a function of (seed, task, epoch): resuming replays the same order
+            order_epoch = epoch
+            order = length_grouped_batches(lengths, task.batch_size, config.seed * 7919 + 101 * progress.task + epoch)
+        if unfreeze_stage(config, epoch, task_step) != stage:
+            stage = unfreeze_stage(config, epoch, task_step)
+            if (count := apply_strategy(task.model, config, stage)) != trainable:
+                trainable = count
+                logger.metric(progress.step, "trainable_params", count, "train", epoch_float)
+
+        batch = task.train.batch(order[index], pad_id, device)
+        lr = optimizer.param_groups[-1]["lr"]  # the head's: under discriminative lrs, the top group's
+        with autocast(device):
+            task_loss = task.model(**batch).loss
+            loss = share * task_loss
+            if replayed is not None and task.n_replay:
+                picked = torch.randint(len(replayed.train), (task.n_replay,), generator=replay_rng).numpy()
+                loss = loss + (1 - share) * replayed.model(**replayed.train.batch(picked, pad_id, device)).loss
+            elif run.mlm_replay is not None:
+                loss = loss + (1 - share) * run.mlm_replay.loss(task.n_replay, replay_rng, device)
+            if run.anchor is not None:
+                loss = loss + config.l2sp * l2sp_penalty(run.encoder, run.anchor)
+        loss.backward()
+        grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
+        progress.step += 1
+        task_step += 1
+        meter.update(task_loss, sum(lengths[i] for i in order[index]))
+
+        epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
+        done = task_step == task.total_steps
+        epoch_end = task_step % task.steps_per_epoch == 0 or done
+        if progress.step % config.log_every == 0 or done:
+            log_metrics(logger, progress.step, {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}, "train",
+                        epoch_float)
+            logger.event("progress", step=progress.step, total_steps=total_steps)
+        if progress.step % config.eval_every == 0 or epoch_end:
+            stop_early = evaluate(run, progress, task, epoch_float)
+            meter.restart_clock()
+            if stop_early:
+                logger.event("early_stop", step=progress.step, best=progress.best)
+                break
+        if done:
+            break
+        if epoch_end:
+            save_resume_point()
+            meter.restart_clock()
+        if run.should_stop():
+            save_resume_point()
+            return "cancelled"
+
+    load_weights(task.model, checkpoints_dir(run.run_dir) / "best")
+    progress.task += 1
+    progress.task_start, progress.epoch_offset = progress.step, epoch_float
+    progress.best, progress.bad_evals = None, 0
+    return "completed"
+
+
+def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
+                 should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
+                 device: str | None = None) -> str:
+    """Fine-tune; return "completed", or "cancelled" (after saving a checkpoint) as soon as `should_stop()`.
+
+    Test metrics (split "test") come from the best checkpoint on the validation metric, which becomes
+    `checkpoints/final`. `resume` continues from the newest step checkpoint, the metric series included.
+    """
+    device = pick_device(device or config.device)
+    seed_everything(config.seed)
+    run = setup(config, run_dir, logger, device, should_stop)
+    progress, restored = Progress(), None
+    checkpoint = latest_checkpoint(run.run_dir) if resume else None
+    if checkpoint is not None:
+        restored = load_training_state(checkpoint)
+        progress = Progress(**restored["progress"])
+        load_weights(run.tasks[progress.task].model, checkpoint)
+        for task, head in zip(run.tasks, restored["heads"], strict=False):
+            task.model.load_state_dict(head, strict=False)
+
+    while progress.task < len(run.tasks):
+        if fit_task(run, progress, restored) == "cancelled":
+            return "cancelled"
+        restored = None
+
+    last = run.tasks[-1]  # its best weights are loaded
+    test = classify(last.model, tokenize_split(run.tokenizer, last.dataset, "test", config.max_length),
+                    run.tokenizer.pad_token_id, device)
+    log_metrics(logger, progress.step, test, "test", progress.epoch_offset)
+    promote_checkpoint(run.run_dir, "best", "final", progress.step, logger)
+    prune_step_checkpoints(run.run_dir, keep=0)  # resume points only; a finished run needs none
+    return "completed"

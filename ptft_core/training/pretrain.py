@@ -1,0 +1,133 @@
+"""Masked-LM pretraining: a preset from scratch (with its own WordPiece vocabulary) or further pretraining of a
+checkpoint. One loop, top to bottom: setup -> data -> optimize -> log / evaluate / checkpoint."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ptft_core.config import ConfigError, PretrainConfig
+from ptft_core.data import load_texts
+from ptft_core.journal import MetricLogger
+from ptft_core.models import MLMModel, autocast, load_mlm, pick_device, scratch_mlm, train_wordpiece
+from ptft_core.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from ptft_core.training.common import (
+    TrainMeter,
+    build_optimizer,
+    build_scheduler,
+    decay_groups,
+    generator,
+    log_metrics,
+    optimizer_step,
+    restore_rng_state,
+    rng_state,
+    seed_everything,
+)
+from ptft_core.training.mlm import mask_tokens, masked_batches, mlm_eval_loss, pack_blocks, special_mask, tokenize_plain
+
+EVAL_MASK_SEED = 1234  # one masking of the validation blocks for every evaluation of every run
+
+
+def build_model(config: PretrainConfig, checkpoint: Path | None, train_texts: list[str]) -> tuple[MLMModel, object]:
+    if checkpoint is not None:  # resuming: weights, head and tokenizer all come from the checkpoint
+        return load_mlm(str(checkpoint))
+    if config.from_scratch:
+        tokenizer = train_wordpiece(train_texts, config.vocab_size)
+        return scratch_mlm(config.model, tokenizer), tokenizer
+    return load_mlm(config.model)
+
+
+def build_blocks(config: PretrainConfig, tokenizer, texts: list[str]) -> torch.Tensor:
+    return pack_blocks(tokenize_plain(tokenizer, texts), config.block_size, tokenizer.cls_token_id,
+                       tokenizer.sep_token_id)
+
+
+def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
+                 should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
+                 device: str | None = None) -> str:
+    """Train; return "completed", or "cancelled" (after saving a checkpoint) as soon as `should_stop()`.
+
+    `resume` continues from the newest `step-<N>` checkpoint: same weights, optimizer, schedule, RNG and data
+    order, and the metric series goes on from step N.
+    """
+    run_dir = Path(run_dir)
+    device = pick_device(device or config.device)
+    seed_everything(config.seed)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+
+    # --- data and model
+    train_texts = load_texts(config.corpus, "train")
+    model, tokenizer = build_model(config, checkpoint, train_texts)
+    model.to(device).train()
+    train_blocks = build_blocks(config, tokenizer, train_texts)
+    val_blocks = build_blocks(config, tokenizer, load_texts(config.corpus, "validation"))[:config.eval_blocks]
+    batches_per_epoch = len(train_blocks) // config.batch_size
+    if batches_per_epoch == 0 or len(val_blocks) == 0:
+        raise ConfigError(f"corpus {config.corpus} is too small for block_size={config.block_size}, "
+                          f"batch_size={config.batch_size}: {len(train_blocks)} train and "
+                          f"{len(val_blocks)} validation blocks")
+    val_batches = masked_batches([(val_blocks[i:i + config.batch_size], None)
+                                  for i in range(0, len(val_blocks), config.batch_size)],
+                                 tokenizer, config.mask_prob, EVAL_MASK_SEED)
+
+    # --- optimization
+    optimizer = build_optimizer(decay_groups(model.named_parameters(), config.optim.weight_decay, config.optim.lr),
+                                config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.max_steps)
+    masking = generator(config.seed)  # its own stream, so dropout draws do not shift which tokens get masked
+    step = 0
+    if checkpoint is not None:
+        state = load_training_state(checkpoint)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        masking.set_state(state["masking"])
+        restore_rng_state(state["rng"])
+        step = state["step"]
+
+    def save(name: str) -> None:
+        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "masking": masking.get_state(), "rng": rng_state()}
+        save_checkpoint(run_dir, name, step, model.encoder, tokenizer, config, logger, state, model.head)
+
+    tokens_seen = step * config.batch_size * config.block_size
+    meter = TrainMeter(device)
+    order_epoch, order = -1, None
+    while step < config.max_steps:
+        # The data order is a function of (seed, epoch): a resumed run draws exactly the batches it would have.
+        epoch, index = divmod(step, batches_per_epoch)
+        if epoch != order_epoch:
+            order_epoch = epoch
+            order = torch.randperm(len(train_blocks), generator=generator(config.seed * 7919 + epoch))
+        blocks = train_blocks[order[index * config.batch_size:(index + 1) * config.batch_size]]
+        inputs, labels = mask_tokens(blocks, special_mask(blocks, tokenizer), config.mask_prob, len(tokenizer),
+                                     tokenizer.mask_token_id, masking)
+        lr = optimizer.param_groups[0]["lr"]
+        with autocast(device):
+            loss = model(inputs.to(device), labels.to(device))
+        loss.backward()
+        grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
+        step += 1
+        tokens_seen += blocks.numel()
+        meter.update(loss, blocks.numel())
+
+        epoch_float = step / batches_per_epoch
+        if step % config.log_every == 0 or step == config.max_steps:
+            train = {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}
+            log_metrics(logger, step, train, "train", epoch_float, tokens_seen)
+            logger.event("progress", step=step, total_steps=config.max_steps)
+        if step % config.eval_every == 0 or step == config.max_steps:
+            val_loss = mlm_eval_loss(model, val_batches, device)
+            log_metrics(logger, step, {"loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0))},
+                        "validation", epoch_float, tokens_seen)
+            meter.restart_clock()
+        if step in config.checkpoint_steps:
+            save(f"step-{step}")
+            meter.restart_clock()
+        if step < config.max_steps and should_stop():
+            save(f"step-{step}")
+            return "cancelled"
+    save("final")
+    return "completed"

@@ -1,0 +1,155 @@
+"""Fine-tuning: batching, schedules, subsets, a real tiny run, early stopping, exact resume, the end-to-end chain."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_runs import tiny_finetune, tiny_pretrain
+from transformers import AutoModelForSequenceClassification
+
+from ptft_core import paths
+from ptft_core.config import FinetuneConfig, OptimConfig
+from ptft_core.journal import MemoryLogger
+from ptft_core.training import run_finetune, run_pretrain
+from ptft_core.training.common import build_scheduler, length_grouped_batches, pad_batch
+from ptft_core.training.finetune import stratified_subset
+
+
+def test_pad_batch_pads_to_the_longest_in_the_batch():
+    batch = pad_batch([[5, 6, 7], [8], [9, 10]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+
+
+def test_length_grouped_batches_cover_everything_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=1000).tolist()
+    batches = length_grouped_batches(lengths, batch_size=16, seed=3, mega_batches=10)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert [len(b) for b in batches].count(16) == len(batches) - 1  # one short batch at most (1000 = 62*16 + 8)
+    assert batches == length_grouped_batches(lengths, batch_size=16, seed=3, mega_batches=10)
+    assert batches != length_grouped_batches(lengths, batch_size=16, seed=4, mega_batches=10)
+
+    def padding(groups):
+        return sum(max(lengths[i] for i in g) * len(g) - sum(lengths[i] for i in g) for g in groups)
+
+    shuffled = rng.permutation(1000)
+    random_batches = [shuffled[i:i + 16].tolist() for i in range(0, 1000, 16)]
+    assert padding(batches) < 0.2 * padding(random_batches)
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("linear", [0.5, 1.0, 0.75, 0.5, 0.25, 0.0]),
+    ("cosine", [0.5, 1.0, 0.8535534, 0.5, 0.1464466, 0.0]),
+])
+def test_schedules_warm_up_then_decay(schedule, expected):
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = build_scheduler(optimizer, OptimConfig(lr=1.0, schedule=schedule, warmup_ratio=0.2), total_steps=5)
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx(expected)
+
+
+def test_stratified_subset_keeps_class_shares():
+    labels = np.array([0] * 800 + [1] * 200)
+    picked = stratified_subset(labels, 0.1, seed=0)
+    assert np.sum(labels[picked] == 0) == 80 and np.sum(labels[picked] == 1) == 20
+    assert list(picked) == list(stratified_subset(labels, 0.1, seed=0))
+    assert list(picked) != list(stratified_subset(labels, 0.1, seed=1))
+
+
+@pytest.mark.slow
+def test_tiny_finetune_logs_evaluates_and_keeps_the_best(home, tmp_path):
+    logger = MemoryLogger()
+    # 149 examples: 10 steps an epoch; evaluations every 4 steps and at each epoch's end (steps 10 and 20).
+    config = tiny_finetune(epochs=2, max_steps=0, label_fraction=0.05, eval_every=4)
+    assert run_finetune(config, tmp_path, logger) == "completed"
+
+    metrics = [e for e in logger.events if e["type"] == "metric"]
+    assert {(e["split"], e["name"]) for e in metrics} >= {
+        ("train", n) for n in ("loss", "lr", "grad_norm", "tokens_per_s", "trainable_params", "accuracy", "f1",
+                               "eval_loss")} | {
+        (s, n) for s in ("validation", "test") for n in ("loss", "accuracy", "precision", "recall", "f1", "ece")} | {
+        ("forgetting", "cka_similarity")}
+    eval_steps = [4, 8, 10, 12, 16, 20]
+    assert [e["step"] for e in metrics if e["split"] == "validation" and e["name"] == "accuracy"] == eval_steps
+    assert logger.values("cka_similarity", "forgetting")[0] > 0.5
+    assert [e["step"] for e in logger.events if e["type"] == "progress"][-1] == 20
+
+    # The test metrics come from the best validation checkpoint, which is what final holds.
+    accuracy = logger.values("accuracy", "validation")
+    best_step = eval_steps[int(np.argmax(accuracy))]
+    saves = [(e["step"], e["path"].rsplit("/", 1)[-1]) for e in logger.events if e["type"] == "checkpoint"]
+    assert (best_step, "best") in saves and saves[-1] == (20, "final")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["final"]  # resume points removed
+    final = tmp_path / "checkpoints" / "final"
+    assert json.loads((final / "ptft_config.json").read_text())["dataset"] == "amazon"
+    model = AutoModelForSequenceClassification.from_pretrained(final)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_after_patience(home, tmp_path):
+    logger = MemoryLogger()
+    # An lr this small cannot change the predictions: no evaluation improves on the first one.
+    config = tiny_finetune(max_steps=10, eval_every=2, eval_train_samples=0, probe_drift=False,
+                           early_stopping_patience=2, early_stopping_metric="accuracy", optim=OptimConfig(lr=1e-12))
+    assert run_finetune(config, tmp_path, logger) == "completed"
+    assert [e for e in logger.events if e["type"] == "early_stop"] == [
+        {"type": "early_stop", "step": 6, "best": logger.values("accuracy", "validation")[0]}]
+    assert max(e["step"] for e in logger.events if e["type"] == "metric" and e["split"] == "train") == 6
+    assert len(logger.values("accuracy", "test")) == 1
+
+
+@pytest.mark.slow
+def test_cancel_then_resume_gives_the_same_run(home, tmp_path):
+    config = tiny_finetune(max_steps=6, eval_every=2)
+    straight = MemoryLogger()
+    run_finetune(config, tmp_path / "straight", straight)
+
+    calls = []
+    interrupted = MemoryLogger()
+    stop_after_three = lambda: calls.append(1) or len(calls) >= 3
+    assert run_finetune(config, tmp_path / "cut", interrupted, should_stop=stop_after_three) == "cancelled"
+    assert run_finetune(config, tmp_path / "cut", interrupted, resume=True) == "completed"
+
+    def series(logger, split, name):
+        return [(e["step"], round(e["value"], 5)) for e in logger.events
+                if e["type"] == "metric" and e["split"] == split and e["name"] == name]
+
+    assert [s for s, _ in series(interrupted, "train", "loss")] == [1, 2, 3, 4, 5, 6]
+    for split, name in [("train", "loss"), ("validation", "loss"), ("test", "accuracy")]:
+        assert series(interrupted, split, name) == series(straight, split, name), (split, name)
+
+
+@pytest.mark.slow
+def test_end_to_end_pretrain_then_finetune_from_the_run(home):
+    """The chain runs and logs. A 1-minute CPU pretraining only reaches unigram statistics, so its fine-tune
+    is not expected to beat chance (see the next test for that)."""
+    pretrain = tiny_pretrain(corpus=["wiki"], vocab_size=2000, block_size=64, batch_size=16, max_steps=40,
+                             eval_every=20, log_every=10, eval_blocks=16)
+    assert run_pretrain(pretrain, paths.run_dir("pre"), MemoryLogger()) == "completed"
+
+    logger = MemoryLogger()
+    finetune = tiny_finetune(base="run:pre", dataset="movies", label_fraction=0.02, max_steps=0)
+    assert run_finetune(finetune, paths.run_dir("ft"), logger) == "completed"
+    assert len(logger.values("general_mlm_loss", "forgetting")) == 1  # the pretrain run's MLM head came along
+    assert 0 <= logger.values("accuracy", "test")[0] <= 1
+    assert (paths.run_dir("ft") / "checkpoints" / "final" / "mlm_head.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_fine_tune_beats_chance(home, tmp_path):
+    """A randomly initialised tiny BERT (bert-base vocabulary) on 40% of the movie sentences, one epoch."""
+    logger = MemoryLogger()
+    config = FinetuneConfig(base="tiny", dataset="movies", label_fraction=0.4, max_length=64, batch_size=32,
+                            epochs=1, eval_every=1000, eval_train_samples=0, probe_drift=False,
+                            optim=OptimConfig(lr=1e-3))
+    assert run_finetune(config, tmp_path, logger) == "completed"
+    assert logger.values("accuracy", "test")[0] > 0.55
