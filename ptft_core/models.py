@@ -193,8 +193,10 @@ def load_classifier(base: str, labels: list[str], scratch: bool = False,
     if scratch:
         return AutoModelForSequenceClassification.from_config(config), tokenizer
     # A fine-tuned base may carry a head for another label count: that head is re-initialised, not an error.
+    # float32 master weights whatever the file holds: transformers loads a fp16/bf16 checkpoint in its own dtype,
+    # and AdamW updates on half-precision weights stall (bf16 autocast still computes in bf16 on CUDA).
     model = _load(AutoModelForSequenceClassification.from_pretrained, base, path, config=config,
-                  ignore_mismatched_sizes=True)
+                  ignore_mismatched_sizes=True, dtype=torch.float32)
     return model, tokenizer
 
 
@@ -257,7 +259,7 @@ def load_mlm_head(folder: str, encoder: PreTrainedModel) -> MaskedLMHead | None:
 def load_mlm(spec: str) -> tuple[MLMModel, PreTrainedTokenizerFast]:
     """An encoder checkpoint with its MLM head, or a fresh head tied to its embeddings when it has none."""
     path = resolve_checkpoint(spec)
-    encoder = _load(AutoModel.from_pretrained, spec, path)
+    encoder = _load(AutoModel.from_pretrained, spec, path, dtype=torch.float32)  # float32 master weights
     tokenizer = _load(AutoTokenizer.from_pretrained, spec, path)
     head = load_mlm_head(path, encoder) or MaskedLMHead(encoder.config)
     return MLMModel(encoder, head), tokenizer
