@@ -1,0 +1,46 @@
+"""The ptft lab dashboard: `streamlit run app.py` (or `make run`).
+
+This file is the router and the frame around every page: page config, the navigation, the run engine (one per
+process, cached) and the sidebar's live status. The pages live in pages/ and hold only widgets; the work is in
+ptft_core. Nothing here imports torch (the Inspect page loads it on demand).
+"""
+
+import streamlit as st
+
+from ptft_core import ui
+
+st.set_page_config(page_title="ptft lab", page_icon="🧪", layout="wide")
+
+PAGES = {
+    "Lab": [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
+    ],
+    "Train": [
+        st.Page("pages/pretrain.py", title="Pretrain", icon=":material/school:"),
+        st.Page("pages/finetune.py", title="Fine-tune", icon=":material/tune:", url_path="finetune"),
+    ],
+    "Analyse": [
+        st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
+        st.Page("pages/inspect.py", title="Inspect", icon=":material/visibility:"),
+    ],
+}
+
+page = st.navigation(PAGES)
+engine = ui.engine()
+
+
+@st.fragment(run_every=5)
+def sidebar_status() -> None:
+    active = engine.store.list_runs(status=list(ui.ACTIVE))
+    running = int((active["status"] == "running").sum())
+    st.caption(f"🔄 {running} running · ⏳ {len(active) - running} queued")
+
+
+with st.sidebar:
+    if ui.read_only():
+        st.warning("Read-only demo: launch, cancel and delete are off.", icon="🔒")
+    sidebar_status()
+
+page.run()

@@ -1,0 +1,103 @@
+"""Data: the built-in and user datasets, a look inside one (rows, label balance, lengths), and uploads."""
+
+import pandas as pd
+import streamlit as st
+
+from ptft_core import data, plots, ui
+
+st.title("Data")
+st.caption("Built-in datasets are prepared by `make data`; add your own file below. Any dataset can serve as "
+           "unlabelled text for pretraining; labelled ones can be fine-tuned on.")
+
+try:
+    datasets = data.list_datasets()
+except data.DataError as exc:
+    ui.show_error("The data room could not be read", exc)
+    st.stop()
+
+if not datasets:
+    st.warning("No dataset is prepared yet: run `make data` (or `python -m ptft_core data prepare`).")
+else:
+    st.dataframe(pd.DataFrame([{
+        "name": d.name,
+        "kind": d.kind,
+        "rows": d.total_rows,
+        "train / validation / test": " / ".join(f"{n:,}" for n in d.splits.values()),
+        "labels": ", ".join(d.label_names) or "—",
+        "mean tokens": d.mean_tokens,
+        "source": "built-in" if d.builtin else "user",
+    } for d in datasets]), hide_index=True)
+
+    names = [d.name for d in datasets]
+    name = st.selectbox("Look inside", names, index=ui.option_index(names, ui.param("dataset")))
+    ui.set_params(dataset=name)
+    info = next(d for d in datasets if d.name == name)
+    st.markdown(info.description)
+    try:
+        splits = {split: data.load_split(name, split) for split, n in info.splits.items() if n}
+    except data.DataError as exc:
+        ui.show_error(f"Dataset {name} could not be loaded", exc)
+        st.stop()
+
+    rows_tab, balance_tab, lengths_tab = st.tabs(["Rows", "Label balance", "Lengths"])
+    with rows_tab:
+        split = st.segmented_control("Split", list(splits), default=next(iter(splits)), key="preview-split")
+        frame = splits[split or next(iter(splits))]
+        if info.label_names and "label" in frame:
+            frame = frame.assign(label_name=frame["label"].map(dict(enumerate(info.label_names))))
+        st.dataframe(frame.head(200), hide_index=True,
+                     column_config={"text": st.column_config.TextColumn(width="large")})
+        st.caption(f"First {min(200, len(frame)):,} of {len(frame):,} rows.")
+    with balance_tab:
+        balance = {split: frame["label"].map(dict(enumerate(info.label_names))).value_counts().to_dict()
+                   for split, frame in splits.items() if "label" in frame and info.label_names}
+        st.plotly_chart(plots.label_balance_figure(balance), theme=None, config=plots.chart_config(f"{name}-labels"))
+    with lengths_tab:
+        samples = {split: frame["text"].head(ui.LENGTH_SAMPLE).tolist() for split, frame in splits.items()}
+        lengths = {split: ui.token_lengths(texts) for split, texts in samples.items()}
+        if any(v is None for v in lengths.values()):
+            st.warning("The built-in minilm-l6 tokenizer is not prepared: run `make data` to see token lengths.")
+        else:
+            long = pd.DataFrame([(s, n) for s, values in lengths.items() for n in values], columns=["split", "tokens"])
+            max_length = st.number_input("Mark a max_length", min_value=8, max_value=512, value=128, step=8)
+            st.plotly_chart(plots.length_histogram(long, max_length=int(max_length)), theme=None,
+                            config=plots.chart_config(f"{name}-lengths"))
+            over = float((long["tokens"] > max_length).mean())
+            st.caption(f"Up to {ui.LENGTH_SAMPLE:,} texts per split. {over:.1%} are longer than {max_length} tokens "
+                       "and would be truncated.")
+
+st.divider()
+st.subheader("Add your own dataset")
+if ui.read_only():
+    ui.launch_disabled_note()
+    st.stop()
+
+upload = st.file_uploader("A CSV, TSV, JSONL/JSON, Parquet or TXT file (TXT: one text per line)",
+                          type=list(ui.UPLOAD_SUFFIXES))
+if upload is not None:
+    path = ui.save_upload(upload.name, upload.getvalue())
+    try:
+        peek = ui.peek_file(path)
+    except (ValueError, UnicodeError) as exc:
+        ui.show_error(f"{upload.name} could not be read as a {path.suffix} file", exc)
+        st.stop()
+    st.dataframe(peek, hide_index=True)
+    columns = [str(c) for c in peek.columns]
+    with st.form("register"):
+        left, mid, right = st.columns(3)
+        new_name = left.text_input("Dataset name", value=path.stem.lower().replace(" ", "-")[:64],
+                                   help="a-z, 0-9, '_' and '-'")
+        text_column = mid.selectbox("Text column", columns, index=ui.option_index(columns, "text"))
+        label_choice = right.selectbox("Label column", ["(none: unlabelled)", *columns],
+                                       index=1 + ui.option_index(columns, "label", -1))
+        overwrite = st.checkbox("Replace a user dataset of the same name")
+        if st.form_submit_button("Register dataset", type="primary"):
+            label_column = None if label_choice.startswith("(none") else label_choice
+            try:
+                registered = data.register_user_dataset(new_name, path, text_column, label_column,
+                                                        overwrite=overwrite)
+            except data.DataError as exc:
+                ui.show_error("The file was not registered", exc)
+            else:
+                st.success(f"Registered **{registered.name}**: {registered.total_rows:,} {registered.kind} rows "
+                           f"({' / '.join(f'{n:,}' for n in registered.splits.values())} train/validation/test).")

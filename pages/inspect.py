@@ -1,0 +1,84 @@
+"""Inspect: inside one fine-tuned model. Attention of its base and of itself on one sentence, its confusion
+matrix and most confident mistakes on the test split, and a box to classify any text."""
+
+import streamlit as st
+
+from ptft_core import data, plots, ui
+from ptft_core import inspect as model_inspect
+
+store = ui.store()
+BIND = {"bind": "query-params"}
+EXAMPLE = "The film was slow at first, but the ending was surprisingly moving."
+
+st.title("Inspect")
+runs = store.list_runs(status="completed", kind="finetune")
+if runs.empty:
+    st.info("No completed fine-tuning run yet: this page opens the final checkpoint of one.")
+    st.stop()
+
+labels = ui.run_labels(runs)
+run_id = st.selectbox("Fine-tuned run", runs["id"], format_func=lambda rid: f"{labels[rid]} · {rid}", key="run",
+                      **BIND)
+config = store.get_run(run_id)["config"]
+dataset = config.get("then_dataset") or config["dataset"]
+base = config["base"] + (" (scratch: random init)" if config.get("scratch") else "")
+st.caption(f"Base **{base}** · fine-tuned on **{dataset}** · strategy {config['strategy']} · "
+           f"max length {config['max_length']}")
+
+try:
+    tuned = ui.classifier(run_id)
+except (ValueError, OSError) as exc:  # a missing or unreadable checkpoint
+    ui.show_error(f"The final checkpoint of {run_id} could not be loaded", exc)
+    st.stop()
+
+attention_tab, errors_tab, try_tab = st.tabs(["Attention", "Test errors", "Try it"], key="tab", **BIND)
+
+with attention_tab:
+    if attention_tab.open:
+        text = st.text_input("Sentence", value=EXAMPLE, key="sentence")
+        layers, heads = tuned.model.config.num_hidden_layers, tuned.model.config.num_attention_heads
+        left, right = st.columns(2)
+        layer = left.slider("Layer", 1, layers, layers, key="layer", **BIND) if layers > 1 else 1
+        head = right.slider("Head", 1, heads, 1, key="head", **BIND) if heads > 1 else 1
+        try:
+            start = ui.base_encoder(config["base"], bool(config.get("scratch")))
+        except (ValueError, OSError) as exc:
+            ui.show_error(f"The base model {config['base']} could not be loaded", exc)
+            st.stop()
+        columns = st.columns(2)
+        for column, (title, loaded) in zip(columns, [(f"Before: {base}", start), ("After fine-tuning", tuned)],
+                                           strict=True):
+            tokens, weights = model_inspect.attention(loaded, text)
+            with column:
+                ui.chart(plots.attention_figure(weights[layer - 1, head - 1], tokens,
+                                                title=f"{title} · layer {layer}, head {head}"),
+                         f"attention-{run_id}-l{layer}h{head}", key=f"attention-{title}")
+        st.caption("Each row is a token attending; each column a token attended to. Fine-tuning mostly "
+                   "reshapes the top layers: compare the last layer with the first.")
+
+with errors_tab:
+    if errors_tab.open:
+        test = data.load_split(dataset, "test")
+        probs = ui.test_probabilities(run_id, dataset, config["max_length"])
+        predictions = probs.argmax(axis=1)
+        matrix = model_inspect.confusion_matrix(test["label"].to_numpy(), predictions, len(tuned.labels))
+        left, right = st.columns([2, 3])
+        with left:
+            st.metric("Test accuracy", f"{(predictions == test['label'].to_numpy()).mean():.1%}",
+                      help=f"{len(test):,} test texts of {dataset}")
+            ui.chart(plots.confusion_figure(matrix, tuned.labels), f"confusion-{run_id}", key="confusion")
+        with right:
+            st.markdown("**Most confident mistakes**")
+            mistakes = model_inspect.confident_mistakes(test["text"].tolist(), test["label"].to_numpy(), probs,
+                                                        tuned.labels)
+            st.dataframe(mistakes, hide_index=True, column_config={
+                "text": st.column_config.TextColumn(width="large"),
+                "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+            })
+
+with try_tab:
+    if try_tab.open:
+        typed = st.text_area("Text to classify", value=EXAMPLE, key="typed")
+        if typed.strip():
+            probabilities = model_inspect.classify(tuned, typed, config["max_length"])
+            ui.chart(plots.probability_figure(probabilities), f"classify-{run_id}", key="classify")

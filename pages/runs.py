@@ -1,0 +1,154 @@
+"""Runs: live progress of what trains now, the queue, the history, and one run in detail (actions, tags, notes,
+curves, config, log, checkpoints)."""
+
+import pandas as pd
+import streamlit as st
+
+from ptft_core import plots, ui
+from ptft_core.engine.engine import RESUMABLE
+
+engine = ui.engine()
+store = engine.store
+
+st.title("Runs")
+
+
+@st.fragment(run_every=2)
+def live() -> None:
+    """Progress bars with ETA of the running runs and the queue; reads only. When a run starts or ends, the
+    whole page reruns so the table and the details follow."""
+    running = store.list_runs(status="running")
+    queue = engine.queue()
+    if running.empty:
+        st.caption("No run is training right now.")
+    for row in running.to_dict("records"):
+        step, total = row["step"] or 0, row["total_steps"]
+        done = min(step / total, 1.0) if total else 0.0
+        eta = ui.format_duration(ui.eta_seconds(row))
+        st.progress(done, text=f"🔄 **{row['name']}** · step {step:,}/{total or '?'} · {done:.0%} · ETA {eta} · "
+                               f"{row['device'] or ''} · `{row['id']}`")
+    if queue:
+        st.caption("⏳ Queued: " + " · ".join(f"{q['name']} (waits for {q['needs']})" for q in queue))
+    active = tuple(sorted(running["id"])) + tuple(q["id"] for q in queue)
+    previous = st.session_state.get("runs-active")
+    st.session_state["runs-active"] = active
+    if previous is not None and previous != active:
+        st.rerun()
+
+
+live()
+
+runs_all = store.list_runs()
+if runs_all.empty:
+    st.info("No runs yet: launch one from Pretrain or Fine-tune.")
+    st.stop()
+
+filters = st.columns([2, 1, 2])
+statuses = filters[0].multiselect("Status", ["queued", "running", "completed", "failed", "cancelled", "interrupted"])
+kind = filters[1].selectbox("Kind", ["all", "pretrain", "finetune"])
+tags = sorted({t for ts in runs_all["tags"] for t in ts})
+tag = filters[2].selectbox("Tag", ["all", *tags])
+runs = runs_all
+if statuses:
+    runs = runs[runs["status"].isin(statuses)]
+if kind != "all":
+    runs = runs[runs["kind"] == kind]
+if tag != "all":
+    runs = runs[[tag in ts for ts in runs["tags"]]]
+runs = runs.reset_index(drop=True)
+
+event = st.dataframe(ui.runs_table(runs), hide_index=True, column_config=ui.RUNS_COLUMN_CONFIG, on_select="rerun",
+                     selection_mode="single-row", key=f"runs-table-{statuses}-{kind}-{tag}")
+if event.selection.rows:
+    run_id = runs["id"].iloc[event.selection.rows[0]]
+elif ui.param("run") in set(runs_all["id"]):
+    run_id = ui.param("run")
+elif not runs.empty:
+    run_id = runs["id"].iloc[0]
+else:
+    st.caption("No run matches these filters.")
+    st.stop()
+ui.set_params(run=run_id)
+
+# --- one run ------------------------------------------------------------------------------------------------------
+row = store.get_run(run_id)
+st.divider()
+st.subheader(f"{ui.STATUS_ICONS.get(row['status'], '')} {row['name']}")
+st.caption(f"`{run_id}` · {row['kind']} · **{row['status']}** · device {row['device'] or '—'} · attempt "
+           f"{row['attempt']} · created {row['created_at']:%Y-%m-%d %H:%M}"
+           + (f" · from `{row['parent_run']}`" if row["parent_run"] else "")
+           + (f" · study `{row['study']}`" if row["study"] else ""))
+if row["error"]:
+    st.error(row["error"], icon="❌")
+
+last = store.last_metrics(run_id)
+headline = last[last["split"].isin(["validation", "test"])
+                & last["name"].isin(["accuracy", "f1", "loss", "perplexity"])]
+if not headline.empty:
+    for col, metric in zip(st.columns(min(len(headline), 6)), headline.head(6).to_dict("records"), strict=False):
+        col.metric(f"{metric['split']} {metric['name']}", f"{metric['value']:.4g}", help=f"at step {metric['step']}")
+
+
+def act(action, message: str) -> None:
+    """Run an engine action on this run; a refusal (wrong state, no checkpoint) shows as a message."""
+    try:
+        result = action(run_id)
+    except (ValueError, KeyError, OSError) as exc:
+        ui.show_error(f"{message} failed", exc)
+        return
+    st.session_state["runs-toast"] = f"{message}: {result or run_id}"
+    if message == "Deleted":
+        ui.set_params(run=None)
+    st.rerun()
+
+
+if toast := st.session_state.pop("runs-toast", None):
+    st.toast(toast, icon="✅")
+
+if ui.read_only():
+    st.caption(f"Tags: {', '.join(row['tags']) or '—'}")
+    if row["notes"]:
+        st.markdown(f"> {row['notes']}")
+else:
+    buttons = st.columns([1, 1, 1, 1, 4])
+    if row["status"] in ui.ACTIVE and buttons[0].button("Cancel", icon=":material/stop:"):
+        act(engine.cancel, "Cancelled")
+    if row["status"] in RESUMABLE and buttons[1].button("Resume", icon=":material/play_arrow:"):
+        act(engine.resume, "Resumed")
+    if buttons[2].button("Retry", icon=":material/replay:", help="A new run with the same config"):
+        act(engine.retry, "Queued a retry")
+    if row["status"] != "running":
+        with buttons[3].popover("Delete", icon=":material/delete:"):
+            st.warning("This removes the run, its metrics and its checkpoints for good.")
+            if st.button("Delete this run", type="primary"):
+                act(engine.delete, "Deleted")
+    with st.form(f"annotate-{run_id}"):
+        tags_text = st.text_input("Tags (comma-separated)", value=", ".join(row["tags"]))
+        notes = st.text_area("Note", value=row["notes"] or "", height=80)
+        if st.form_submit_button("Save tags and note"):
+            store.set_tags(run_id, ui.parse_tags(tags_text))
+            store.set_notes(run_id, notes)
+            st.session_state["runs-toast"] = "Saved tags and note"
+            st.rerun()
+
+curves, config, log, checkpoints = st.tabs(["Curves", "Config", "Log", "Checkpoints"])
+with curves:
+    names = store.metric_names([run_id])
+    keys = [(s, n) for s, n in zip(names["split"], names["name"], strict=True)
+            if n in ("loss", "accuracy", "perplexity") and s in ("train", "validation")]
+    if keys:
+        series = ui.load_series(runs_all[runs_all["id"] == run_id], keys, "step")
+        st.plotly_chart(plots.metric_figure(series, facet=True), theme=None, config=plots.chart_config(run_id))
+    else:
+        st.caption("No metrics logged yet.")
+with config:
+    st.json(row["config"])
+with log:
+    tail = ui.log_tail(run_id)
+    st.code(tail[-12_000:] or "(the worker has not written anything yet)", language="log")
+with checkpoints:
+    artifacts = store.artifacts(run_id)
+    if artifacts.empty:
+        st.caption("No checkpoint yet.")
+    else:
+        st.dataframe(pd.DataFrame(artifacts)[["step", "kind", "path", "created_at"]], hide_index=True)

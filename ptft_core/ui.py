@@ -1,0 +1,529 @@
+"""What the dashboard's pages share (this is not a page): the cached engine, read-only mode, URL query params,
+form -> config builders, launch estimates, run labels and formatting. Never imports torch.
+
+The engine is one per process and per `PTFT_HOME` (`st.cache_resource`): it owns the run store, launches the
+workers and ingests their journals in its own thread, so every page and every browser session reads the same
+live store. Pages read through `engine().store` and act through the engine's methods; nothing here writes SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, get_args
+
+import pandas as pd
+import streamlit as st
+
+from ptft_core import paths, plots
+from ptft_core.config import (
+    BUILTIN_CHECKPOINT,
+    PRESETS,
+    ConfigError,
+    Device,
+    FinetuneConfig,
+    OptimConfig,
+    Optimizer,
+    PretrainConfig,
+    RunConfig,
+    Schedule,
+    with_seed,
+)
+from ptft_core.engine import Engine
+from ptft_core.store import Store, StoreLockedError, flatten
+
+READ_ONLY_ENV = "PTFT_READ_ONLY"
+ACTIVE = ("queued", "running")
+STATUS_ICONS = {"queued": "⏳", "running": "🔄", "completed": "✅", "failed": "❌", "cancelled": "⏹️",
+                "interrupted": "⚠️"}
+# Masked-LM training throughput in tokens/s (batch 32 x block 128, AdamW, ptft's masked-positions-only MLM head,
+# float32, 2 threads) measured on this project's 2-core CPU machines with `run_pretrain`; they turn
+# steps x batch x block into a time estimate on the Pretrain page. A GPU is one to two orders of magnitude faster.
+CPU_TOKENS_PER_S: dict[str, float] = {
+    "tiny": 18_000,
+    "mini": 4_500,
+    "small": 1_500,
+    "base": 230,
+    BUILTIN_CHECKPOINT: 1_300,
+}
+POINTS_PER_FIGURE = 100_000  # points a chart may hold in all; each series gets its share (see points_per_series)
+
+
+# --- the engine and read-only mode --------------------------------------------------------------------------------
+
+
+def read_only() -> bool:
+    """Demo mode (`PTFT_READ_ONLY=1`): every launch, cancel, delete and edit control is hidden."""
+    return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _close_engine(engine: Engine) -> None:
+    engine.close()
+
+
+@st.cache_resource(show_spinner="Starting the run engine…", on_release=_close_engine)
+def engine_for(home: str) -> Engine:
+    """The started engine of a lab home, one per process (closing it leaves its workers running)."""
+    return Engine(home=home).start()
+
+
+def engine() -> Engine:
+    """The engine of the current `PTFT_HOME`. If another process holds the run store, the page shows why and
+    stops (the next rerun tries again)."""
+    try:
+        return engine_for(str(paths.home()))
+    except StoreLockedError as exc:
+        st.error(f"The run store is locked: {exc}")
+        st.stop()
+        raise  # st.stop() raises; this line only tells type checkers that nothing returns here
+
+
+def store() -> Store:
+    return engine().store
+
+
+def release_engines() -> None:
+    """Close every cached engine (their workers go on; tests call this between lab homes)."""
+    engine_for.clear()
+
+
+# --- URL query params: a view is a shareable link -----------------------------------------------------------------
+
+
+def param(key: str, default: str = "") -> str:
+    return st.query_params.get(key, default)
+
+
+def param_list(key: str) -> list[str]:
+    """A list kept in the URL as one comma-separated value (`?runs=a,b`)."""
+    return [v for v in param(key).split(",") if v]
+
+
+def param_float(key: str, default: float) -> float:
+    try:
+        return float(param(key, str(default)))
+    except ValueError:
+        return default
+
+
+def set_params(**values: Any) -> None:
+    """Write values to the URL (lists comma-joined). None, False and empty values remove the key, so a link
+    carries only what differs from the page's defaults."""
+    for key, value in values.items():
+        text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        if value is None or value is False or not text:
+            if key in st.query_params:
+                del st.query_params[key]
+        elif st.query_params.get(key) != text:
+            st.query_params[key] = text
+
+
+def option_index(options: Sequence[Any], value: Any, default: int = 0) -> int:
+    """The index of `value` in `options` (a selectbox's `index=`), `default` when absent."""
+    return list(options).index(value) if value in options else default
+
+
+# --- form -> config builders --------------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`"0, 1, 2"` -> [0, 1, 2]; ConfigError names what is wrong."""
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise ConfigError(f"seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if not seeds:
+        raise ConfigError("seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds: {text!r} repeats a seed")
+    return seeds
+
+
+def parse_tags(text: str) -> list[str]:
+    return sorted({t.strip() for t in text.split(",") if t.strip()})
+
+
+def short_spec(spec: str) -> str:
+    """A model spec as a name part: `run:pt-2025..-1a2b3c/step-100` -> `pt-1a2b3c`, a path -> its last part."""
+    run_id = parent_of(spec)
+    if run_id:
+        return f"{run_id.split('-')[0]}-{run_id.rsplit('-', 1)[-1]}"
+    return Path(spec).name or spec
+
+
+def default_name(config: RunConfig) -> str:
+    """A readable run name when the form leaves it empty: `mlm-tiny`, `minilm-l6-movies`, `..-scratch`."""
+    if isinstance(config, PretrainConfig):
+        return f"mlm-{short_spec(config.model)}"
+    name = f"{short_spec(config.base)}-{config.dataset}"
+    if config.then_dataset:
+        name += f"-then-{config.then_dataset}"
+    return name + ("-scratch" if config.scratch else "")
+
+
+def build_configs(kind: str, fields: dict[str, Any], optim: dict[str, Any], seeds_text: str = "0") -> list[RunConfig]:
+    """The validated configs a launch form describes, one per seed (ConfigError names the field at fault)."""
+    cls = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}[kind]
+    seeds = parse_seeds(seeds_text)
+    config = cls(**fields, optim=OptimConfig(**optim))
+    if not config.name.strip():
+        config = replace(config, name=default_name(config))
+    if len(seeds) == 1:
+        return [replace(config, seed=seeds[0])]
+    return [with_seed(config, seed) for seed in seeds]
+
+
+def parent_of(spec: str) -> str | None:
+    """The run a `run:<id>[/step-<N>]` model spec descends from (the lineage shown on Runs)."""
+    return spec[4:].split("/", 1)[0] if spec.startswith("run:") else None
+
+
+def launch(configs: Sequence[RunConfig], parent: str | None = None) -> list[str]:
+    """Queue the configs; several seeds of one config become a study, so Compare can pick them together."""
+    eng = engine()
+    study = None
+    if len(configs) > 1:
+        study = f"study-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
+        eng.store.create_study(study, configs[0].name or configs[0].kind)
+    return [eng.submit(config, parent=parent, study=study) for config in configs]
+
+
+# --- estimates and formatting -------------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def pretrain_estimate(config: PretrainConfig, tokens_per_s: float | None) -> tuple[int, float | None]:
+    """(tokens the run will see, seconds on CPU at `tokens_per_s`; None when unknown)."""
+    tokens = config.max_steps * config.batch_size * config.block_size
+    return tokens, tokens / tokens_per_s if tokens_per_s else None
+
+
+def throughput_for(model: str) -> tuple[float | None, str]:
+    """Tokens/s expected for a pretraining `model` spec on CPU, and where the number comes from.
+
+    A preset or the built-in checkpoint: the measured constants above. `run:<id>`: that run's own median
+    measured `tokens_per_s`. A folder or hub id: unknown.
+    """
+    if model in CPU_TOKENS_PER_S:
+        return CPU_TOKENS_PER_S[model], f"measured for {model} on 2 CPU cores"
+    run_id = parent_of(model)
+    if run_id:
+        series = store().metric_series([run_id], names=["tokens_per_s"], splits=["train"])
+        if len(series):
+            return float(series["value"].median()), f"measured by run {run_id}"
+    return None, "no measurement for this checkpoint"
+
+
+def eta_seconds(row: dict[str, Any], now: datetime | None = None) -> float | None:
+    """Seconds left for a running run at its rate so far (steps done in this attempt / time since it started)."""
+    step, total, started = row.get("step"), row.get("total_steps"), row.get("started_at")
+    if not step or not total or started is None or pd.isna(started):
+        return None
+    done = step - (row.get("resume_step") or 0)
+    elapsed = ((now or datetime.now(UTC)) - pd.Timestamp(started).to_pydatetime()).total_seconds()
+    if done <= 0 or elapsed <= 0:
+        return None
+    return (total - step) * elapsed / done
+
+
+def finetune_steps(examples: int, batch_size: int, epochs: int, max_steps: int = 0, then_examples: int = 0,
+                   then_epochs: int = 0) -> int:
+    """Optimizer steps of a fine-tune (both tasks of a sequential one) before any early stop; `max_steps`
+    caps each task, as the trainer does."""
+    def task(rows: int, n_epochs: int) -> int:
+        steps = math.ceil(rows / max(batch_size, 1)) * n_epochs
+        return min(steps, max_steps) if max_steps else steps
+
+    return task(examples, epochs) + task(then_examples, then_epochs)
+
+
+# --- runs as the pages show them ----------------------------------------------------------------------------------
+
+
+def run_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """run id -> its name, with the id's tail added where names repeat."""
+    counts = runs["name"].value_counts()
+    return {rid: name if counts[name] == 1 else f"{name} ({rid[-6:]})"
+            for rid, name in zip(runs["id"], runs["name"], strict=True)}
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns a person scans in a runs table, newest first."""
+    table = pd.DataFrame({
+        "status": [f"{STATUS_ICONS.get(s, '')} {s}" for s in runs["status"]],
+        "name": runs["name"],
+        "kind": runs["kind"],
+        "progress": [(s or 0) / t if t else None for s, t in zip(runs["step"], runs["total_steps"], strict=True)],
+        "device": runs["device"],
+        "created": runs["created_at"],
+        "tags": [", ".join(t) for t in runs["tags"]],
+        "parent": runs["parent_run"],
+        "id": runs["id"],
+    })
+    return table.reset_index(drop=True)
+
+
+RUNS_COLUMN_CONFIG = {
+    "progress": st.column_config.ProgressColumn("progress", format="percent", min_value=0, max_value=1),
+    "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+}
+
+
+def config_value(config: dict[str, Any], key: str) -> str:
+    """A flattened config value (`optim.lr`) as text, for grouping and tables."""
+    value = flatten(config).get(key)
+    return "—" if value is None else str(value)
+
+
+def points_per_series(n_series: int) -> int:
+    """Downsampling target per series so a chart holds about POINTS_PER_FIGURE points (at least 200 each)."""
+    return int(min(2000, max(200, POINTS_PER_FIGURE // max(n_series, 1))))
+
+
+def load_series(runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str,
+                group_key: str | None = None) -> pd.DataFrame:
+    """The long metric frame of `runs` (a `list_runs` frame) for exact (split, name) pairs, downsampled in the
+    store, with `label` and, when grouping, `group` (the runs' `group_key` config value) joined; runs keep the
+    order of `runs`."""
+    ids = runs["id"].tolist()
+    if not ids or not metrics:
+        return pd.DataFrame(columns=["run_id", "split", "name", "x", "value", "label", "group"])
+    splits, names = sorted({s for s, _ in metrics}), sorted({n for _, n in metrics})
+    df = store().metric_series(ids, names=names, splits=splits, x=x,
+                               max_points=points_per_series(len(ids) * len(metrics)))
+    wanted = pd.MultiIndex.from_tuples(list(metrics))
+    df = df[pd.MultiIndex.from_arrays([df["split"], df["name"]]).isin(wanted)]
+    order = {rid: i for i, rid in enumerate(ids)}
+    df = df.assign(order=df["run_id"].map(order)).sort_values(["order", "split", "name", "x"], kind="stable")
+    labels = run_labels(runs)
+    df["label"] = df["run_id"].map(labels)
+    if group_key:
+        configs = {rid: config_value(json.loads(c) if isinstance(c, str) else c, group_key)
+                   for rid, c in zip(runs["id"], runs["config"], strict=True)}
+        df["group"] = df["run_id"].map(configs)
+    return df.drop(columns="order").reset_index(drop=True)
+
+
+def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
+    """The end of a run's worker.log (stdout and stderr of its worker)."""
+    path = Path(engine().run_dir(run_id)) / "worker.log"
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - max_bytes))
+        return f.read().decode("utf-8", "replace")
+
+
+# --- data room helpers --------------------------------------------------------------------------------------------
+
+UPLOAD_SUFFIXES = ("csv", "tsv", "jsonl", "json", "parquet", "txt")
+LENGTH_SAMPLE = 2000  # texts per split tokenized for the length histogram
+
+
+@st.cache_resource(show_spinner=False)
+def _wordpiece(path: str):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(path)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def token_lengths(texts: Sequence[str]) -> list[int] | None:
+    """Lengths in minilm-l6 WordPiece tokens (with [CLS] and [SEP], as a model sees them); None when the
+    built-in checkpoint is not prepared. The `tokenizers` package alone: no torch."""
+    path = paths.models_dir() / BUILTIN_CHECKPOINT / "tokenizer.json"
+    if not path.is_file():
+        return None
+    return [len(e.ids) for e in _wordpiece(str(path)).encode_batch(list(texts))]
+
+
+def save_upload(name: str, data: bytes) -> Path:
+    """Keep an uploaded file under PTFT_HOME/uploads (the registered dataset records this path)."""
+    folder = paths.home() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(name).name
+    path.write_bytes(data)
+    return path
+
+
+def peek_file(path: Path, rows: int = 20) -> pd.DataFrame:
+    """The first rows of a user file as a table, to map its columns (the data room validates the whole file
+    on registration). Raises ValueError when the file cannot be read as its suffix says."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return pd.DataFrame({"text": [line for line in lines if line.strip()][:rows]})
+    if suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=rows)
+    if suffix == ".parquet":
+        return pd.read_parquet(path).head(rows)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if suffix == ".json" and text.lstrip().startswith("["):
+        return pd.DataFrame.from_records(json.loads(text)[:rows])
+    return pd.DataFrame.from_records([json.loads(line) for line in text.splitlines() if line.strip()][:rows])
+
+
+# --- models for the Inspect page (torch loads on first use, not on import) ----------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading the fine-tuned model…", max_entries=4)
+def classifier(run_id: str):
+    from ptft_core import inspect
+
+    return inspect.load_classifier(run_id)
+
+
+@st.cache_resource(show_spinner="Loading the base model…", max_entries=4)
+def base_encoder(base: str, scratch: bool):
+    from ptft_core import inspect
+
+    return inspect.load_base_encoder(base, scratch)
+
+
+@st.cache_data(show_spinner="Scoring the test split…", max_entries=8)
+def test_probabilities(run_id: str, dataset: str, max_length: int):
+    """Class probabilities of a run's final model on the test split of `dataset` (cached per run)."""
+    from ptft_core import data, inspect
+
+    texts = data.load_split(dataset, "test")["text"].tolist()
+    return inspect.predict(classifier(run_id), texts, max_length)
+
+
+# --- charts -------------------------------------------------------------------------------------------------------
+
+
+def chart(fig, filename: str, data: pd.DataFrame | None = None, key: str | None = None) -> None:
+    """A plotly figure in the lab's look (plotly_white, not Streamlit's theme). With `data`: downloads of the
+    chart as standalone HTML and of its data as CSV, both generated only when clicked. PNG comes from the
+    camera button of the chart's own toolbar (`plots.chart_config`: 2x scale, named `filename`.png)."""
+    st.plotly_chart(fig, theme=None, config=plots.chart_config(filename), key=key)
+    if data is None:
+        return
+    row = st.columns([1, 1, 4])
+    row[0].download_button("Chart (HTML)", lambda: plots.figure_html(fig, filename), f"{filename}.html",
+                           "text/html", on_click="ignore", icon=":material/download:", key=f"{key or filename}-html")
+    row[1].download_button("Data (CSV)", lambda: data.to_csv(index=False), f"{filename}.csv", "text/csv",
+                           on_click="ignore", icon=":material/download:", key=f"{key or filename}-csv")
+    row[2].caption("PNG: the camera button in the chart's toolbar.")
+
+
+# --- widgets the launch pages share -------------------------------------------------------------------------------
+
+SOURCE_BUILTIN = f"Built-in {BUILTIN_CHECKPOINT}"
+SOURCE_RUN = "An earlier run"
+SOURCE_PRESET = "A preset (random init)"
+SOURCE_HUB = "Hub id or folder"
+
+
+def show_error(message: str, exc: BaseException | None = None) -> None:
+    """An error as a message (never a traceback): what failed and why."""
+    st.error(f"{message}: {exc}" if exc is not None else message, icon="🚫")
+
+
+def launch_disabled_note() -> None:
+    st.info("Read-only demo mode: launching and editing are switched off (unset PTFT_READ_ONLY to enable them).",
+            icon="🔒")
+
+
+def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None:
+    """A model spec: the built-in checkpoint, `run:<id>` of a completed run, a preset or a hub id / folder.
+    None while the choice is incomplete (no completed run yet, an empty id)."""
+    sources = [SOURCE_BUILTIN, SOURCE_RUN, *([SOURCE_PRESET] if presets else []), SOURCE_HUB]
+    source = st.radio(label, sources, horizontal=True, key=f"{key}-source")
+    if source == SOURCE_BUILTIN:
+        return BUILTIN_CHECKPOINT
+    if source == SOURCE_PRESET:
+        return st.selectbox("Preset", PRESETS, key=f"{key}-preset",
+                            help="A randomly initialised BERT of this shape with the minilm-l6 tokenizer")
+    if source == SOURCE_HUB:
+        spec = st.text_input("Hugging Face hub id or local folder", key=f"{key}-hub",
+                             placeholder="prajjwal1/bert-tiny  or  /path/to/model")
+        return spec.strip() or None
+    runs = store().list_runs(status="completed")
+    if runs.empty:
+        st.info("No completed run yet: its final checkpoint is what a later run starts from.")
+        return None
+    runs = pd.concat([runs[runs["kind"] == "pretrain"], runs[runs["kind"] != "pretrain"]])
+    labels = run_labels(runs)
+    run_id = st.selectbox("Run", runs["id"], key=f"{key}-run",
+                          format_func=lambda rid: f"{labels[rid]} · {rid}")
+    return f"run:{run_id}"
+
+
+def optim_inputs(defaults: OptimConfig, key: str) -> dict[str, Any]:
+    """Optimizer, learning rate, schedule, warmup, weight decay and clipping: OptimConfig's fields."""
+    row = st.columns(3)
+    optimizers, schedules = get_args(Optimizer), get_args(Schedule)
+    values = {
+        "optimizer": row[0].selectbox("Optimizer", optimizers, index=optimizers.index(defaults.optimizer),
+                                      key=f"{key}-optimizer"),
+        "lr": row[1].number_input("Learning rate", min_value=0.0, value=defaults.lr, step=defaults.lr / 10,
+                                  format="%.1e", key=f"{key}-lr"),
+        "schedule": row[2].selectbox("Schedule", schedules, index=schedules.index(defaults.schedule),
+                                     key=f"{key}-schedule"),
+    }
+    row = st.columns(3)
+    values["warmup_ratio"] = row[0].number_input("Warmup (share of steps)", min_value=0.0, max_value=0.99,
+                                                 value=defaults.warmup_ratio, step=0.01, key=f"{key}-warmup")
+    values["weight_decay"] = row[1].number_input("Weight decay", min_value=0.0, value=defaults.weight_decay,
+                                                 step=0.01, key=f"{key}-wd")
+    values["grad_clip"] = row[2].number_input("Gradient clip (0: off)", min_value=0.0, value=defaults.grad_clip,
+                                              step=0.5, key=f"{key}-clip")
+    return values
+
+
+def run_inputs(key: str) -> tuple[dict[str, Any], str]:
+    """Name, tags, device (config fields) and the seeds text (several seeds launch several runs)."""
+    row = st.columns([2, 2, 1, 1])
+    fields = {
+        "name": row[0].text_input("Run name", key=f"{key}-name", placeholder="(a name is made from the choices)"),
+        "tags": parse_tags(row[1].text_input("Tags (comma-separated)", key=f"{key}-tags")),
+        "device": row[3].selectbox("Device", get_args(Device), key=f"{key}-device"),
+    }
+    seeds = row[2].text_input("Seeds", value="0", key=f"{key}-seeds", help="e.g. 0,1,2: one run per seed")
+    return fields, seeds
+
+
+def launch_button(build: Callable[[], list[RunConfig]], parent: str | None) -> list[str]:
+    """The Launch button (hidden in read-only mode): builds the configs, queues them, says what happened.
+    Returns the queued run ids (none when nothing was launched)."""
+    if read_only():
+        launch_disabled_note()
+        return []
+    if not st.button("Launch", type="primary", icon=":material/rocket_launch:", key="launch"):
+        return []
+    try:
+        ids = launch(build(), parent)
+    except (ValueError, OSError) as exc:  # ConfigError (a ValueError) names the field; OSError: the run folder
+        show_error("Not launched", exc)
+        return []
+    st.success(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)}", icon="🚀")
+    st.page_link("pages/runs.py", label="Watch it train on Runs", icon=":material/list_alt:",
+                 query_params={"run": ids[0]})
+    return ids

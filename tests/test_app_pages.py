@@ -1,0 +1,409 @@
+"""Every dashboard page under `streamlit.testing.v1.AppTest`: renders without an exception on an empty lab and on
+one with runs, forms refuse bad input with a message and submit nothing, read-only mode hides every control
+that changes something, and no page imports torch.
+
+Runs with history are made the way the engine makes them: journal events (the worker's format) ingested into a
+real `Store` through `Store.ingest_events`. Launches go through the real engine with the stand-in trainer
+(`PTFT_TRAINER=tests.fake_trainer:run`), so nothing here trains a model except the slow Inspect test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ptft_core import ui
+from ptft_core.config import FinetuneConfig, OptimConfig, PretrainConfig, config_to_dict
+from ptft_core.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "app.py")
+PAGES = ["home", "data", "pretrain", "finetune", "runs", "compare", "inspect"]
+TIMEOUT = 60  # seconds per script run: the first one imports pandas, plotly and the engine on 2 busy cores
+T0 = 1_700_000_000.0
+
+
+# --- labs ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lab(home, monkeypatch):
+    """A lab home whose engine launches the stand-in trainer on CPU only; the engine is closed afterwards."""
+    monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")
+    monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.01")
+    monkeypatch.setenv("PTFT_GPUS", "none")
+    monkeypatch.delenv(ui.READ_ONLY_ENV, raising=False)
+    yield home
+    engine = ui.engine_for(str(home))
+    engine.stop(cancel_running=True)
+    ui.release_engines()
+
+
+def metric(run_id: str, seq: int, step: int, split: str, name: str, value: float, epoch: float,
+           tokens: int | None = None) -> dict:
+    return {"type": "metric", "run_id": run_id, "seq": seq, "step": step, "epoch": epoch, "split": split,
+            "name": name, "value": value, "wall_time": T0 + 2.0 * step, "tokens_seen": tokens}
+
+
+def journal_events(run_id: str, kind: str, steps: int, skill: float, status: str) -> list[dict]:
+    """The events a worker would write: status, progress, metrics (train, validation, forgetting, test)."""
+    events: list[dict] = [{"type": "status", "run_id": run_id, "seq": 1, "status": "running", "pid": 1,
+                           "device": "cpu", "attempt": 1, "wall_time": T0}]
+
+    def add(step, split, name, value, tokens=None):
+        events.append(metric(run_id, len(events) + 1, step, split, name, value, step / 20, tokens))
+
+    done = steps if status == "completed" else steps // 2
+    for step in range(1, done + 1):
+        tokens = step * 32 * 128
+        add(step, "train", "loss", 2.0 * math.exp(-skill * step / 15) + 0.3 + 0.05 * math.sin(step), tokens)
+        add(step, "train", "lr", 1e-3 * (1 - step / steps), tokens)
+        if step % 5 == 0:
+            if kind == "pretrain":
+                loss = 6.0 * math.exp(-skill * step / 30) + 2.0
+                add(step, "validation", "loss", loss, tokens)
+                add(step, "validation", "perplexity", math.exp(loss), tokens)
+            else:
+                accuracy = 0.5 + 0.4 * (1 - math.exp(-skill * step / 10))
+                add(step, "validation", "accuracy", accuracy)
+                add(step, "validation", "loss", 0.7 - 0.4 * (accuracy - 0.5) + 0.002 * step)
+                add(step, "train", "accuracy", min(1.0, accuracy + 0.004 * step))
+                add(step, "train", "eval_loss", 0.7 - 0.5 * (accuracy - 0.5))
+                add(step, "forgetting", "general_mlm_loss", 3.0 + 0.02 * step)
+                add(step, "forgetting", "cka_similarity", 1.0 - 0.01 * step)
+        events.append({"type": "progress", "run_id": run_id, "seq": len(events) + 1, "step": step,
+                       "total_steps": steps, "wall_time": T0 + 2.0 * step})
+    if status == "completed" and kind == "finetune":
+        add(steps, "test", "accuracy", 0.5 + 0.4 * skill / 2)
+    if status != "running":
+        events.append({"type": "status", "run_id": run_id, "seq": len(events) + 1, "status": status,
+                       "error": "RuntimeError: injected" if status == "failed" else None,
+                       "wall_time": T0 + 2.0 * done + 1})
+    return events
+
+
+def add_run(store: Store, home: Path, run_id: str, config, *, status: str = "completed", steps: int = 40,
+            skill: float = 1.0, study: str | None = None, tags: tuple[str, ...] = ()) -> str:
+    run_dir = home / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "worker.log").write_text(f"INFO ptft_core.worker: run {run_id} attempt 1: {status}\n")
+    store.insert_run({"id": run_id, "name": config.name, "kind": config.kind, "config": config_to_dict(config),
+                      "status": "queued", "study": study, "tags": list(tags), "total_steps": steps, "step": 0})
+    events = journal_events(run_id, config.kind, steps, skill, status)
+    assert store.ingest_events(events, {run_id: 0}) > 0
+    return run_id
+
+
+@pytest.fixture
+def lab_with_runs(lab):
+    """A pretraining run, two seeds of a fine-tune (one study), its scratch baseline and a failed run."""
+    store = Store(lab / "ptft.duckdb")
+    finetune = FinetuneConfig(name="minilm-movies", base="minilm-l6", dataset="movies", max_steps=40,
+                              optim=OptimConfig(lr=5e-5))
+    store.create_study("study-seeds", "minilm-movies")
+    add_run(store, lab, "pt-0001", PretrainConfig(name="mlm-tiny", max_steps=40), skill=1.0, tags=("demo",))
+    add_run(store, lab, "ft-0002", FinetuneConfig(**{**config_to_dict(finetune), "name": "minilm-movies-s0"}),
+            skill=2.0, study="study-seeds", tags=("demo",))
+    add_run(store, lab, "ft-0003", FinetuneConfig(**{**config_to_dict(finetune), "name": "minilm-movies-s1",
+                                                     "seed": 1}), skill=1.8, study="study-seeds")
+    add_run(store, lab, "ft-0004", FinetuneConfig(**{**config_to_dict(finetune), "name": "minilm-movies-scratch",
+                                                     "scratch": True}), skill=0.6, tags=("demo",))
+    add_run(store, lab, "ft-0005", FinetuneConfig(name="broken", dataset="tweets"), status="failed")
+    store.close()
+    return lab
+
+
+def open_page(page: str, query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    at.switch_page(f"pages/{page}.py")
+    at.query_params.update(query or {})
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def labelled(widgets, label: str):
+    """The widget with this label (AppTest finds widgets by key; the labels are what a person sees)."""
+    matches = [w for w in widgets if w.label == label]
+    assert matches, f"no widget {label!r} among {[w.label for w in widgets]}"
+    return matches[0]
+
+
+def button(at: AppTest, label: str):
+    """A button or a form's submit button, by its label."""
+    return labelled([*at.button, *at.get("form_submit_button")], label)
+
+
+def chart_count(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+# --- every page renders -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_an_empty_lab(lab, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    assert at.title, "every page has a title"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_runs(lab_with_runs, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    if page != "inspect":  # journal-made runs have no checkpoint: Inspect says so (tested below)
+        assert not at.error or page == "runs", texts(at.error)
+
+
+def test_home_lists_devices_recent_runs_and_the_start_path(lab_with_runs):
+    at = open_page("home")
+    body = texts(at.markdown)
+    assert "Start here" in texts(at.subheader) and "Pretrain a tiny model" in body
+    runs = at.dataframe[0].value
+    assert "mlm-tiny" in set(runs["name"]) and len(runs) == 5
+    devices = at.dataframe[1].value
+    assert devices["device"].tolist() == ["cpu"]
+
+
+def test_runs_page_shows_the_selected_run_with_its_error_config_and_log(lab_with_runs):
+    at = open_page("runs", {"run": "ft-0005"})
+    assert "broken" in texts(at.subheader)
+    assert "RuntimeError: injected" in texts(at.error)
+    assert "attempt 1: failed" in texts(at.code)
+    assert {b.label for b in at.button} >= {"Resume", "Retry", "Delete this run"}
+    assert "Cancel" not in {b.label for b in at.button}  # only queued or running runs can be cancelled
+
+
+def test_runs_page_retry_queues_a_new_run_and_tags_are_saved(lab_with_runs):
+    at = open_page("runs", {"run": "pt-0001"})
+    button(at, "Retry").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    store = ui.engine_for(str(lab_with_runs)).store
+    assert len(store.list_runs(kind="pretrain")) == 2
+    at = open_page("runs", {"run": "pt-0001"})
+    labelled(at.text_input, "Tags (comma-separated)").set_value("demo, baseline")
+    labelled(at.text_area, "Note").set_value("the reference run")
+    button(at, "Save tags and note").click().run()
+    assert not at.exception
+    row = store.get_run("pt-0001")
+    assert row["tags"] == ["baseline", "demo"] and row["notes"] == "the reference run"
+
+
+def test_runs_page_refuses_to_resume_without_a_checkpoint(lab_with_runs):
+    at = open_page("runs", {"run": "ft-0005"})
+    button(at, "Resume").click().run()
+    assert not at.exception
+    assert "no checkpoint to resume from" in texts(at.error)
+
+
+def test_runs_page_deletes_after_confirmation(lab_with_runs):
+    at = open_page("runs", {"run": "ft-0005"})
+    button(at, "Delete this run").click().run()
+    assert not at.exception
+    assert not ui.engine_for(str(lab_with_runs)).store.has_run("ft-0005")
+    assert not (lab_with_runs / "runs" / "ft-0005").exists()
+
+
+# --- compare ------------------------------------------------------------------------------------------------------
+
+
+def test_compare_asks_for_a_selection_then_draws_every_view_from_the_url(lab_with_runs):
+    assert "Select runs" in texts(open_page("compare").info)
+    at = open_page("compare", {"runs": "ft-0002,ft-0003,ft-0004"})
+    assert not at.exception and not at.error, texts(at.error)
+    assert chart_count(at) == 4  # Explore, Convergence, Overfitting, Forgetting
+    convergence = at.dataframe[1].value  # the runs table comes first
+    assert list(convergence.columns[:3]) == ["run", "best accuracy", "steps to target"]
+    assert sorted(convergence["run"]) == ["minilm-movies-s0", "minilm-movies-s1", "minilm-movies-scratch"]
+    diff = at.dataframe[-1].value
+    assert "scratch" in diff.index and "seed" in diff.index
+    assert len(at.get("download_button")) == 8  # HTML and CSV of each chart
+
+
+def test_compare_picks_a_study_and_groups_by_a_config_key(lab_with_runs):
+    at = open_page("compare", {"study": "study-seeds", "group": "seed", "x": "epoch", "smooth": "0.5"})
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.query_params.get("runs") is None  # the study picked the runs, no row was selected
+    # seed is not a grouping key (it is what bands average over): the choice falls back to no grouping
+    assert at.selectbox(key="group").value == "(none)"
+    at.query_params["group"] = "scratch"
+    at = open_page("compare", {"runs": "ft-0002,ft-0003,ft-0004", "group": "scratch"})
+    assert at.selectbox(key="group").value == "scratch"
+    assert not at.exception and not at.error, texts(at.error)
+
+
+def test_compare_tells_when_runs_have_no_forgetting_probes(lab_with_runs):
+    at = open_page("compare", {"runs": "pt-0001"})
+    assert not at.exception
+    assert "No forgetting probes" in texts(at.info)
+
+
+# --- forms --------------------------------------------------------------------------------------------------------
+
+
+def test_pretrain_refuses_lr_zero_and_submits_nothing(lab):
+    at = open_page("pretrain")
+    at.number_input(key="pretrain-lr").set_value(0.0)
+    button(at, "Launch").click().run()
+    assert not at.exception
+    assert "lr must be > 0" in texts(at.error)
+    assert ui.engine_for(str(lab)).store.list_runs().empty
+
+
+def test_pretrain_shows_the_estimate_and_launches_one_run_per_seed(lab):
+    at = open_page("pretrain")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tokens seen"] == ui.format_count(300 * 32 * 128)
+    assert metrics["Time on CPU"] == ui.format_duration(300 * 32 * 128 / ui.CPU_TOKENS_PER_S["tiny"])
+    at.text_input(key="pretrain-seeds").set_value("0,1")
+    button(at, "Launch").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "Queued 2 runs" in texts(at.success)
+    runs = ui.engine_for(str(lab)).store.list_runs()
+    assert sorted(runs["name"]) == ["mlm-tiny-s0", "mlm-tiny-s1"]
+    assert runs["study"].nunique() == 1 and runs["study"].notna().all()
+
+
+def test_finetune_refuses_a_zero_label_fraction_and_bad_seeds(lab):
+    at = open_page("finetune")
+    fraction = labelled(at.number_input, "Label fraction")
+    fraction.set_value(0.0)
+    button(at, "Launch").click().run()
+    assert "label_fraction must be in (0, 1]" in texts(at.error)
+    fraction.set_value(0.5)
+    at.text_input(key="finetune-seeds").set_value("one, two")
+    button(at, "Launch").click().run()
+    assert "seeds: expected comma-separated integers" in texts(at.error)
+    assert ui.engine_for(str(lab)).store.list_runs().empty
+
+
+def test_finetune_launches_from_an_earlier_run_with_lineage_and_a_second_task(lab_with_runs):
+    at = open_page("finetune")
+    at.radio(key="finetune-base-source").set_value(ui.SOURCE_RUN).run()
+    at.selectbox(key="finetune-base-run").set_value("pt-0001")
+    labelled(at.selectbox, "Then fine-tune on").set_value("tweets")
+    at.toggle[0].set_value(True)
+    button(at, "Launch").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    store = ui.engine_for(str(lab_with_runs)).store
+    row = store.list_runs().iloc[0]
+    config = json.loads(row["config"])
+    assert config["base"] == "run:pt-0001" and config["then_dataset"] == "tweets" and config["scratch"]
+    assert row["parent_run"] == "pt-0001"
+    assert row["name"] == "pt-0001-movies-then-tweets-scratch"
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def test_data_page_previews_a_dataset_from_the_url(lab):
+    at = open_page("data", {"dataset": "tweets"})
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.selectbox[0].value == "tweets"
+    preview = at.dataframe[1].value
+    assert {"text", "label", "label_name"} <= set(preview.columns)
+    assert chart_count(at) == 2  # label balance and lengths
+
+
+def test_data_page_registers_an_upload_and_reports_bad_ones(lab):
+    rows = "\n".join(f"review {i} is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(30))
+    at = open_page("data")
+    at.file_uploader[0].upload("reviews.csv", f"text,sentiment\n{rows}\n".encode(), "text/csv").run()
+    assert not at.exception, at.exception
+    labelled(at.selectbox, "Label column").set_value("sentiment")
+    button(at, "Register dataset").click().run()
+    assert "Registered **reviews**" in texts(at.success), texts(at.error)
+    at.file_uploader[0].upload("empty.csv", b"text,label\n", "text/csv").run()
+    button(at, "Register dataset").click().run()
+    assert not at.exception
+    assert "empty.csv" in texts(at.error)
+
+
+# --- read-only mode -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["pretrain", "finetune", "runs", "data"])
+def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs, monkeypatch, page):
+    monkeypatch.setenv(ui.READ_ONLY_ENV, "1")
+    at = open_page(page)
+    assert not at.exception
+    labels = {b.label for b in [*at.button, *at.get("form_submit_button")]}
+    assert not labels & {"Launch", "Cancel", "Resume", "Retry", "Delete this run", "Save tags and note",
+                         "Register dataset"}
+    assert not at.file_uploader
+
+
+def test_read_only_mode_says_so_in_the_sidebar(lab, monkeypatch):
+    monkeypatch.setenv(ui.READ_ONLY_ENV, "1")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # the sidebar of the app frame, on Home
+    assert "Read-only demo" in texts(at.sidebar.warning)
+
+
+# --- torch stays out of the dashboard process ---------------------------------------------------------------------
+
+
+def test_no_page_imports_torch(lab_with_runs):
+    """Each page in a fresh interpreter: neither the app frame nor any page loads torch (Inspect loads it only
+    once it opens a model, so it is checked on a lab without a finished fine-tune)."""
+    script = textwrap.dedent(f"""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        page, with_runs = sys.argv[1], sys.argv[2] == "1"
+        at = AppTest.from_file({APP!r}, default_timeout={TIMEOUT})
+        at.run()
+        at.switch_page(f"pages/{{page}}.py").run()
+        assert not at.exception, at.exception
+        from ptft_core import ui, paths
+        ui.engine_for(str(paths.home())).close()
+        print("TORCH" if "torch" in sys.modules else "NO-TORCH", page)
+    """)
+    empty = lab_with_runs.parent / "empty-lab"
+    (empty / "datasets").mkdir(parents=True)
+    for entry in (lab_with_runs / "datasets").iterdir():
+        (empty / "datasets" / entry.name).symlink_to(entry.resolve())
+    for page in PAGES:
+        lab = empty if page == "inspect" else lab_with_runs
+        out = subprocess.run([sys.executable, "-c", script, page, "1"], capture_output=True, text=True, cwd=REPO,
+                             timeout=120, env={**os.environ, "PTFT_HOME": str(lab)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"NO-TORCH {page}" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+# --- inspect with a real model ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_inspect_opens_a_real_fine_tuned_run(lab, monkeypatch):
+    """A real tiny fine-tune through the engine (seconds), then the three Inspect views on its checkpoint."""
+    monkeypatch.delenv("PTFT_TRAINER")
+    engine = ui.engine_for(str(lab))
+    run_id = engine.submit(FinetuneConfig(
+        name="tiny-amazon", base="tiny", dataset="amazon", label_fraction=0.05, max_length=32, batch_size=16,
+        epochs=1, max_steps=4, eval_every=2, log_every=1, eval_train_samples=16, probe_corpus="news",
+        probe_size=8, optim=OptimConfig(lr=1e-3, warmup_ratio=0.0)))
+    start = time.monotonic()
+    assert engine.wait([run_id], timeout=300)[run_id] == "completed", ui.log_tail(run_id)
+    at = open_page("inspect")
+    assert not at.exception and not at.error, texts(at.error)
+    assert chart_count(at) == 2  # base and fine-tuned attention, side by side
+    at = open_page("inspect", {"tab": "Test errors"})
+    assert not at.exception and not at.error, texts(at.error)
+    assert chart_count(at) == 1 and "Test accuracy" in {m.label for m in at.metric}
+    at = open_page("inspect", {"tab": "Try it"})
+    assert not at.exception and chart_count(at) == 1
+    assert time.monotonic() - start < 600
