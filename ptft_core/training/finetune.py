@@ -86,7 +86,9 @@ class Examples:
         return Examples([self.ids[i] for i in index], self.labels[index])
 
     def batch(self, index, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-        batch = {**pad_batch([self.ids[i] for i in index], pad_id), "labels": torch.as_tensor(self.labels[index])}
+        multiple = 8 if device.type == "cuda" else 1
+        batch = {**pad_batch([self.ids[i] for i in index], pad_id, multiple),
+                 "labels": torch.as_tensor(self.labels[index])}
         return {k: v.to(device) for k, v in batch.items()}
 
 
