@@ -9,7 +9,7 @@ from tiny_runs import tiny_finetune, tiny_pretrain
 from transformers import AutoModelForSequenceClassification
 
 from ptft_core import paths
-from ptft_core.config import FinetuneConfig, OptimConfig
+from ptft_core.config import FinetuneConfig, OptimConfig, load_config
 from ptft_core.journal import MemoryLogger
 from ptft_core.training import run_finetune, run_pretrain
 from ptft_core.training.common import build_scheduler, length_grouped_batches, pad_batch
@@ -146,10 +146,17 @@ def test_end_to_end_pretrain_then_finetune_from_the_run(home):
 
 @pytest.mark.slow
 def test_a_fine_tune_beats_chance(home, tmp_path):
-    """A randomly initialised tiny BERT (bert-base vocabulary) on 40% of the movie sentences, one epoch."""
+    """MiniLM, all weights, 40 steps of 16 movie sentences: ~0.73 test accuracy (chance: 0.5)."""
     logger = MemoryLogger()
-    config = FinetuneConfig(base="tiny", dataset="movies", label_fraction=0.4, max_length=64, batch_size=32,
-                            epochs=1, eval_every=1000, eval_train_samples=0, probe_drift=False,
-                            optim=OptimConfig(lr=1e-3))
+    config = FinetuneConfig(base="minilm-l6", dataset="movies", label_fraction=0.1, max_length=48, batch_size=16,
+                            max_steps=40, eval_every=1000, eval_train_samples=0, probe_drift=False,
+                            optim=OptimConfig(lr=1e-4))
     assert run_finetune(config, tmp_path, logger) == "completed"
-    assert logger.values("accuracy", "test")[0] > 0.55
+    assert logger.values("accuracy", "test")[0] > 0.6
+
+
+def test_example_configs_are_valid():
+    files = sorted((paths.REPO_ROOT / "configs").glob("*.yaml"))
+    assert len(files) >= 9
+    kinds = {load_config(f).kind for f in files}
+    assert kinds == {"pretrain", "finetune"}
