@@ -25,6 +25,10 @@ from ptft_core.journal import JournalWriter, read_events
 from ptft_core.store import Store
 
 
+def pythonpath() -> str:
+    """This checkout first, then whatever the caller had (a venv-less machine may carry packages there)."""
+    return os.pathsep.join(p for p in (str(paths.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
 @pytest.fixture
 def lab(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
@@ -353,7 +357,7 @@ time.sleep(600)
 @pytest.mark.slow
 def test_kill_9_of_the_engine_loses_and_duplicates_nothing(lab):
     proc = subprocess.Popen([sys.executable, "-c", ENGINE_SCRIPT, "160"], cwd=paths.REPO_ROOT, text=True,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)})
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": pythonpath()})
     try:
         a, b = proc.stdout.readline().split()
         dirs = {r: lab / "runs" / r for r in (a, b)}

@@ -15,7 +15,7 @@ _X = {
     "step": "m.step",
     "epoch": "m.epoch",
     "tokens_seen": "m.tokens_seen",
-    "wall_time": "m.wall_time - t.t0",
+    "wall_time": "m.wall_time",  # made relative to the run's start after downsampling (a shift changes no bucket)
 }
 
 
@@ -30,23 +30,11 @@ def series_sql(x: str, names: Sequence[str] | None, splits: Sequence[str] | None
     if splits:
         filters += " AND list_contains(?, m.split)"
         params.append(list(splits))
-    join = ""
-    starts = ""
-    if x == "wall_time":
-        # The run's start: its started_at, else (an imported or odd run) its first metric.
-        starts = """
-        t AS (
-            SELECT r.id AS run_id, coalesce(epoch(r.started_at), min(mm.wall_time)) AS t0
-            FROM runs r LEFT JOIN metrics mm ON mm.run_id = r.id
-            WHERE list_contains($ids, r.id) GROUP BY r.id, r.started_at
-        ),"""
-        join = " JOIN t ON t.run_id = m.run_id"
     nb = (max_points - 2) // 2
     sql = f"""
-    WITH {starts}
-    src AS (
+    WITH src AS (
         SELECT m.run_id, m.split, m.name, {_X[x]} AS x, m.value
-        FROM metrics m{join}
+        FROM metrics m
         WHERE list_contains($ids, m.run_id) AND NOT m.superseded AND m.value IS NOT NULL
           AND {_X[x]} IS NOT NULL{filters}
     ),
@@ -64,8 +52,8 @@ def series_sql(x: str, names: Sequence[str] | None, splits: Sequence[str] | None
                coalesce(least(floor((x - x0) / nullif(x1 - x0, 0) * {nb}), {nb - 1}), 0) AS bucket,
                arg_min(x, value) AS x_lo, min(value) AS v_lo, arg_max(x, value) AS x_hi, max(value) AS v_hi
         FROM joined WHERE n > {max_points} GROUP BY ALL
-    )
-    SELECT run_id, split, name, x, value FROM (
+    ),
+    kept AS (
         SELECT run_id, split, name, x, value FROM joined WHERE n <= {max_points}
         UNION ALL
         SELECT DISTINCT * FROM (
@@ -75,6 +63,7 @@ def series_sql(x: str, names: Sequence[str] | None, splits: Sequence[str] | None
             UNION ALL SELECT run_id, split, name, x1, v1 FROM stats WHERE n > {max_points}
         )
     )
+    {_final(x)}
     ORDER BY run_id, split, name, x
     """
     # DuckDB's named parameters and positional ones do not mix: number everything.
@@ -85,3 +74,16 @@ def series_sql(x: str, names: Sequence[str] | None, splits: Sequence[str] | None
     parts = sql.split("?")
     sql = parts[0] + "".join(f"{numbered[i]}{part}" for i, part in enumerate(parts[1:]))
     return sql, params
+
+
+def _final(x: str) -> str:
+    if x != "wall_time":
+        return "SELECT run_id, split, name, x, value FROM kept"
+    # Seconds since the run's start: its started_at, else (an imported run without one) its first metric. The
+    # start is looked up for the few runs on the chart (from `stats`), not by scanning their metrics again.
+    return """
+    , t0 AS (
+        SELECT st.run_id, coalesce(epoch(any_value(r.started_at)), min(st.x0)) AS t0
+        FROM stats st LEFT JOIN runs r ON r.id = st.run_id GROUP BY st.run_id
+    )
+    SELECT k.run_id, k.split, k.name, k.x - t0.t0 AS x, k.value FROM kept k JOIN t0 USING (run_id)"""
