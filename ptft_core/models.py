@@ -241,10 +241,6 @@ class MLMModel(nn.Module):
         selected = labels != -100
         return F.cross_entropy(self.head(hidden[selected], decoder).float(), labels[selected])
 
-    def save(self, folder: Path) -> None:
-        self.encoder.save_pretrained(folder)
-        save_mlm_head(self.head, folder)
-
 
 def save_mlm_head(head: MaskedLMHead, folder: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(folder / MLM_HEAD_FILE))

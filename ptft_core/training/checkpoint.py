@@ -34,8 +34,10 @@ def checkpoints_dir(run_dir: Path) -> Path:
 
 
 def save_checkpoint(run_dir: Path, name: str, step: int, model, tokenizer, config: RunConfig,
-                    logger: MetricLogger, state: dict | None = None, mlm_head: MaskedLMHead | None = None) -> Path:
-    """Write checkpoint `name` atomically and announce it with a `checkpoint` event."""
+                    logger: MetricLogger, state: dict | None = None, mlm_head: MaskedLMHead | None = None,
+                    announce: bool = True) -> Path:
+    """Write checkpoint `name` atomically and, unless it is internal (`announce=False`: fine-tuning's `best`,
+    renamed to `final` at the end), announce it with a `checkpoint` event."""
     target = checkpoints_dir(run_dir) / name
     tmp = target.with_name(f".tmp-{name}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -49,7 +51,8 @@ def save_checkpoint(run_dir: Path, name: str, step: int, model, tokenizer, confi
     for file in tmp.iterdir():
         fsync(file)
     replace_dir(tmp, target)
-    logger.event("checkpoint", step=step, path=str(target))
+    if announce:
+        logger.event("checkpoint", step=step, path=str(target))
     return target
 
 
@@ -64,7 +67,7 @@ def replace_dir(source: Path, target: Path) -> None:
 
 
 def promote_checkpoint(run_dir: Path, source: str, name: str, step: int, logger: MetricLogger) -> Path:
-    """Rename checkpoint `source` to `name` (fine-tuning's best becomes its final)."""
+    """Rename checkpoint `source` to `name` (fine-tuning's best becomes its final); `step`: its weights' step."""
     folder = checkpoints_dir(run_dir)
     replace_dir(folder / source, folder / name)
     logger.event("checkpoint", step=step, path=str(folder / name))

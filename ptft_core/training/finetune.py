@@ -129,6 +129,7 @@ class Progress:
     task_start: int = 0  # global step at which it started
     epoch_offset: float = 0.0  # epochs trained on earlier tasks: the metrics' epoch axis runs on across tasks
     best: float | None = None  # best validation value of the current task
+    best_step: int = 0  # the step whose weights scored it (checkpoints/best)
     bad_evals: int = 0  # evaluations since it last improved
 
 
@@ -238,9 +239,9 @@ def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
     value = validation[config.early_stopping_metric]
     lower_is_better = config.early_stopping_metric == "loss"
     if progress.best is None or (value < progress.best if lower_is_better else value > progress.best):
-        progress.best, progress.bad_evals = value, 0
+        progress.best, progress.best_step, progress.bad_evals = value, step, 0
         save_checkpoint(run.run_dir, "best", step, task.model, run.tokenizer, config, run.logger,
-                        mlm_head=run.mlm_head)
+                        mlm_head=run.mlm_head, announce=False)
         return False
     progress.bad_evals += 1
     return 0 < config.early_stopping_patience <= progress.bad_evals
@@ -338,7 +339,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
     load_weights(task.model, checkpoints_dir(run.run_dir) / "best")
     progress.task += 1
     progress.task_start, progress.epoch_offset = progress.step, epoch_float
-    progress.best, progress.bad_evals = None, 0
+    progress.best, progress.bad_evals = None, 0  # the next task tracks its own best (best_step stays: final's)
     return "completed"
 
 
@@ -371,6 +372,6 @@ def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
     test = classify(last.model, tokenize_split(run.tokenizer, last.dataset, "test", config.max_length),
                     run.tokenizer.pad_token_id, device)
     log_metrics(logger, progress.step, test, "test", progress.epoch_offset)
-    promote_checkpoint(run.run_dir, "best", "final", progress.step, logger)
+    promote_checkpoint(run.run_dir, "best", "final", progress.best_step, logger)
     prune_step_checkpoints(run.run_dir, keep=0)  # resume points only; a finished run needs none
     return "completed"
