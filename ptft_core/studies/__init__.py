@@ -1,0 +1,48 @@
+"""The studies room: named templates that plan a group of runs (with lineage), queue them through the engine
+and turn their metrics into a report with charts and conclusions computed from the data.
+
+- `templates`: one small function per study and preset -> planned runs; time estimates (`estimate_seconds`).
+- `driver`: `StudyDriver(engine)` launches a plan and, on every `tick()`, submits the runs whose parent
+  checkpoint exists and runs cross-domain evaluations; `study_progress`, `list_studies`, `load_study`.
+- `report`: pure (DataFrames in, conclusions + plotly figures out) and `report_html` (one self-contained file).
+- `commands`: the `study` CLI sub-command.
+
+Exports resolve lazily: importing this package loads neither torch nor plotly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TEMPLATES": "templates",
+    "STUDY_PRESETS": "templates",
+    "Template": "templates",
+    "PlannedRun": "templates",
+    "get_template": "templates",
+    "list_templates": "templates",
+    "build_runs": "templates",
+    "estimate_seconds": "templates",
+    "StudyDriver": "driver",
+    "driver_for": "driver",
+    "make_plan": "driver",
+    "study_progress": "driver",
+    "list_studies": "driver",
+    "load_study": "driver",
+    "study_report": "driver",
+    "build_report": "report",
+    "report_html": "report",
+    "Report": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

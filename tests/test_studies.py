@@ -1,0 +1,386 @@
+"""Studies: plans, dependencies, reports and the page.
+
+Fast tests: the report math on synthetic frames (mean ± std, differences, steps to target, the transfer matrix,
+incomplete studies), every template's plan and estimate, the HTML export, the CLI's `--list`, blocked
+dependents (an engine that launches nothing), and the page under AppTest without torch.
+
+Slow tests: all six studies in their CI form (`--tiny-for-tests`: a tiny model, a few steps per run, one seed)
+through one real engine with two CPU slots and real worker processes (no stand-in trainer), then each report:
+complete, conclusions present, every figure drawn, the HTML self-contained; and `study report` from the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptft_core.config import FinetuneConfig, PretrainConfig, config_to_dict
+from ptft_core.studies import report as rp
+from ptft_core.studies.driver import Plan, StudyData, StudyDriver, run_states, study_progress, study_report
+from ptft_core.studies.templates import (
+    STUDY_PRESETS,
+    TEMPLATES,
+    build_runs,
+    estimate_seconds,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+PREPARED = Path(os.environ.get("PTFT_DATA_SOURCE") or REPO / "data")
+SCRIPT_SRC = re.compile(r"<script[^>]*\bsrc\s*=", re.IGNORECASE)
+
+
+# --- synthetic studies ----------------------------------------------------------------------------------------------
+
+
+def synthetic(template: str, values, failed: set[str] = frozenset(), preset: str = "quick") -> StudyData:
+    """A StudyData as load_study builds it: every planned run with a status, and metrics from `values(key, labels)`
+    -> list of (split, name, step, value) for completed runs."""
+    planned = build_runs(template, preset)
+    plan = Plan(template, preset, False, planned,
+                meta={"datasets": {d: {"chance": 0.5, "splits": {"train": 8483, "validation": 1061, "test": 1061}}
+                                   for d in ("movies", "amazon", "nyt", "tweets")}},
+                env={"python": "3.11"})
+    rows, metrics = [], []
+    for i, run in enumerate(planned):
+        run_id = f"r{i:03d}"
+        status = "failed" if run.key in failed else "completed"
+        rows.append({"key": run.key, "run_id": run_id, "status": status,
+                     "error": "boom" if status == "failed" else None, "kind": run.config.kind,
+                     "config": config_to_dict(run.config), "parent_run": None, "device": "cpu", "seconds": 10.0,
+                     "step": 10, **run.labels})
+        if status == "completed":
+            for split, name, step, value in values(run.key, run.labels):
+                metrics.append({"run_id": run_id, "split": split, "name": name, "x": float(step), "value": value})
+    metrics = pd.DataFrame(metrics, columns=["run_id", "split", "name", "x", "value"])
+    empty = metrics.iloc[0:0]
+    return StudyData({"id": "st-test", "name": "test", "template": template, "preset": preset, "created_at": None},
+                     plan, pd.DataFrame(rows), metrics, empty, empty, {})
+
+
+def helps_values(key, labels):
+    """Pretrained 0.80 / 0.82 (seeds 0 / 1), scratch 0.55 / 0.57, whatever the fraction; validation curves that
+    reach 0.8 at step 20 (pretrained) or never (scratch)."""
+    seed, pretrained = labels["seed"], labels["arm"] == "pretrained"
+    test = (0.80 if pretrained else 0.55) + 0.02 * seed
+    curve = [(10, 0.70), (20, 0.80), (30, 0.81)] if pretrained else [(10, 0.52), (20, 0.54), (30, 0.56)]
+    out = [("test", "accuracy", 30, test), ("train", "accuracy", 30, curve[-1][1] + 0.05)]
+    out += [("validation", "accuracy", s, v) for s, v in curve]
+    return out
+
+
+def test_mean_std_and_difference():
+    s = rp.mean_std([0.80, 0.82, float("nan")])
+    assert s.n == 2 and s.mean == pytest.approx(0.81) and s.std == pytest.approx(math.sqrt(2) * 0.01)
+    assert rp.fmt_stat(s) == "81.0 ± 1.4 % (n=2)"
+    assert rp.fmt_stat(rp.mean_std([0.5])) == "50.0 % (1 seed)" and math.isnan(rp.mean_std([0.5]).std)
+    assert rp.mean_std([]).n == 0 and rp.fmt_stat(rp.mean_std([])) == "n/a"
+    d = rp.difference(rp.mean_std([0.80, 0.82]), rp.mean_std([0.55, 0.57]))
+    assert d.delta == pytest.approx(0.25) and d.se == pytest.approx(0.01414, abs=1e-4) and d.verdict == "clear"
+    assert rp.difference(rp.mean_std([0.80, 0.90]), rp.mean_std([0.79, 0.91])).verdict == "within noise"
+    assert rp.difference(rp.mean_std([0.8]), rp.mean_std([0.5, 0.6])).verdict == "one seed"
+
+
+def test_steps_to_target():
+    series = pd.DataFrame({"x": [30, 10, 20], "value": [0.9, 0.5, 0.85]})
+    assert rp.steps_to_target(series, 0.8) == 20  # the first step in step order, not row order
+    assert rp.steps_to_target(series, 0.95) is None
+    assert rp.steps_to_target(series.iloc[0:0], 0.5) is None
+
+
+def test_transfer_matrix():
+    runs = pd.DataFrame({"run_id": ["a0", "a1", "b0", "b1"],
+                         "status": ["completed", "completed", "completed", "failed"],
+                         "domain": ["movies", "movies", "tweets", "tweets"]})
+    m = pd.DataFrame([
+        ("a0", "test", "accuracy", 0.80), ("a1", "test", "accuracy", 0.84),
+        ("a0", "transfer", "accuracy@tweets", 0.60), ("a1", "transfer", "accuracy@tweets", 0.64),
+        ("b0", "test", "accuracy", 0.90), ("b0", "transfer", "accuracy@movies", 0.70),
+        ("b1", "test", "accuracy", 0.10),  # a failed run's numbers never count
+    ], columns=["run_id", "split", "name", "value"]).assign(x=5.0)
+    mean, std, n = rp.transfer_matrix(runs, m, ["movies", "tweets"])
+    assert mean.loc["movies", "movies"] == pytest.approx(0.82) and mean.loc["movies", "tweets"] == pytest.approx(0.62)
+    assert mean.loc["tweets", "tweets"] == pytest.approx(0.90) and n.loc["tweets", "tweets"] == 1
+    assert std.loc["movies", "tweets"] == pytest.approx(np.std([0.60, 0.64], ddof=1))
+    assert mean.index.name == "trained on"
+
+
+def test_complete_report_computes_its_conclusions_from_the_numbers():
+    report = rp.build_report(synthetic("pretraining_helps", helps_values))
+    assert report.status == "complete" and report.status_line == "complete: 12 of 12 runs finished"
+    numbers = report.conclusions["numbers"]
+    for fraction in ("0.01", "0.1", "1"):
+        cell = numbers["test_accuracy"][fraction]
+        assert cell["pretrained"]["mean"] == pytest.approx(0.81) and cell["scratch"]["n"] == 2
+        assert cell["difference"]["delta"] == pytest.approx(0.25) and cell["difference"]["verdict"] == "clear"
+        steps = numbers["steps_to_target"][fraction]
+        assert steps["pretrained"]["mean_steps"] == 20 and steps["scratch"]["reached"] == 0
+    assert "+25.0 points" in report.conclusions["headline"]
+    assert any("81.0 ± 1.4 %" in f and "56.0 ± 1.4 %" in f for f in report.conclusions["findings"])
+    assert all(len(fig.data) for fig in report.figures.values())
+    assert report.failed.empty
+
+
+def test_incomplete_study_says_so_and_draws_no_conclusion_from_missing_runs():
+    data = synthetic("pretraining_helps", helps_values, failed={"scratch/frac1/s1"})
+    report = rp.build_report(data)
+    assert report.status == "incomplete"
+    assert report.status_line.startswith("incomplete: 11 of 12 runs finished")
+    assert report.conclusions["headline"].startswith("Incomplete: 11 of 12 runs finished")
+    assert report.failed["key"].tolist() == ["scratch/frac1/s1"] and report.failed["error"].tolist() == ["boom"]
+    assert "1" not in report.conclusions["numbers"]["test_accuracy"]  # the 100 % cell lost a seed: no conclusion
+    assert set(report.conclusions["numbers"]["test_accuracy"]) == {"0.01", "0.1"}
+    assert any("scratch at 100% labels (1 of 2 runs)" in c for c in report.conclusions["caveats"])
+    assert not any("100% of the labels" in f for f in report.conclusions["findings"])
+
+
+def test_a_study_with_nothing_finished_renders_without_conclusions():
+    data = synthetic("forgetting", lambda key, labels: [], failed={r.key for r in build_runs("forgetting", "quick")})
+    report = rp.build_report(data)
+    assert report.status == "incomplete" and report.status_line.startswith("incomplete: 0 of")
+    assert report.conclusions["findings"] == [] and "No conclusion yet" in report.conclusions["headline"]
+    assert SCRIPT_SRC.search(rp.report_html(report)) is None
+
+
+def test_domain_shift_report_builds_the_matrix_and_the_drop():
+    def values(key, labels):
+        pre = labels["arm"] == "pretrained"
+        out = [("test", "accuracy", 10, 0.85 if pre else 0.60)]
+        out += [("transfer", f"accuracy@{d}", 10, 0.75 if pre else 0.52)
+                for d in ("movies", "amazon", "nyt", "tweets") if d != labels["domain"]]
+        return out
+
+    report = rp.build_report(synthetic("domain_shift", values))
+    t = report.conclusions["numbers"]["transfer"]
+    assert t["pretrained"]["drop"] == pytest.approx(0.10) and t["scratch"]["drop"] == pytest.approx(0.08)
+    assert t["pretrained"]["matrix"]["movies"]["tweets"] == pytest.approx(0.75)
+    assert "75.0%" in report.conclusions["headline"] and "52.0%" in report.conclusions["headline"]
+    assert len(report.figures["transfer_matrix"].data) == 2
+
+
+def test_html_export_is_one_self_contained_file():
+    report = rp.build_report(synthetic("pretraining_helps", helps_values, failed={"pretrained/frac0.1/s0"}))
+    text = rp.report_html(report)
+    assert SCRIPT_SRC.search(text) is None, "a <script src=...> needs the network"
+    assert "Plotly" in text and len(text) > 1_000_000  # plotly.js itself is inline
+    assert report.conclusions["headline"].split(":")[0] in text
+    assert "pretrained/frac0.1/s0" in text and "Environment" in text and "label_fraction" in text
+
+
+# --- plans ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_every_plan_is_valid_linked_and_quick_fits_15_minutes(name):
+    for preset in STUDY_PRESETS:
+        for tiny in (False, True):
+            runs = build_runs(name, preset, tiny)
+            keys = [r.key for r in runs]
+            assert len(keys) == len(set(keys))
+            by_key = {r.key: r for r in runs}
+            for run in runs:
+                assert run.labels.get("arm") is not None
+                if run.base_from and run.base_from.checkpoint:
+                    parent = by_key[run.base_from.key].config
+                    assert isinstance(parent, PretrainConfig)
+                    assert int(run.base_from.checkpoint[5:]) in parent.checkpoint_steps
+                if tiny and isinstance(run.config, FinetuneConfig):
+                    assert run.config.max_steps <= 5 and run.config.max_length == 32 and run.config.base != "minilm-l6"
+                if tiny and isinstance(run.config, PretrainConfig):
+                    assert run.config.max_steps <= 5 and run.config.model != "minilm-l6"
+            if tiny:
+                assert {r.labels.get("seed", 0) for r in runs} == {0}
+    quick = estimate_seconds(build_runs(name, "quick"))
+    assert 60 < quick <= 15 * 60, f"{name} quick: {quick / 60:.1f} min"
+    assert estimate_seconds(build_runs(name, "full")) > quick
+
+
+def study_cli(argv: list[str]) -> int:
+    from ptft_core.cli import user_errors
+    from ptft_core.studies.commands import add_study_commands
+
+    parser = argparse.ArgumentParser()
+    add_study_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except user_errors() as exc:
+        print(f"error: {exc}")
+        return 2
+
+
+def test_cli_lists_templates_with_estimates(capsys):
+    assert study_cli(["study", "--list", "--cpu-slots", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in TEMPLATES:
+        assert f"{name}: " in out
+    assert out.count("--preset quick: ") == len(TEMPLATES) and "min on this CPU" in out
+    assert study_cli(["study", "no_such_study"]) == 2
+    assert "is not a template" in capsys.readouterr().out
+
+
+def test_a_dependent_of_a_cancelled_parent_is_blocked_and_reported(home, monkeypatch):
+    """No process runs: the engine launches nothing; the pretraining run is cancelled while queued."""
+    from ptft_core.engine import Engine
+
+    monkeypatch.setenv("PTFT_GPUS", "none")
+    with Engine(home=home, cpu_slots=1, launch_queued=False) as engine:
+        driver = StudyDriver(engine)
+        study = driver.launch("how_much_pretraining", "quick", tiny=True)
+        runs = engine.store.list_runs(study=study)
+        assert runs["tags"].tolist() == [["study-key:pretrain"]]  # the fine-tunes wait for its checkpoints
+        progress = study_progress(engine.store, study, engine.runs_dir)
+        assert progress.counts == {"queued": 1, "waiting": 3} and not progress.finished
+        engine.cancel(runs["id"].iloc[0])
+        assert driver.tick() == []
+        progress = study_progress(engine.store, study, engine.runs_dir)
+        assert progress.counts == {"cancelled": 1, "blocked": 3} and progress.finished
+        report = study_report(engine.store, study, engine.runs_dir)
+        assert report.status == "incomplete" and report.status_line.startswith("incomplete: 0 of 4 runs finished")
+        assert sorted(report.failed["status"]) == ["blocked", "blocked", "blocked", "cancelled"]
+        assert report.conclusions["findings"] == []
+
+
+def test_a_checkpoint_on_disk_releases_its_dependents(home, monkeypatch):
+    from ptft_core.engine import Engine
+
+    monkeypatch.setenv("PTFT_GPUS", "none")
+    with Engine(home=home, cpu_slots=1, launch_queued=False) as engine:
+        driver = StudyDriver(engine)
+        study = driver.launch("how_much_pretraining", "quick", tiny=True)
+        pt = engine.store.list_runs(study=study)["id"].iloc[0]
+        folder = engine.run_dir(pt) / "checkpoints" / "step-1"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        submitted = driver.tick()
+        assert len(submitted) == 2  # step 0 (re-initialised) and step 1 start from step-1; final still waits
+        for run_id in submitted:
+            row = engine.store.get_run(run_id)
+            assert row["parent_run"] == pt and row["config"]["base"] == f"run:{pt}/step-1"
+        assert driver.tick() == []  # no double submit
+
+
+# --- nothing of this imports torch ----------------------------------------------------------------------------------
+
+
+def test_the_room_and_its_page_never_import_torch(home):
+    script = textwrap.dedent(f"""
+        import sys
+        import ptft_core.studies.templates, ptft_core.studies.driver, ptft_core.studies.report
+        import ptft_core.studies.commands
+        assert "torch" not in sys.modules, "the studies modules imported torch"
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file({str(REPO / "pages" / "studies.py")!r}, default_timeout=120).run()
+        assert not at.exception, at.exception
+        labels = [b.label for b in at.button]
+        assert sys.argv[1] != "1" or "Launch" not in labels, labels
+        assert sys.argv[1] == "1" or labels.count("Launch") == int(sys.argv[2]), labels
+        from ptft_core import ui, paths
+        ui.engine_for(str(paths.home())).close()
+        print("TORCH" if "torch" in sys.modules else "NO-TORCH")
+    """)
+    for read_only in ("1", "0"):
+        env = {**os.environ, "PTFT_HOME": str(home), "PTFT_GPUS": "none", "PTFT_READ_ONLY": read_only}
+        out = subprocess.run([sys.executable, "-c", script, read_only, str(len(TEMPLATES))], capture_output=True,
+                             text=True, cwd=REPO,
+                             timeout=240, env=env)
+        assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+        assert "NO-TORCH" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+# --- the six studies, end to end (CI form) ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_studies(tmp_path_factory):
+    """All six studies in their CI form through one real engine (2 CPU slots), finished; the engine is closed."""
+    from ptft_core.engine import Engine
+
+    home = tmp_path_factory.mktemp("studies") / "home"
+    for sub in ("datasets", "models"):
+        (home / sub).mkdir(parents=True)
+        for entry in (PREPARED / sub).glob("*"):
+            (home / sub / entry.name).symlink_to(entry.resolve())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PTFT_HOME", str(home))
+        mp.setenv("PTFT_GPUS", "none")
+        mp.delenv("PTFT_TRAINER", raising=False)
+        engine = Engine(home=home, cpu_slots=2, poll_interval=0.5)
+        driver = StudyDriver(engine, interval=1.0)
+        try:
+            ids = {name: driver.launch(name, "quick", tiny=True) for name in TEMPLATES}
+            engine.start()
+            start = time.monotonic()
+            progress = driver.wait(list(ids.values()), timeout=900, interval=1.0)
+            elapsed = time.monotonic() - start
+            reports = {name: study_report(engine.store, sid, engine.runs_dir) for name, sid in ids.items()}
+            states = {name: run_states(Plan.from_dict(engine.store.get_study(sid)["config"]),
+                                       engine.store.list_runs(study=sid), engine.runs_dir) for name, sid in ids.items()}
+        finally:
+            engine.close(cancel_running=True)
+        yield SimpleNamespace(home=home, ids=ids, progress=progress, reports=reports, states=states, elapsed=elapsed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_each_study_runs_end_to_end_and_its_report_renders(tiny_studies, name):
+    progress = tiny_studies.progress[tiny_studies.ids[name]]
+    report = tiny_studies.reports[name]
+    assert progress.finished and progress.completed == progress.total, progress.line()
+    assert report.status == "complete", (report.status_line, report.failed.to_dict("records"))
+    c = report.conclusions
+    assert c["headline"] and c["findings"] and c["numbers"], c
+    assert any("CI form" in x for x in c["caveats"])
+    for key, fig in report.figures.items():
+        assert len(fig.data) > 0, f"{name}: figure {key} is empty"
+    text = rp.report_html(report)
+    assert SCRIPT_SRC.search(text) is None and "Plotly" in text
+    # Lineage: every run that starts from another names it as parent and loads its checkpoint.
+    for state in tiny_studies.states[name].values():
+        if state.planned.base_from is not None:
+            row = state.row
+            assert row["parent_run"] == state.parent_id
+            spec = row["config"]["base" if row["kind"] == "finetune" else "model"]
+            assert spec == state.planned.base_from.spec(state.parent_id)
+
+
+@pytest.mark.slow
+def test_study_specific_numbers(tiny_studies):
+    n = {name: r.conclusions["numbers"] for name, r in tiny_studies.reports.items()}
+    assert set(n["pretraining_helps"]["test_accuracy"]) == {"0.01", "1"}
+    assert set(n["how_much_pretraining"]["test_accuracy"]) == {"0", "1", "4"}  # step 0, first checkpoint, final
+    assert n["how_much_pretraining"]["compute_seconds"]["pretraining"] > 0
+    assert set(n["further_pretraining"]["vs_none"]["0.1"]) == {"task (movies)", "unrelated (wiki)"}
+    assert set(n["finetune_strategy"]["strategy_accuracy"]) == {"full", "linear_probe", "freeze_bottom",
+                                                                "gradual_unfreeze", "discriminative"}
+    assert len(n["finetune_strategy"]["lr_accuracy"]) == 2
+    assert set(n["forgetting"]["movies_accuracy"]) == {"replay 0%", "replay 10%", "replay 30%", "L2-SP"}
+    assert set(n["forgetting"]["drift"]) == {"cka_similarity", "general_mlm_loss"}
+    matrix = n["domain_shift"]["transfer"]["pretrained"]["matrix"]
+    assert all(v is not None for row in matrix.values() for v in row.values())  # cross-domain scores came back
+    print(f"six tiny studies finished in {tiny_studies.elapsed:.0f} s")
+
+
+@pytest.mark.slow
+def test_cli_exports_a_finished_study(tiny_studies, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PTFT_HOME", str(tiny_studies.home))
+    out = tmp_path / "report.html"
+    assert study_cli(["study", "report", tiny_studies.ids["domain_shift"], "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert SCRIPT_SRC.search(text) is None and "Transfer matrix" in text
+    assert study_cli(["study", "status"]) == 0
+    listing = capsys.readouterr().out
+    assert all(sid in listing for sid in tiny_studies.ids.values())
+    assert json.loads(json.dumps(tiny_studies.reports["forgetting"].conclusions["numbers"]))  # plain data
