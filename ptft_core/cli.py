@@ -16,11 +16,13 @@ from ptft_core.config import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     from ptft_core.data.commands import add_data_commands
     from ptft_core.engine.commands import add_run_commands
+    from ptft_core.studies.commands import add_study_commands
 
     parser = argparse.ArgumentParser(prog="python -m ptft_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
     add_run_commands(sub)
+    add_study_commands(sub)
     return parser
 
 
