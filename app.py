@@ -9,7 +9,11 @@ import streamlit as st
 
 from ptft_core import ui
 
-st.set_page_config(page_title="ptft lab", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="ptft lab", page_icon=":material/science:", layout="wide")
+# An unexpected error shows its type and a generic message in the browser; the traceback goes to the server log.
+st.set_option("client.showErrorDetails", "type")
+# Less empty space above each page's title (Streamlit's default top padding is sized for a header bar).
+st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem;}</style>")
 
 PAGES = {
     "Lab": [
@@ -24,10 +28,12 @@ PAGES = {
         st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
         st.Page("pages/inspect.py", title="Inspect", icon=":material/visibility:"),
+        st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
     ],
 }
 
 page = st.navigation(PAGES)
+ui.enter_frame([p for section in PAGES.values() for p in section])
 engine = ui.engine()
 
 
@@ -35,12 +41,13 @@ engine = ui.engine()
 def sidebar_status() -> None:
     active = engine.store.list_runs(status=list(ui.ACTIVE))
     running = int((active["status"] == "running").sum())
-    st.caption(f"🔄 {running} running · ⏳ {len(active) - running} queued")
+    st.caption(f"{ui.STATUS_ICONS['running']} {running} running · {ui.STATUS_ICONS['queued']} "
+               f"{len(active) - running} queued")
 
 
 with st.sidebar:
     if ui.read_only():
-        st.warning("Read-only demo: launch, cancel and delete are off.", icon="🔒")
+        st.warning("Read-only demo: launch, cancel and delete are off.", icon=":material/lock:")
     sidebar_status()
 
 page.run()

@@ -1,7 +1,8 @@
 """`python -m bench [NAME ...]`: run the benchmarks, print one table, write `bench/results/<name>.json`.
 
 Each `bench/<name>_bench.py` module with a `run() -> list[dict]` is a benchmark named `<name>` (rows: bench,
-metric, value, unit, target, ok). With no NAME, all of them run.
+metric, value, unit, target, ok). With no NAME, all of them run. The training-throughput benchmarks (finetune, mlm,
+gpu) take minutes and options of their own, so they run on their own: `python -m bench.<name>_bench --help`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ RESULTS = HERE / "results"
 
 
 def available() -> list[str]:
-    return sorted(p.name[: -len("_bench.py")] for p in HERE.glob("*_bench.py"))
+    """The benchmarks this harness runs: modules that define `run()`."""
+    return sorted(p.name[: -len("_bench.py")] for p in HERE.glob("*_bench.py") if "\ndef run(" in p.read_text())
+
+
+def standalone() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*_bench.py") if p.name[: -len("_bench.py")] not in available())
 
 
 def machine() -> dict:
@@ -38,7 +44,8 @@ def main(argv: list[str]) -> int:
     names = argv or available()
     unknown = [n for n in names if n not in available()]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}", file=sys.stderr)
+        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())} "
+              f"(on their own: {', '.join(f'python -m bench.{m}' for m in standalone())})", file=sys.stderr)
         return 2
     RESULTS.mkdir(exist_ok=True)
     rows: list[dict] = []

@@ -5,6 +5,8 @@ import streamlit as st
 
 from ptft_core import data, plots, ui
 
+ui.require_frame()
+
 st.title("Data")
 st.caption("Built-in datasets are prepared by `make data`; add your own file below. Any dataset can serve as "
            "unlabelled text for pretraining; labelled ones can be fine-tuned on.")
@@ -29,8 +31,8 @@ else:
     } for d in datasets]), hide_index=True)
 
     names = [d.name for d in datasets]
-    name = st.selectbox("Look inside", names, index=ui.option_index(names, ui.param("dataset")))
-    ui.set_params(dataset=name)
+    first_labelled = next((i for i, d in enumerate(datasets) if d.kind == "labelled"), 0)
+    name = st.selectbox("Look inside", names, index=first_labelled, key="dataset", bind="query-params")
     info = next(d for d in datasets if d.name == name)
     st.markdown(info.description)
     try:

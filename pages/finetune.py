@@ -8,6 +8,8 @@ import streamlit as st
 from ptft_core import data, ui
 from ptft_core.config import FinetuneConfig, Strategy
 
+ui.require_frame()
+
 DEFAULTS = FinetuneConfig()
 NO_SECOND_TASK = "(none)"
 STRATEGY_HELP = {

@@ -5,9 +5,11 @@ import streamlit as st
 
 from ptft_core import ui
 
+ui.require_frame()
+
 engine = ui.engine()
 
-st.title("🧪 ptft lab")
+st.title(":material/science: ptft lab")
 st.markdown(
     "ptft is a lab for **pretraining** small transformers with masked-language modelling and **fine-tuning** "
     "them (or the built-in MiniLM) on text classification, all from this browser. "
@@ -17,7 +19,7 @@ st.markdown(
 )
 
 st.subheader("Start here")
-steps = st.columns(3)
+steps = st.columns(4)
 with steps[0].container(border=True):
     st.markdown("**1 · Pretrain a tiny model**  \nMasked-LM from scratch with the `tiny` preset on wiki + news: "
                 "a few minutes on a CPU.")
@@ -30,6 +32,10 @@ with steps[2].container(border=True):
     st.markdown("**3 · Compare**  \nPick both runs: convergence, overfitting and forgetting views, a config "
                 "diff, and a link to share.")
     st.page_link("pages/compare.py", label="Open Compare", icon=":material/monitoring:")
+with steps[3].container(border=True):
+    st.markdown("**4 · Or run a whole study**  \nSix planned questions (does pretraining help? how much is "
+                "forgotten?) with seeds, lineage and a report whose conclusions come from the runs.")
+    st.page_link("pages/studies.py", label="Open Studies", icon=":material/science:")
 
 left, right = st.columns([3, 2])
 with left:

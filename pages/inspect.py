@@ -6,6 +6,8 @@ import streamlit as st
 from ptft_core import data, plots, ui
 from ptft_core import inspect as model_inspect
 
+ui.require_frame()
+
 store = ui.store()
 BIND = {"bind": "query-params"}
 EXAMPLE = "The film was slow at first, but the ending was surprisingly moving."

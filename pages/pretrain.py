@@ -6,6 +6,8 @@ import streamlit as st
 from ptft_core import data, ui
 from ptft_core.config import PRESETS, PretrainConfig
 
+ui.require_frame()
+
 DEFAULTS = PretrainConfig()
 
 st.title("Pretrain")

@@ -7,6 +7,8 @@ import streamlit as st
 from ptft_core import plots, ui
 from ptft_core.engine.engine import RESUMABLE
 
+ui.require_frame()
+
 engine = ui.engine()
 store = engine.store
 
@@ -25,10 +27,11 @@ def live() -> None:
         step, total = row["step"] or 0, row["total_steps"]
         done = min(step / total, 1.0) if total else 0.0
         eta = ui.format_duration(ui.eta_seconds(row))
-        st.progress(done, text=f"🔄 **{row['name']}** · step {step:,}/{total or '?'} · {done:.0%} · ETA {eta} · "
-                               f"{row['device'] or ''} · `{row['id']}`")
+        st.progress(done, text=f"{ui.STATUS_ICONS['running']} **{row['name']}** · step {step:,}/{total or '?'} · "
+                               f"{done:.0%} · ETA {eta} · {row['device'] or ''} · `{row['id']}`")
     if queue:
-        st.caption("⏳ Queued: " + " · ".join(f"{q['name']} (waits for {q['needs']})" for q in queue))
+        waiting = " · ".join(f"{q['name']} (waits for {q['needs']})" for q in queue)
+        st.caption(f"{ui.STATUS_ICONS['queued']} Queued: {waiting}")
     active = tuple(sorted(running["id"])) + tuple(q["id"] for q in queue)
     previous = st.session_state.get("runs-active")
     st.session_state["runs-active"] = active
@@ -79,7 +82,7 @@ st.caption(f"`{run_id}` · {row['kind']} · **{row['status']}** · device {row['
            + (f" · from `{row['parent_run']}`" if row["parent_run"] else "")
            + (f" · study `{row['study']}`" if row["study"] else ""))
 if row["error"]:
-    st.error(row["error"], icon="❌")
+    st.error(row["error"], icon=":material/error:")
 
 last = store.last_metrics(run_id)
 headline = last[last["split"].isin(["validation", "test"])
@@ -89,40 +92,34 @@ if not headline.empty:
         col.metric(f"{metric['split']} {metric['name']}", f"{metric['value']:.4g}", help=f"at step {metric['step']}")
 
 
-def act(action, message: str) -> None:
-    """Run an engine action on this run; a refusal (wrong state, no checkpoint) shows as a message."""
+def act(action, done: str) -> None:
+    """Run an engine action on this run and rerun; a refusal (wrong state, no checkpoint) shows as a message."""
     try:
         result = action(run_id)
     except (ValueError, KeyError, OSError) as exc:
-        ui.show_error(f"{message} failed", exc)
+        ui.show_error(f"{done.split(':')[0]} failed", exc)
         return
-    st.session_state["runs-toast"] = f"{message}: {result or run_id}"
-    if message == "Deleted":
+    st.session_state["runs-toast"] = f"{done}: {result}" if isinstance(result, str) else done
+    if action == engine.delete:
         ui.set_params(run=None)
     st.rerun()
 
 
 if toast := st.session_state.pop("runs-toast", None):
-    st.toast(toast, icon="✅")
+    st.toast(toast, icon=":material/check_circle:")
 
-if ui.read_only():
-    st.caption(f"Tags: {', '.join(row['tags']) or '—'}")
-    if row["notes"]:
-        st.markdown(f"> {row['notes']}")
-else:
-    buttons = st.columns([1, 1, 1, 1, 4])
-    if row["status"] in ui.ACTIVE and buttons[0].button("Cancel", icon=":material/stop:"):
-        act(engine.cancel, "Cancelled")
-    if row["status"] in RESUMABLE and buttons[1].button("Resume", icon=":material/play_arrow:"):
+if row["tags"] or row["notes"]:
+    st.caption(f"Tags: {', '.join(row['tags']) or '—'}" + (f" · Note: {row['notes']}" if row["notes"] else ""))
+if not ui.read_only():
+    actions = st.container(horizontal=True)
+    if row["status"] in ui.ACTIVE and actions.button("Cancel", icon=":material/stop:"):
+        act(engine.cancel, "Cancel requested")
+    if row["status"] in RESUMABLE and actions.button("Resume", icon=":material/play_arrow:",
+                                                     help="Continue from the newest checkpoint"):
         act(engine.resume, "Resumed")
-    if buttons[2].button("Retry", icon=":material/replay:", help="A new run with the same config"):
+    if actions.button("Retry", icon=":material/replay:", help="A new run with the same config"):
         act(engine.retry, "Queued a retry")
-    if row["status"] != "running":
-        with buttons[3].popover("Delete", icon=":material/delete:"):
-            st.warning("This removes the run, its metrics and its checkpoints for good.")
-            if st.button("Delete this run", type="primary"):
-                act(engine.delete, "Deleted")
-    with st.form(f"annotate-{run_id}"):
+    with actions.popover("Tags and note", icon=":material/sell:"), st.form(f"annotate-{run_id}", border=False):
         tags_text = st.text_input("Tags (comma-separated)", value=", ".join(row["tags"]))
         notes = st.text_area("Note", value=row["notes"] or "", height=80)
         if st.form_submit_button("Save tags and note"):
@@ -130,6 +127,11 @@ else:
             store.set_notes(run_id, notes)
             st.session_state["runs-toast"] = "Saved tags and note"
             st.rerun()
+    if row["status"] != "running":
+        with actions.popover("Delete", icon=":material/delete:"):
+            st.warning("This removes the run, its metrics and its checkpoints for good.")
+            if st.button("Delete this run", type="primary"):
+                act(engine.delete, "Deleted")
 
 curves, config, log, checkpoints = st.tabs(["Curves", "Config", "Log", "Checkpoints"])
 with curves:
@@ -137,8 +139,8 @@ with curves:
     keys = [(s, n) for s, n in zip(names["split"], names["name"], strict=True)
             if n in ("loss", "accuracy", "perplexity") and s in ("train", "validation")]
     if keys:
-        series = ui.load_series(runs_all[runs_all["id"] == run_id], keys, "step")
-        st.plotly_chart(plots.metric_figure(series, facet=True), theme=None, config=plots.chart_config(run_id))
+        series = ui.load_series(store, runs_all[runs_all["id"] == run_id], keys, "step")
+        ui.chart(plots.metric_figure(series, facet="name"), f"{run_id}-curves")
     else:
         st.caption("No metrics logged yet.")
 with config:

@@ -11,6 +11,8 @@ from ptft_core.studies.driver import driver_for, list_studies, study_progress, s
 from ptft_core.studies.report import report_html
 from ptft_core.studies.templates import STUDY_PRESETS, build_runs, estimate_seconds, list_templates
 
+ui.require_frame()
+
 engine = ui.engine()
 store = engine.store
 read_only = ui.read_only()

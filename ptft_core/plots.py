@@ -14,6 +14,7 @@ the mean after its end).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,7 @@ def _layout(fig: go.Figure, title: str | None, x: str, rows: int, height: int = 
         margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 50},
         legend={"font": {"size": 11}, "groupclick": "toggleitem"},
     )
-    fig.update_xaxes(title_text=X_TITLES.get(x, x), row=rows, col=1)
+    fig.update_xaxes(title_text=X_TITLES.get(x, x), **({"row": rows, "col": 1} if rows > 1 else {}))
     return fig
 
 
@@ -221,36 +222,66 @@ def _hover(label: str, metric: str, x: str) -> str:
     return f"<b>{label}</b><br>{X_TITLES.get(x, x)} %{{x:,.4~g}}<br>{metric} %{{y:.4~g}}<extra></extra>"
 
 
+@dataclass
+class _Lines:
+    """How series are told apart: a dash per metric (per split when each panel holds one metric name, none when
+    each panel holds one metric) and the legend name's suffix (what the panel titles do not already say); each
+    legend name is shown once."""
+
+    metrics: list[tuple[str, str]]
+    facet: str | None
+    shown: set[str] = field(default_factory=set)
+
+    def dash(self, split: str, name: str) -> str:
+        if self.facet == "metric":  # the panel title names the metric
+            return DASHES[0]
+        if self.facet == "name":
+            splits = list(dict.fromkeys(s for s, _ in self.metrics))
+            return DASHES[splits.index(split) % len(DASHES)]
+        return DASHES[self.metrics.index((split, name)) % len(DASHES)]
+
+    def name(self, label: str, split: str, name: str) -> str:
+        if self.facet == "metric" or len(self.metrics) == 1:
+            return label
+        if self.facet == "name":
+            return f"{label} · {split}" if len({s for s, _ in self.metrics}) > 1 else label
+        return f"{label} · {metric_key(split, name)}"
+
+    def first(self, legend_name: str) -> bool:
+        """True the first time a legend name is drawn (later panels repeat it without a legend entry)."""
+        new = legend_name not in self.shown
+        self.shown.add(legend_name)
+        return new
+
+
 def _run_traces(df: pd.DataFrame, x: str, smoothing: float, colors: dict[str, str],
-                metrics: list[tuple[str, str]], show_legend: bool) -> list[go.BaseTraceType]:
+                lines: _Lines) -> list[go.BaseTraceType]:
     """One line per series of the smoothed frame; under smoothing, the raw series as a faint line beneath it."""
     scatter = _scatter_type(df)
     labels = _labels(df)
     traces: list[go.BaseTraceType] = []
     for (run_id, split, name), part in df.groupby(SERIES_KEYS, sort=False):
-        metric = metric_key(split, name)
-        dash = DASHES[metrics.index((split, name)) % len(DASHES)]
-        label = labels[run_id]
-        shown_name = label if len(metrics) == 1 else f"{label} · {metric}"
-        color = colors[run_id]
+        dash, label, color = lines.dash(split, name), labels[run_id], colors[run_id]
+        shown_name = lines.name(label, split, name)
         if smoothing:
             traces.append(scatter(x=part["x"].to_numpy(), y=part["raw"].to_numpy(), mode="lines",
                                   line={"color": color, "width": 1, "dash": dash}, opacity=0.25,
                                   legendgroup=run_id, showlegend=False, hoverinfo="skip"))
         traces.append(scatter(x=part["x"].to_numpy(), y=part["value"].to_numpy(), mode="lines", name=shown_name,
-                              legendgroup=run_id, showlegend=show_legend,
-                              line={"color": color, "width": 2, "dash": dash}, hovertemplate=_hover(label, metric, x)))
+                              legendgroup=run_id, showlegend=lines.first(shown_name),
+                              line={"color": color, "width": 2, "dash": dash},
+                              hovertemplate=_hover(label, metric_key(split, name), x)))
     return traces
 
 
-def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, str],
-                 metrics: list[tuple[str, str]], x: str, show_legend: bool) -> list[go.BaseTraceType]:
+def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, str], lines: _Lines,
+                 x: str) -> list[go.BaseTraceType]:
     traces: list[go.BaseTraceType] = []
     for (group, split, name), part in stats.groupby([by, "split", "name"], sort=False):
         metric = metric_key(split, name)
         color = colors[group]
         label = f"{by_title}={group} (n={int(part['n'].max())})"
-        shown_name = label if len(metrics) == 1 else f"{label} · {metric}"
+        shown_name = lines.name(label, split, name)
         xs, mean, std = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
         traces.append(go.Scatter(
             x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
@@ -258,8 +289,8 @@ def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, 
             legendgroup=str(group), showlegend=False,
         ))
         traces.append(go.Scatter(
-            x=xs, y=mean, mode="lines", name=shown_name, legendgroup=str(group), showlegend=show_legend,
-            line={"color": color, "width": 2, "dash": DASHES[metrics.index((split, name)) % len(DASHES)]},
+            x=xs, y=mean, mode="lines", name=shown_name, legendgroup=str(group), showlegend=lines.first(shown_name),
+            line={"color": color, "width": 2, "dash": lines.dash(split, name)},
             customdata=np.stack([std, part["n"].to_numpy()], axis=1),
             hovertemplate=(f"<b>{label}</b><br>{X_TITLES.get(x, x)} %{{x:,.4~g}}<br>{metric} %{{y:.4~g}}"
                            " ± %{customdata[0]:.3~g} (%{customdata[1]} runs)<extra></extra>"),
@@ -268,30 +299,39 @@ def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, 
 
 
 def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, log_y: bool = False,
-                  group: str | None = None, group_title: str | None = None, facet: bool = False,
+                  group: str | None = None, group_title: str | None = None, facet: str | None = None,
                   target: float | None = None, title: str | None = None) -> go.Figure:
     """Curves of every series in the long frame `df`.
 
     `group`: a column of `df` (a config value per run): one mean line per group value with a +/- std band
-    over its runs instead of one line per run. `facet`: one panel per metric (shared x) instead of overlaying
-    metrics of different scales. `target`: a horizontal reference line (convergence targets).
+    over its runs instead of one line per run. `facet`: panels sharing the x axis instead of one plot:
+    "metric", one per split/name (scales that differ); "name", one per metric name with its splits overlaid
+    (train vs validation loss in one panel). `target`: a horizontal reference line (convergence targets).
     """
+    if facet not in (None, "metric", "name"):
+        raise ValueError(f"facet must be None, 'metric' or 'name', got {facet!r}")
     if df.empty:
         return _empty(title, "No data for this selection yet")
     metrics = _metrics(df)
     smoothed = smooth(df, smoothing)
-    panels = metrics if facet else [None]
-    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.08 if facet else 0,
-                        subplot_titles=[metric_key(*m) for m in metrics] if facet else None)
-    data = band_stats(smoothed, group) if group is not None else smoothed
+    if facet == "metric":
+        panels = [(metric_key(*m), (smoothed["split"] == m[0]) & (smoothed["name"] == m[1])) for m in metrics]
+    elif facet == "name":
+        panels = [(n, smoothed["name"] == n) for n in dict.fromkeys(n for _, n in metrics)]
+    else:
+        panels = [(None, None)]
+    # One panel is a plain figure: make_subplots costs tens of milliseconds the Compare page would pay each time.
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                        subplot_titles=[t for t, _ in panels]) if facet else go.Figure()
     colors = color_map(df[group or "run_id"])  # in the caller's order of runs (or groups)
-    for row, panel in enumerate(panels, start=1):
-        part = data if panel is None else data[(data["split"] == panel[0]) & (data["name"] == panel[1])]
+    lines = _Lines(metrics, facet)
+    for row, (_, mask) in enumerate(panels, start=1):
+        part = smoothed if mask is None else smoothed[mask]
         if group is not None:
-            traces = _band_traces(part, group, group_title or group, colors, metrics, x, show_legend=row == 1)
+            traces = _band_traces(band_stats(part, group), group, group_title or group, colors, lines, x)
         else:
-            traces = _run_traces(part, x, smoothing, colors, metrics, show_legend=row == 1)
-        fig.add_traces(traces, rows=[row] * len(traces), cols=[1] * len(traces))
+            traces = _run_traces(part, x, smoothing, colors, lines)
+        fig.add_traces(traces, **({"rows": [row] * len(traces), "cols": [1] * len(traces)} if facet else {}))
     if log_y:
         fig.update_yaxes(type="log")
     if not facet and len(metrics) == 1:
@@ -299,7 +339,7 @@ def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, 
     if target is not None:
         fig.add_hline(y=target, line={"color": "#444", "width": 1, "dash": "dot"},
                       annotation_text=f"target {target:g}", annotation_position="top left")
-    return _layout(fig, title, x, len(panels), FIGURE_HEIGHT if not facet else max(FIGURE_HEIGHT, 260 * len(panels)))
+    return _layout(fig, title, x, len(panels), max(FIGURE_HEIGHT, 260 * len(panels)) if facet else FIGURE_HEIGHT)
 
 
 def overfitting_figure(train: pd.DataFrame, validation: pd.DataFrame, *, metric: str, higher_better: bool,

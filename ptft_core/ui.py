@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlparse
 
 import pandas as pd
 import streamlit as st
@@ -39,8 +40,9 @@ from ptft_core.store import Store, StoreLockedError, flatten
 
 READ_ONLY_ENV = "PTFT_READ_ONLY"
 ACTIVE = ("queued", "running")
-STATUS_ICONS = {"queued": "⏳", "running": "🔄", "completed": "✅", "failed": "❌", "cancelled": "⏹️",
-                "interrupted": "⚠️"}
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
+                "completed": ":material/check_circle:", "failed": ":material/error:",
+                "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}  # Streamlit markdown
 # Masked-LM training throughput in tokens/s (batch 32 x block 128, AdamW, ptft's masked-positions-only MLM head,
 # float32, 2 threads) measured on this project's 2-core CPU machines with `run_pretrain`; they turn
 # steps x batch x block into a time estimate on the Pretrain page. A GPU is one to two orders of magnitude faster.
@@ -92,6 +94,35 @@ def release_engines() -> None:
     engine_for.clear()
 
 
+# --- the app frame ----------------------------------------------------------------------------------------------
+
+FRAME_KEY = "ptft-frame"
+RETURN_KEY = "ptft-return-to"
+
+
+def enter_frame(pages: Sequence[Any]) -> None:
+    """app.py calls this after `st.navigation(pages)`: marks the session as framed and sends a visit that
+    `require_frame` routed through app.py back to the page (and query params) it asked for."""
+    st.session_state[FRAME_KEY] = True
+    target = st.session_state.pop(RETURN_KEY, None)
+    if target is not None:
+        url_path, params = target
+        page = next((p for p in pages if p.url_path == url_path), None)
+        if page is not None:
+            st.switch_page(page, query_params=params)
+
+
+def require_frame() -> None:
+    """The first line of every page. Until some session has run app.py, Streamlit's legacy discovery of the
+    `pages/` folder serves a page opened by its URL (a shared Compare link, right after the server started)
+    on its own: no frame, no navigation. Such a visit goes through app.py, which brings it back here."""
+    if st.session_state.get(FRAME_KEY):
+        return
+    url_path = urlparse(st.context.url or "").path.strip("/").rsplit("/", 1)[-1]
+    st.session_state[RETURN_KEY] = (url_path, {key: st.query_params.get_all(key) for key in st.query_params})
+    st.switch_page("app.py")
+
+
 # --- URL query params: a view is a shareable link -----------------------------------------------------------------
 
 
@@ -102,13 +133,6 @@ def param(key: str, default: str = "") -> str:
 def param_list(key: str) -> list[str]:
     """A list kept in the URL as one comma-separated value (`?runs=a,b`)."""
     return [v for v in param(key).split(",") if v]
-
-
-def param_float(key: str, default: float) -> float:
-    try:
-        return float(param(key, str(default)))
-    except ValueError:
-        return default
 
 
 def set_params(**values: Any) -> None:
@@ -274,14 +298,14 @@ def run_labels(runs: pd.DataFrame) -> dict[str, str]:
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The columns a person scans in a runs table, newest first."""
     table = pd.DataFrame({
-        "status": [f"{STATUS_ICONS.get(s, '')} {s}" for s in runs["status"]],
+        "status": runs["status"],
         "name": runs["name"],
         "kind": runs["kind"],
         "progress": [(s or 0) / t if t else None for s, t in zip(runs["step"], runs["total_steps"], strict=True)],
         "device": runs["device"],
         "created": runs["created_at"],
         "tags": [", ".join(t) for t in runs["tags"]],
-        "parent": runs["parent_run"],
+        "parent": runs["parent_run"].fillna(""),
         "id": runs["id"],
     })
     return table.reset_index(drop=True)
@@ -304,28 +328,31 @@ def points_per_series(n_series: int) -> int:
     return int(min(2000, max(200, POINTS_PER_FIGURE // max(n_series, 1))))
 
 
-def load_series(runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str,
+def load_series(source: Store, runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str,
                 group_key: str | None = None) -> pd.DataFrame:
     """The long metric frame of `runs` (a `list_runs` frame) for exact (split, name) pairs, downsampled in the
     store, with `label` and, when grouping, `group` (the runs' `group_key` config value) joined; runs keep the
-    order of `runs`."""
+    order of `runs` and metrics the order of `metrics`."""
     ids = runs["id"].tolist()
     if not ids or not metrics:
         return pd.DataFrame(columns=["run_id", "split", "name", "x", "value", "label", "group"])
     splits, names = sorted({s for s, _ in metrics}), sorted({n for _, n in metrics})
-    df = store().metric_series(ids, names=names, splits=splits, x=x,
+    df = source.metric_series(ids, names=names, splits=splits, x=x,
                                max_points=points_per_series(len(ids) * len(metrics)))
     wanted = pd.MultiIndex.from_tuples(list(metrics))
     df = df[pd.MultiIndex.from_arrays([df["split"], df["name"]]).isin(wanted)]
-    order = {rid: i for i, rid in enumerate(ids)}
-    df = df.assign(order=df["run_id"].map(order)).sort_values(["order", "split", "name", "x"], kind="stable")
+    run_rank = df["run_id"].map({rid: i for i, rid in enumerate(ids)})
+    metric_rank = pd.Series(list(zip(df["split"], df["name"], strict=True)), index=df.index).map(
+        {m: i for i, m in enumerate(metrics)})
+    df = df.assign(run_rank=run_rank, metric_rank=metric_rank).sort_values(["run_rank", "metric_rank", "x"],
+                                                                           kind="stable")
     labels = run_labels(runs)
     df["label"] = df["run_id"].map(labels)
     if group_key:
         configs = {rid: config_value(json.loads(c) if isinstance(c, str) else c, group_key)
                    for rid, c in zip(runs["id"], runs["config"], strict=True)}
         df["group"] = df["run_id"].map(configs)
-    return df.drop(columns="order").reset_index(drop=True)
+    return df.drop(columns=["run_rank", "metric_rank"]).reset_index(drop=True)
 
 
 def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
@@ -443,12 +470,12 @@ SOURCE_HUB = "Hub id or folder"
 
 def show_error(message: str, exc: BaseException | None = None) -> None:
     """An error as a message (never a traceback): what failed and why."""
-    st.error(f"{message}: {exc}" if exc is not None else message, icon="🚫")
+    st.error(f"{message}: {exc}" if exc is not None else message, icon=":material/error:")
 
 
 def launch_disabled_note() -> None:
     st.info("Read-only demo mode: launching and editing are switched off (unset PTFT_READ_ONLY to enable them).",
-            icon="🔒")
+            icon=":material/lock:")
 
 
 def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None:
@@ -523,7 +550,7 @@ def launch_button(build: Callable[[], list[RunConfig]], parent: str | None) -> l
     except (ValueError, OSError) as exc:  # ConfigError (a ValueError) names the field; OSError: the run folder
         show_error("Not launched", exc)
         return []
-    st.success(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)}", icon="🚀")
+    st.success(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)}", icon=":material/rocket_launch:")
     st.page_link("pages/runs.py", label="Watch it train on Runs", icon=":material/list_alt:",
                  query_params={"run": ids[0]})
     return ids

@@ -27,7 +27,7 @@ from ptft_core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
-PAGES = ["home", "data", "pretrain", "finetune", "runs", "compare", "inspect"]
+PAGES = ["home", "data", "pretrain", "finetune", "runs", "compare", "inspect", "studies"]
 TIMEOUT = 60  # seconds per script run: the first one imports pandas, plotly and the engine on 2 busy cores
 T0 = 1_700_000_000.0
 
@@ -337,7 +337,7 @@ def test_data_page_registers_an_upload_and_reports_bad_ones(lab):
 # --- read-only mode -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("page", ["pretrain", "finetune", "runs", "data"])
+@pytest.mark.parametrize("page", ["pretrain", "finetune", "runs", "data", "studies"])
 def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs, monkeypatch, page):
     monkeypatch.setenv(ui.READ_ONLY_ENV, "1")
     at = open_page(page)

@@ -95,11 +95,25 @@ def test_log_scale_and_x_axis_titles():
 def test_facets_put_each_metric_in_its_own_panel_with_one_legend_entry_per_run():
     df = pd.concat([series("a", [1, 2]), series("a", [0.5, 0.6], split="forgetting", name="cka_similarity"),
                     series("b", [1, 3])])
-    fig = plots.metric_figure(df, facet=True)
+    fig = plots.metric_figure(df, facet="metric")
     assert {t.yaxis for t in fig.data} == {"y", "y2"}
     assert [a.text for a in fig.layout.annotations] == ["validation/loss", "forgetting/cka_similarity"]
     assert sum(1 for t in fig.data if t.showlegend is not False) == 2  # a and b, in the first panel only
     assert fig.layout.xaxis2.title.text == "step"  # under the bottom panel
+    assert {t.line.dash for t in fig.data} == {"solid"}  # the panel titles name the metrics
+
+
+def test_facets_by_name_overlay_splits_with_one_dash_per_split():
+    df = pd.concat([series("a", [2, 1], split="train"), series("a", [2.5, 1.5]),
+                    series("a", [0.5, 0.7], split="train", name="accuracy"), series("a", [0.4, 0.6], name="accuracy")])
+    fig = plots.metric_figure(df, facet="name")
+    assert [a.text for a in fig.layout.annotations] == ["loss", "accuracy"]
+    by_panel = {(t.yaxis, t.name): t.line.dash for t in fig.data}
+    assert by_panel == {("y", "a · train"): "solid", ("y", "a · validation"): "dash",
+                        ("y2", "a · train"): "solid", ("y2", "a · validation"): "dash"}
+    assert [t.showlegend for t in fig.data] == [True, True, False, False]  # each legend entry once
+    with pytest.raises(ValueError, match="facet"):
+        plots.metric_figure(df, facet="split")
 
 
 def test_target_line_is_drawn():

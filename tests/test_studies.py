@@ -282,7 +282,9 @@ def test_the_room_and_its_page_never_import_torch(home):
         import ptft_core.studies.commands
         assert "torch" not in sys.modules, "the studies modules imported torch"
         from streamlit.testing.v1 import AppTest
-        at = AppTest.from_file({str(REPO / "pages" / "studies.py")!r}, default_timeout=120).run()
+        at = AppTest.from_file({str(REPO / "app.py")!r}, default_timeout=120).run()
+        at.switch_page("pages/studies.py")
+        at = at.run()
         assert not at.exception, at.exception
         labels = [b.label for b in at.button]
         assert sys.argv[1] != "1" or "Launch" not in labels, labels

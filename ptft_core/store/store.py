@@ -186,6 +186,10 @@ class Store:
         with self._cursor() as con:
             return con.execute(sql, params or []).fetchall()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

@@ -465,7 +465,8 @@ class StudyDriver:
         return self
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        # The engine's store closes when the engine does (the app's engine was released): the driver ends with it.
+        while not self._stop.is_set() and not self.engine.store.closed:
             try:
                 self.tick()
             except Exception:  # the loop must outlive one bad tick

@@ -1,0 +1,98 @@
+"""The Compare page's chart at scale: 100 runs x 10,000 points each of validation loss.
+
+Times, each the median of several repeats after one warm-up:
+- the store query, downsampled in DuckDB to the page's per-series budget, with labels and a config group joined
+  (`ptft_core.ui.load_series`, what the page calls);
+- the figure builder alone (`ptft_core.plots.metric_figure`): plain lines, EMA smoothing (a faint raw line under
+  each smoothed one), and grouped by a config key (mean +/- std bands);
+- the figure's JSON (what `st.plotly_chart` sends to the browser), for scale.
+Target: query + figure < 1 s.
+
+`python -m bench.compare_bench` prints the table; `python -m bench compare` runs it in the project's harness.
+Entry point: `run() -> list[dict]`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ptft_core import plots, ui
+from ptft_core.config import FinetuneConfig, config_to_dict
+from ptft_core.store import Store
+
+NAME = "compare"
+RUNS, POINTS = 100, 10_000
+REPEATS = 5
+GROUPS = 4  # runs share one of four learning rates: the grouped view averages 25 runs per line
+TARGET_S = 1.0
+
+
+def fill_store(store: Store) -> pd.DataFrame:
+    """RUNS fine-tuning runs, each with POINTS validation-loss points (a decaying curve with noise), ingested
+    through the public `ingest_events`; returns the runs as `list_runs` gives them."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, POINTS + 1)
+    for i in range(RUNS):
+        run_id = f"ft-bench-{i:03d}"
+        config = FinetuneConfig(name=f"bench-{i:03d}", seed=i, optim={"lr": 1e-5 * 2 ** (i % GROUPS)})
+        store.insert_run({"id": run_id, "name": config.name, "kind": "finetune", "config": config_to_dict(config),
+                          "status": "completed"})
+        values = 0.3 + 0.7 * np.exp(-steps / (1500 + 300 * (i % GROUPS))) + rng.normal(0, 0.02, POINTS)
+        store.ingest_events([
+            {"type": "metric", "run_id": run_id, "seq": int(s), "step": int(s), "epoch": s / 1000,
+             "split": "validation", "name": "loss", "value": float(v), "wall_time": 1.7e9 + 0.5 * s,
+             "tokens_seen": int(s) * 4096}
+            for s, v in zip(steps, values, strict=True)
+        ])
+    return store.list_runs()
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """Median seconds of REPEATS calls after one warm-up, and the last result."""
+    result = fn()
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def row(metric: str, seconds: float, target: float | None = None) -> dict:
+    value = round(1000 * seconds, 1)
+    return {"bench": NAME, "metric": metric, "value": value, "unit": "ms",
+            "target": f"< {1000 * target:.0f}" if target else None, "ok": seconds < target if target else None}
+
+
+def run() -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="ptft-compare-bench-") as tmp, Store(Path(tmp) / "bench.db") as store:
+        runs = fill_store(store)
+        metric = [("validation", "loss")]
+        per_series = ui.points_per_series(RUNS)
+        query_s, data = timed(lambda: ui.load_series(store, runs, metric, "step", group_key="optim.lr"))
+        rows = [row(f"store query + join: {RUNS} runs x {POINTS:,} pts -> {per_series} pts/series "
+                    f"({len(data):,} rows)", query_s)]
+        figures = {
+            "lines": lambda: plots.metric_figure(data, x="step"),
+            "EMA 0.6 (raw + smoothed)": lambda: plots.metric_figure(data, x="step", smoothing=0.6),
+            f"grouped by optim.lr ({GROUPS} mean ± std bands)": lambda: plots.metric_figure(
+                data, x="step", group="group", group_title="optim.lr"),
+        }
+        for name, build in figures.items():
+            figure_s, fig = timed(build)
+            json_s, _ = timed(fig.to_json)
+            rows.append(row(f"figure builder alone, {name} ({len(fig.data)} traces)", figure_s))
+            rows.append(row(f"query + figure, {name}", query_s + figure_s, TARGET_S))
+            rows.append(row(f"figure to JSON, {name}", json_s))
+    return rows
+
+
+if __name__ == "__main__":
+    print(pd.DataFrame(run()).to_string(index=False))

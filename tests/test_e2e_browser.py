@@ -1,0 +1,234 @@
+"""The dashboard in a real browser: `streamlit run app.py` on a free port with its own lab home, driven by
+Playwright with Debian's chromium (Playwright cannot download its own browser here; `make browser` installs it).
+
+One journey, as a person would make it: launch a tiny fine-tune (two seeds) from the Fine-tune page, watch both
+complete on Runs, see their curves on Compare, open Inspect; then the same lab served read-only shows no
+control that launches or changes anything. Each page is saved to docs/screenshots/<page>.png on the way.
+
+Without chromium the tests skip, except in CI (CI=true), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1440, "height": 1100}
+MAX_SCREENSHOT_BYTES = 300_000
+RUN_TIMEOUT_MS = 240_000  # two tiny fine-tunes, one after the other, on two busy CPU cores
+
+
+def chromium() -> Path:
+    if CHROMIUM.is_file():
+        return CHROMIUM
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing: the e2e tests need Debian's chromium in CI (make browser)")
+    pytest.skip(f"{CHROMIUM} is not installed (make browser installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(home: Path, log: Path, read_only: bool = False) -> Iterator[str]:
+    """`streamlit run app.py` on a free port for `home`; yields its URL once /_stcore/health answers."""
+    port = free_port()
+    env = {**os.environ, "PTFT_HOME": str(home)}
+    env.pop("PTFT_TRAINER", None)  # the real trainer
+    env.pop("PTFT_READ_ONLY", None)
+    if read_only:
+        env["PTFT_READ_ONLY"] = "1"
+    with open(log, "ab") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Streamlit server did not come up: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    path = chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+# --- driving Streamlit widgets --------------------------------------------------------------------------------------
+
+
+def settle(page) -> None:
+    """Wait for the script run a widget change started (the status widget shows while it runs)."""
+    page.wait_for_timeout(400)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.locator("h1").first.wait_for(timeout=90_000)
+    settle(page)
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick an option of a selectbox (a combobox whose list opens on click; a rerun may close it: retry)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(3):
+        page.get_by_role("combobox", name=label, exact=True).click()
+        try:
+            choice.click(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            settle(page)
+    else:
+        pytest.fail(f"could not choose {option!r} in {label!r}")
+    settle(page)
+
+
+def fill(page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Enter")
+    settle(page)
+
+
+def charts(page) -> int:
+    return page.locator(".js-plotly-plot .main-svg").count()
+
+
+def screenshot(page, name: str) -> None:
+    """docs/screenshots/<name>.png, re-encoded with a 256-colour palette when a plain PNG is over the limit."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.wait_for_timeout(1500)  # plotly's transitions, widgets drawn after the run
+    page.screenshot(path=str(path))
+    if path.stat().st_size > MAX_SCREENSHOT_BYTES:
+        from PIL import Image
+
+        Image.open(path).convert("RGB").quantize(colors=256).save(path, optimize=True)
+    assert path.stat().st_size <= MAX_SCREENSHOT_BYTES, f"{path} is {path.stat().st_size} bytes"
+
+
+# --- the journey -----------------------------------------------------------------------------------------------------
+
+
+def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
+    log = tmp_path / "streamlit.log"
+    page = browser.new_page(viewport=VIEWPORT)
+    with streamlit_server(home, log) as url:
+        open_page(page, url)
+        screenshot(page, "home")
+
+        # Fine-tune: a randomly initialised tiny BERT on 5% of amazon, 10 steps, two seeds.
+        open_page(page, f"{url}/finetune")
+        page.get_by_text("A preset (random init)", exact=True).click()
+        settle(page)
+        choose(page, "Dataset", "amazon")
+        fill(page, "Label fraction", "0.05")
+        fill(page, "Max length (tokens)", "32")
+        fill(page, "Batch size", "16")
+        fill(page, "Epochs", "1")
+        fill(page, "Max steps (0: all epochs)", "10")
+        fill(page, "Evaluate every (steps)", "5")
+        fill(page, "Log every (steps)", "1")
+        fill(page, "Learning rate", "0.001")
+        page.get_by_text("Forgetting: probes and mitigations").click()
+        settle(page)
+        choose(page, "Probe corpus", "news")
+        fill(page, "Probe texts", "16")
+        fill(page, "Seeds", "0,1")
+        page.get_by_role("button", name="Launch").click()
+        success = page.get_by_test_id("stAlertContentSuccess")
+        success.wait_for(timeout=30_000)
+        run_ids = re.findall(r"ft-\d{8}-\d{6}-[0-9a-f]{6}", success.inner_text())
+        assert len(run_ids) == 2, success.inner_text()
+        screenshot(page, "finetune")
+
+        # Runs: the live view follows the runs (seed 1 is queued behind seed 0) until both are completed.
+        for run_id in reversed(run_ids):
+            open_page(page, f"{url}/runs?run={run_id}")
+            status = page.get_by_test_id("stCaptionContainer").filter(has_text=run_id)
+            status.filter(has_text=re.compile("completed|failed|cancelled|interrupted")).wait_for(
+                timeout=RUN_TIMEOUT_MS)
+            assert "completed" in status.first.inner_text(), log.read_text()[-3000:]
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1",
+                               timeout=60_000)
+        screenshot(page, "runs")
+
+        # Compare: both runs from a shared link; their curves are drawn.
+        open_page(page, f"{url}/compare?runs={','.join(run_ids)}&metrics=validation/loss&metrics=train/loss"
+                        "&smooth=0.3")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 2",
+                               timeout=60_000)
+        assert page.locator(".js-plotly-plot .scatterlayer .trace path.js-line").count() >= 2
+        page.get_by_test_id("stMain").evaluate("main => main.scrollBy(0, 330)")
+        screenshot(page, "compare")
+
+        for name in ("data", "pretrain"):
+            open_page(page, f"{url}/{name}")
+            screenshot(page, name)
+
+        # Inspect: attention of the base (random init) and of the fine-tuned model, side by side.
+        open_page(page, f"{url}/inspect")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2",
+                               timeout=RUN_TIMEOUT_MS)
+        assert not page.get_by_test_id("stException").count()
+        screenshot(page, "inspect")
+
+    # The same lab, read-only: everything can be seen, nothing can be launched, cancelled or deleted.
+    with streamlit_server(home, log, read_only=True) as url:
+        open_page(page, f"{url}/finetune")
+        page.get_by_text("Read-only demo mode").wait_for(timeout=30_000)
+        assert page.get_by_role("button", name="Launch").count() == 0
+        open_page(page, f"{url}/runs?run={run_ids[0]}")
+        for label in ("Launch", "Cancel", "Resume", "Retry", "Delete", "Tags and note"):
+            assert page.get_by_role("button", name=label).count() == 0, label
+        open_page(page, f"{url}/compare?runs={run_ids[0]}")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1",
+                               timeout=60_000)
