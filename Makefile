@@ -38,8 +38,14 @@ test-fast: data
 lint: setup
 	$(BIN)/python -m ruff check .
 
+# Store, logging and Compare benches (a minute), then the training-throughput ones (ptft against the loops a user
+# would write; about 20 minutes on a 2-core CPU), then bf16/MFU where CUDA is present. Results: bench/results/.
 bench: data
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.finetune_bench
+	$(BIN)/python -m bench.mlm_bench
+	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(BIN)/python -m bench.gpu_bench; else echo "no CUDA here: bench.gpu_bench skipped"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

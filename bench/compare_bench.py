@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import row
 from ptft_core import plots, ui
 from ptft_core.config import FinetuneConfig, config_to_dict
 from ptft_core.store import Store
@@ -65,10 +66,8 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def row(metric: str, seconds: float, target: float | None = None) -> dict:
-    value = round(1000 * seconds, 1)
-    return {"bench": NAME, "metric": metric, "value": value, "unit": "ms",
-            "target": f"< {1000 * target:.0f}" if target else None, "ok": seconds < target if target else None}
+def ms_row(metric: str, seconds: float, target: float | None = None) -> dict:
+    return row(NAME, metric, 1000 * seconds, "ms", f"< {1000 * target:.0f}" if target else None)
 
 
 def run() -> list[dict]:
@@ -77,7 +76,7 @@ def run() -> list[dict]:
         metric = [("validation", "loss")]
         per_series = ui.points_per_series(RUNS)
         query_s, data = timed(lambda: ui.load_series(store, runs, metric, "step", group_key="optim.lr"))
-        rows = [row(f"store query + join: {RUNS} runs x {POINTS:,} pts -> {per_series} pts/series "
+        rows = [ms_row(f"store query + join: {RUNS} runs x {POINTS:,} pts -> {per_series} pts/series "
                     f"({len(data):,} rows)", query_s)]
         figures = {
             "lines": lambda: plots.metric_figure(data, x="step"),
@@ -88,9 +87,9 @@ def run() -> list[dict]:
         for name, build in figures.items():
             figure_s, fig = timed(build)
             json_s, _ = timed(fig.to_json)
-            rows.append(row(f"figure builder alone, {name} ({len(fig.data)} traces)", figure_s))
-            rows.append(row(f"query + figure, {name}", query_s + figure_s, TARGET_S))
-            rows.append(row(f"figure to JSON, {name}", json_s))
+            rows.append(ms_row(f"figure builder alone, {name} ({len(fig.data)} traces)", figure_s))
+            rows.append(ms_row(f"query + figure, {name}", query_s + figure_s, TARGET_S))
+            rows.append(ms_row(f"figure to JSON, {name}", json_s))
     return rows
 
 

@@ -15,6 +15,8 @@ import statistics
 import tempfile
 import time
 
+from bench import row
+
 NAME = "logging"
 STEPS = 200
 WARMUP = 20
@@ -86,20 +88,14 @@ def measure(device_name: str) -> list[dict]:
     ab = (statistics.mean(logged) - step) / step
     label = f"tiny MLM step 8x32 on {device_name}"
     return [
-        _row(f"{label}: step time without logging (mean)", 1000 * step, "ms", None),
-        _row(f"{label}: step time with 10 metrics logged (mean)", 1000 * statistics.mean(logged), "ms", None),
-        _row(f"{label}: 10 metric() calls (mean)", 1e6 * statistics.mean(inside), "us", None),
-        _row(f"{label}: logging cost, direct (calls / step)", 100 * direct, "%", "< 2"),
-        _row(f"{label}: logging cost, interleaved A/B", 100 * ab, "%", "< 2"),
+        row(NAME, f"{label}: step time without logging (mean)", 1000 * step, "ms", None, digits=3),
+        row(NAME, f"{label}: step time with 10 metrics logged (mean)", 1000 * statistics.mean(logged), "ms", None,
+            digits=3),
+        row(NAME, f"{label}: 10 metric() calls (mean)", 1e6 * statistics.mean(inside), "us", None, digits=3),
+        row(NAME, f"{label}: logging cost, direct (calls / step)", 100 * direct, "%", "< 2", digits=3),
+        row(NAME, f"{label}: logging cost, interleaved A/B", 100 * ab, "%", "< 2", digits=3),
     ]
 
-
-def _row(metric: str, value: float, unit: str, target: str | None) -> dict:
-    ok = None
-    if target:
-        op, bound = target.split()
-        ok = value >= float(bound) if op == ">=" else value < float(bound)
-    return {"bench": NAME, "metric": metric, "value": round(value, 3), "unit": unit, "target": target, "ok": ok}
 
 
 def run() -> list[dict]:

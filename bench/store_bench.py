@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from bench import row
 from ptft_core.engine.devices import cpu_cores
 from ptft_core.journal import JournalWriter, read_events
 from ptft_core.store import Store
@@ -72,8 +73,8 @@ def ingest_methods(folder: Path) -> list[dict]:
             again = _timed_insert(store, tables, sql)  # every row a duplicate
             n = store.query("SELECT count(*) AS n FROM metrics")["n"][0]
             assert n == INGEST_ROWS, (label, n)
-        rows.append(_row(f"insert {label}", INGEST_ROWS / first, "rows/s", ">= 100000"))
-        rows.append(_row(f"re-insert duplicates, {label}", INGEST_ROWS / again, "rows/s", None))
+        rows.append(row(NAME, f"insert {label}", INGEST_ROWS / first, "rows/s", ">= 100000"))
+        rows.append(row(NAME, f"re-insert duplicates, {label}", INGEST_ROWS / again, "rows/s", None))
     return rows
 
 
@@ -89,8 +90,8 @@ def ingest_events_rate(folder: Path) -> list[dict]:
         for i in range(0, len(events), BATCH):
             store.ingest_events(events[i:i + BATCH])
         again = time.perf_counter() - start
-    return [_row("Store.ingest_events (dicts -> Arrow -> DuckDB)", INGEST_ROWS / elapsed, "rows/s", ">= 100000"),
-            _row("Store.ingest_events, all duplicates", INGEST_ROWS / again, "rows/s", None)]
+    return [row(NAME, "Store.ingest_events (dicts -> Arrow -> DuckDB)", INGEST_ROWS / elapsed, "rows/s", ">= 100000"),
+            row(NAME, "Store.ingest_events, all duplicates", INGEST_ROWS / again, "rows/s", None)]
 
 
 def journal_to_store_rate(folder: Path) -> list[dict]:
@@ -113,7 +114,7 @@ def journal_to_store_rate(folder: Path) -> list[dict]:
             offset = new_offset
         elapsed = time.perf_counter() - start
     assert total == INGEST_ROWS
-    return [_row("journal file -> read_events -> ingest_events", INGEST_ROWS / elapsed, "rows/s", ">= 100000")]
+    return [row(NAME, "journal file -> read_events -> ingest_events", INGEST_ROWS / elapsed, "rows/s", ">= 100000")]
 
 
 def _read_chunk(path: Path, offset: int, nbytes: int) -> tuple[list[dict], int]:
@@ -162,18 +163,11 @@ def chart_fetch(folder: Path) -> list[dict]:
                     times.append(time.perf_counter() - start)
                 per_series = df.groupby("run_id").size().max()
                 assert per_series <= max_points
-                rows.append(_row(f"chart fetch {RUNS} runs x {POINTS} pts, x={x}, max_points={max_points}, "
+                rows.append(row(NAME, f"chart fetch {RUNS} runs x {POINTS} pts, x={x}, max_points={max_points}, "
                                  f"{threads} threads ({len(df)} rows out)", 1000 * statistics.median(times[1:]),
                                  "ms", "< 200"))
     return rows
 
-
-def _row(metric: str, value: float, unit: str, target: str | None) -> dict:
-    ok = None
-    if target:
-        op, bound = target.split()
-        ok = value >= float(bound) if op == ">=" else value < float(bound)
-    return {"bench": NAME, "metric": metric, "value": round(value, 1), "unit": unit, "target": target, "ok": ok}
 
 
 def run() -> list[dict]:

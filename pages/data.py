@@ -11,11 +11,7 @@ st.title("Data")
 st.caption("Built-in datasets are prepared by `make data`; add your own file below. Any dataset can serve as "
            "unlabelled text for pretraining; labelled ones can be fine-tuned on.")
 
-try:
-    datasets = data.list_datasets()
-except data.DataError as exc:
-    ui.show_error("The data room could not be read", exc)
-    st.stop()
+datasets = ui.datasets_or_stop()
 
 if not datasets:
     st.warning("No dataset is prepared yet: run `make data` (or `python -m ptft_core data prepare`).")

@@ -5,7 +5,7 @@ from typing import get_args
 
 import streamlit as st
 
-from ptft_core import data, ui
+from ptft_core import ui
 from ptft_core.config import FinetuneConfig, Strategy
 
 ui.require_frame()
@@ -24,11 +24,7 @@ st.title("Fine-tune")
 st.caption("Sequence classification on a labelled dataset. Launch the same config twice, once with the scratch "
            "baseline, to see what pretraining buys; several seeds give error bands on Compare.")
 
-try:
-    datasets = data.list_datasets()
-except data.DataError as exc:
-    ui.show_error("The data room could not be read", exc)
-    st.stop()
+datasets = ui.datasets_or_stop()
 labelled = [d.name for d in datasets if d.kind == "labelled"]
 if not labelled:
     st.warning("No labelled dataset is prepared: run `make data`, or add one on the Data page.")

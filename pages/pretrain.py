@@ -3,7 +3,7 @@ checkpoint, with an estimate of the tokens and the time before launching."""
 
 import streamlit as st
 
-from ptft_core import data, ui
+from ptft_core import ui
 from ptft_core.config import PRESETS, PretrainConfig
 
 ui.require_frame()
@@ -29,7 +29,7 @@ else:
     fields["model"] = ui.checkpoint_picker("Checkpoint", "pretrain-base")
 
 st.subheader("Data")
-corpora = [d.name for d in data.list_datasets()]
+corpora = [d.name for d in ui.datasets_or_stop()]
 left, right, third = st.columns(3)
 fields["corpus"] = left.multiselect("Corpus", corpora, default=[c for c in DEFAULTS.corpus if c in corpora],
                                     help="Any dataset's text; labels are ignored")

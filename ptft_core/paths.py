@@ -8,6 +8,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def child_pythonpath(env: dict[str, str]) -> str:
+    """PYTHONPATH for a child process started outside the checkout: the checkout first (ptft_core, and a test
+    trainer if PTFT_TRAINER names one), then whatever `env` had (a venv-less machine may carry packages there)."""
+    return os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+
+
 def home() -> Path:
     """The lab's home folder; created on first use."""
     path = Path(os.environ.get("PTFT_HOME") or REPO_ROOT / "data").expanduser().resolve()

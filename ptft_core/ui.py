@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import streamlit as st
 
-from ptft_core import paths, plots
+from ptft_core import data, paths, plots
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
     PRESETS,
@@ -339,13 +339,12 @@ def load_series(source: Store, runs: pd.DataFrame, metrics: Sequence[tuple[str, 
     splits, names = sorted({s for s, _ in metrics}), sorted({n for _, n in metrics})
     df = source.metric_series(ids, names=names, splits=splits, x=x,
                                max_points=points_per_series(len(ids) * len(metrics)))
-    wanted = pd.MultiIndex.from_tuples(list(metrics))
-    df = df[pd.MultiIndex.from_arrays([df["split"], df["name"]]).isin(wanted)]
-    run_rank = df["run_id"].map({rid: i for i, rid in enumerate(ids)})
-    metric_rank = pd.Series(list(zip(df["split"], df["name"], strict=True)), index=df.index).map(
-        {m: i for i, m in enumerate(metrics)})
-    df = df.assign(run_rank=run_rank, metric_rank=metric_rank).sort_values(["run_rank", "metric_rank", "x"],
-                                                                           kind="stable")
+    # A join on the (split, name) pairs keeps exactly those (the query asked for splits x names) and gives each
+    # row its metric's place. Vectorised: per-row tuple maps made the 100-run Compare query 570 ms instead of 330.
+    wanted = pd.DataFrame(list(metrics), columns=["split", "name"]).astype(df[["split", "name"]].dtypes.to_dict())
+    df = df.merge(wanted.assign(metric_rank=range(len(wanted))), on=["split", "name"])
+    df["run_rank"] = df["run_id"].map({rid: i for i, rid in enumerate(ids)})
+    df = df.sort_values(["run_rank", "metric_rank", "x"], kind="stable")
     labels = run_labels(runs)
     df["label"] = df["run_id"].map(labels)
     if group_key:
@@ -471,6 +470,15 @@ SOURCE_HUB = "Hub id or folder"
 def show_error(message: str, exc: BaseException | None = None) -> None:
     """An error as a message (never a traceback): what failed and why."""
     st.error(f"{message}: {exc}" if exc is not None else message, icon=":material/error:")
+
+
+def datasets_or_stop() -> list[data.DatasetInfo]:
+    """The lab's datasets; when the data room cannot be read, what failed as a message, and the page stops."""
+    try:
+        return data.list_datasets()
+    except data.DataError as exc:
+        show_error("The data room could not be read", exc)
+        st.stop()
 
 
 def launch_disabled_note() -> None:

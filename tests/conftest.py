@@ -46,6 +46,15 @@ def empty_home(tmp_path, monkeypatch) -> Path:
     return lab
 
 
+@pytest.fixture
+def fake_lab(empty_home, monkeypatch) -> Path:
+    """An empty lab whose engine launches the stand-in trainer (tests/fake_trainer.py, 50 ms a step) on CPU only."""
+    monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")
+    monkeypatch.setenv("PTFT_GPUS", "none")
+    monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.05")
+    return empty_home
+
+
 def pytest_collection_modifyitems(config, items):
     import importlib.util
 

@@ -19,19 +19,10 @@ from ptft_core.journal import read_events
 from ptft_core.store import Store
 
 
-def pythonpath() -> str:
-    """This checkout first, then whatever the caller had (a venv-less machine may carry packages there)."""
-    return os.pathsep.join(p for p in (str(paths.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-
 @pytest.fixture
-def lab(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("PTFT_HOME", str(home))
-    monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")
-    monkeypatch.setenv("PTFT_GPUS", "none")
+def lab(fake_lab, monkeypatch) -> Path:
     monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.02")
-    return home
+    return fake_lab
 
 
 def config_file(tmp_path: Path, name: str = "fake", **fields) -> Path:
@@ -42,7 +33,7 @@ def config_file(tmp_path: Path, name: str = "fake", **fields) -> Path:
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ptft_core", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=paths.REPO_ROOT, env={**os.environ, "PYTHONPATH": pythonpath()})
+                          timeout=timeout, cwd=paths.REPO_ROOT, env=os.environ)
 
 
 @pytest.mark.slow

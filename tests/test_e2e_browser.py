@@ -210,7 +210,7 @@ def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
         page.get_by_test_id("stMain").evaluate("main => main.scrollBy(0, 330)")
         screenshot(page, "compare")
 
-        for name in ("data", "pretrain"):
+        for name in ("data", "pretrain", "studies"):
             open_page(page, f"{url}/{name}")
             screenshot(page, name)
 

@@ -25,19 +25,9 @@ from ptft_core.journal import JournalWriter, read_events
 from ptft_core.store import Store
 
 
-def pythonpath() -> str:
-    """This checkout first, then whatever the caller had (a venv-less machine may carry packages there)."""
-    return os.pathsep.join(p for p in (str(paths.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-
 @pytest.fixture
-def lab(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("PTFT_HOME", str(home))
-    monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")
-    monkeypatch.setenv("PTFT_GPUS", "none")
-    monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.05")
-    return home
+def lab(fake_lab) -> Path:
+    return fake_lab
 
 
 def fake(steps: int = 20, every: int = 5, seed: int = 0, **kw) -> PretrainConfig:
@@ -357,7 +347,7 @@ time.sleep(600)
 @pytest.mark.slow
 def test_kill_9_of_the_engine_loses_and_duplicates_nothing(lab):
     proc = subprocess.Popen([sys.executable, "-c", ENGINE_SCRIPT, "160"], cwd=paths.REPO_ROOT, text=True,
-                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": pythonpath()})
+                            stdout=subprocess.PIPE, env=os.environ)
     try:
         a, b = proc.stdout.readline().split()
         dirs = {r: lab / "runs" / r for r in (a, b)}

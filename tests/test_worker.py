@@ -23,10 +23,6 @@ pytestmark = pytest.mark.slow
 
 
 
-def pythonpath() -> str:
-    """This checkout first, then whatever the caller had (a venv-less machine may carry packages there)."""
-    return os.pathsep.join(p for p in (str(paths.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-
 def make_run_dir(tmp_path: Path, max_steps: int = 20, eval_every: int = 5, attempt: int = 1) -> Path:
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +33,7 @@ def make_run_dir(tmp_path: Path, max_steps: int = 20, eval_every: int = 5, attem
 
 def worker(run_dir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "PTFT_TRAINER": "tests.fake_trainer:run", "PTFT_THREADS": "1",
-                "PTFT_DEVICE": "cpu", "PYTHONPATH": pythonpath(), **(env or {})}
+                "PTFT_DEVICE": "cpu", "PYTHONPATH": paths.child_pythonpath(os.environ), **(env or {})}
     log = open(run_dir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen([sys.executable, "-m", "ptft_core.worker", str(run_dir), *args], env=full_env,
                             stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)

@@ -84,8 +84,7 @@ class LocalSubprocessLauncher:
         run_dir = Path(run_dir)
         env = dict(os.environ)
         env.update(device_env)
-        # The worker imports ptft_core (and a test trainer, if PTFT_TRAINER names one) from this checkout.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = paths.child_pythonpath(env)
         with open(run_dir / "worker.log", "ab") as log:
             return subprocess.Popen(
                 worker_command(run_dir, resume), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
