@@ -154,6 +154,24 @@ def test_a_study_with_nothing_finished_renders_without_conclusions():
     assert SCRIPT_SRC.search(rp.report_html(report)) is None
 
 
+@pytest.mark.parametrize("tweets_accuracy, prior_only", [(0.50, True), (0.75, False)])
+def test_forgetting_report_flags_a_second_stage_that_only_learned_the_majority_class(tweets_accuracy, prior_only):
+    def values(key, labels):
+        if labels["arm"] == "mlm-head":
+            return []
+        return [("validation", "accuracy", 10, 0.80 + 0.01 * labels["seed"]),
+                ("forgetting", "prev_task_accuracy", 20, 0.79 + 0.01 * labels["seed"]),
+                ("test", "accuracy", 20, tweets_accuracy)]  # the synthetic plan's chance rate is 0.5
+
+    report = rp.build_report(synthetic("forgetting", values))
+    conclusions = report.conclusions
+    assert conclusions["numbers"]["tweets_stage_at_majority_rate"] is prior_only
+    flagged = [c for c in conclusions["caveats"] if "majority-class rate (50.0%)" in c]
+    assert bool(flagged) is prior_only
+    little = next(f for f in conclusions["findings"] if f.startswith("Little forgetting"))
+    assert ("barely trained" in little) is prior_only
+
+
 def test_domain_shift_report_builds_the_matrix_and_the_drop():
     def values(key, labels):
         pre = labels["arm"] == "pretrained"

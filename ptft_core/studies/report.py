@@ -899,9 +899,21 @@ def _forgetting(data: Any, out: Findings) -> None:
         out.headline = (f"Without replay, movies validation accuracy went from {fmt_stat(b0['stat'])} after the movies "
                         f"stage to {fmt_stat(a0['stat'])} after the tweets stage: a drop of {forgot.text()}.")
         out.findings.append(out.headline)
+        # A second stage that only learned the label prior (always the majority class) had little reason to change
+        # the encoder: then "little forgetting" says nothing about forgetting, and the report must say why.
+        chance, t0 = _chance(data, "tweets"), cell(t_cells, arm="replay 0%")
+        prior_only = bool(chance and t0 is not None and t0["complete"] and t0["stat"].mean <= chance + 0.01)
+        out.numbers["tweets_stage_at_majority_rate"] = prior_only
+        if prior_only:
+            out.caveats.append(f"without replay the tweets stage reached {fmt_stat(t0['stat'])} tweets test "
+                               f"accuracy, the majority-class rate ({chance:.1%}): in this budget it learned the label "
+                               "prior rather than tweets, so there was little to forget; the full preset trains the "
+                               "second stage longer.")
         if forgot.delta < NEGLIGIBLE or forgot.verdict == "within noise":
-            out.findings.append("Little forgetting: both tasks are binary sentiment, so what the shared encoder "
-                                "learns on tweets still serves the movies head; the mitigations have little to fix.")
+            out.findings.append("Little forgetting: " + (
+                "the tweets stage barely trained (see the caveats)." if prior_only else
+                "both tasks are binary sentiment, so what the shared encoder learns on tweets still serves the "
+                "movies head; the mitigations have little to fix."))
         for arm in order[1:]:
             d = cell(d_cells, arm=arm)
             if d is None or not d["complete"]:
