@@ -6,10 +6,10 @@ imports it on every page); pandas is imported only when a function that needs it
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ptft_core.data.errors import DataError
+from ptft_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ptft_core.data.prepare import prepare_all
@@ -56,11 +56,4 @@ __all__ = [
     "register_user_dataset",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
