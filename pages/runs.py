@@ -35,11 +35,15 @@ def live() -> None:
     active = tuple(sorted(running["id"])) + tuple(q["id"] for q in queue)
     previous = st.session_state.get("runs-active")
     st.session_state["runs-active"] = active
-    if previous is not None and previous != active:
+    # Only the fragment's own timed reruns may restart the page: inside a full run (a click) a rerun here would
+    # drop the click before the code below handles it (a Save pressed as a run finished would be lost).
+    if previous is not None and previous != active and not st.session_state.get("runs-full-run"):
         st.rerun()
 
 
+st.session_state["runs-full-run"] = True
 live()
+st.session_state["runs-full-run"] = False
 
 runs_all = store.list_runs()
 if runs_all.empty:

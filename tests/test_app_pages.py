@@ -196,6 +196,7 @@ def test_runs_page_retry_queues_a_new_run_and_tags_are_saved(lab_with_runs):
     store = ui.engine_for(str(lab_with_runs)).store
     assert len(store.list_runs(kind="pretrain")) == 2
     at = open_page("runs", {"run": "pt-0001"})
+    at.session_state["runs-active"] = ("a-run-that-just-ended",)  # a run ends as the person presses Save
     labelled(at.text_input, "Tags (comma-separated)").set_value("demo, baseline")
     labelled(at.text_area, "Note").set_value("the reference run")
     button(at, "Save tags and note").click().run()
