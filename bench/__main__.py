@@ -25,7 +25,9 @@ def available() -> list[str]:
 
 
 def standalone() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*_bench.py") if p.name[: -len("_bench.py")] not in available())
+    """The modules without `run()`: they take options of their own (`python -m bench.<module> --help`)."""
+    harnessed = set(available())
+    return sorted(p.stem for p in HERE.glob("*_bench.py") if p.name[: -len("_bench.py")] not in harnessed)
 
 
 def machine() -> dict:

@@ -101,7 +101,7 @@ def act(action, done: str) -> None:
     try:
         result = action(run_id)
     except (ValueError, KeyError, OSError) as exc:
-        ui.show_error(f"{done.split(':')[0]} failed", exc)
+        ui.show_error(f"Not done ({done.lower()})", exc)
         return
     st.session_state["runs-toast"] = f"{done}: {result}" if isinstance(result, str) else done
     if action == engine.delete:
