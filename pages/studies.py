@@ -7,9 +7,10 @@ Thin: the plans, the dependency handling and the reports live in ptft_core.studi
 import streamlit as st
 
 from ptft_core import ui
+from ptft_core.studies.costs import estimate_seconds
 from ptft_core.studies.driver import driver_for, list_studies, study_progress, study_report
 from ptft_core.studies.report import report_html
-from ptft_core.studies.templates import STUDY_PRESETS, build_runs, estimate_seconds, list_templates
+from ptft_core.studies.templates import STUDY_PRESETS, build_runs, list_templates
 
 ui.require_frame()
 

@@ -29,13 +29,10 @@ import pytest
 
 from ptft_core.config import FinetuneConfig, PretrainConfig, config_to_dict
 from ptft_core.studies import report as rp
+from ptft_core.studies import stats
+from ptft_core.studies.costs import estimate_seconds
 from ptft_core.studies.driver import Plan, StudyData, StudyDriver, run_states, study_progress, study_report
-from ptft_core.studies.templates import (
-    STUDY_PRESETS,
-    TEMPLATES,
-    build_runs,
-    estimate_seconds,
-)
+from ptft_core.studies.templates import STUDY_PRESETS, TEMPLATES, build_runs
 
 REPO = Path(__file__).resolve().parent.parent
 PREPARED = Path(os.environ.get("PTFT_DATA_SOURCE") or REPO / "data")
@@ -82,22 +79,22 @@ def helps_values(key, labels):
 
 
 def test_mean_std_and_difference():
-    s = rp.mean_std([0.80, 0.82, float("nan")])
+    s = stats.mean_std([0.80, 0.82, float("nan")])
     assert s.n == 2 and s.mean == pytest.approx(0.81) and s.std == pytest.approx(math.sqrt(2) * 0.01)
-    assert rp.fmt_stat(s) == "81.0 ± 1.4 % (n=2)"
-    assert rp.fmt_stat(rp.mean_std([0.5])) == "50.0 % (1 seed)" and math.isnan(rp.mean_std([0.5]).std)
-    assert rp.mean_std([]).n == 0 and rp.fmt_stat(rp.mean_std([])) == "n/a"
-    d = rp.difference(rp.mean_std([0.80, 0.82]), rp.mean_std([0.55, 0.57]))
+    assert stats.fmt_stat(s) == "81.0 ± 1.4 % (n=2)"
+    assert stats.fmt_stat(stats.mean_std([0.5])) == "50.0 % (1 seed)" and math.isnan(stats.mean_std([0.5]).std)
+    assert stats.mean_std([]).n == 0 and stats.fmt_stat(stats.mean_std([])) == "n/a"
+    d = stats.difference(stats.mean_std([0.80, 0.82]), stats.mean_std([0.55, 0.57]))
     assert d.delta == pytest.approx(0.25) and d.se == pytest.approx(0.01414, abs=1e-4) and d.verdict == "clear"
-    assert rp.difference(rp.mean_std([0.80, 0.90]), rp.mean_std([0.79, 0.91])).verdict == "within noise"
-    assert rp.difference(rp.mean_std([0.8]), rp.mean_std([0.5, 0.6])).verdict == "one seed"
+    assert stats.difference(stats.mean_std([0.80, 0.90]), stats.mean_std([0.79, 0.91])).verdict == "within noise"
+    assert stats.difference(stats.mean_std([0.8]), stats.mean_std([0.5, 0.6])).verdict == "one seed"
 
 
 def test_steps_to_target():
     series = pd.DataFrame({"x": [30, 10, 20], "value": [0.9, 0.5, 0.85]})
-    assert rp.steps_to_target(series, 0.8) == 20  # the first step in step order, not row order
-    assert rp.steps_to_target(series, 0.95) is None
-    assert rp.steps_to_target(series.iloc[0:0], 0.5) is None
+    assert stats.steps_to_target(series, 0.8) == 20  # the first step in step order, not row order
+    assert stats.steps_to_target(series, 0.95) is None
+    assert stats.steps_to_target(series.iloc[0:0], 0.5) is None
 
 
 def test_transfer_matrix():
@@ -110,7 +107,7 @@ def test_transfer_matrix():
         ("b0", "test", "accuracy", 0.90), ("b0", "transfer", "accuracy@movies", 0.70),
         ("b1", "test", "accuracy", 0.10),  # a failed run's numbers never count
     ], columns=["run_id", "split", "name", "value"]).assign(x=5.0)
-    mean, std, n = rp.transfer_matrix(runs, m, ["movies", "tweets"])
+    mean, std, n = stats.transfer_matrix(runs, m, ["movies", "tweets"])
     assert mean.loc["movies", "movies"] == pytest.approx(0.82) and mean.loc["movies", "tweets"] == pytest.approx(0.62)
     assert mean.loc["tweets", "tweets"] == pytest.approx(0.90) and n.loc["tweets", "tweets"] == 1
     assert std.loc["movies", "tweets"] == pytest.approx(np.std([0.60, 0.64], ddof=1))
@@ -298,6 +295,7 @@ def test_the_room_and_its_page_never_import_torch(home):
         import sys
         import ptft_core.studies.templates, ptft_core.studies.driver, ptft_core.studies.report
         import ptft_core.studies.commands
+        ptft_core.studies.templates.load_studies()  # every study module, plans and reports
         assert "torch" not in sys.modules, "the studies modules imported torch"
         from streamlit.testing.v1 import AppTest
         at = AppTest.from_file({str(REPO / "app.py")!r}, default_timeout=120).run()

@@ -1,10 +1,14 @@
 """The studies room: named templates that plan a group of runs (with lineage), queue them through the engine
 and turn their metrics into a report with charts and conclusions computed from the data.
 
-- `templates`: one small function per study and preset -> planned runs; time estimates (`estimate_seconds`).
+- `templates`: the plan types and the registry of the studies; one module per study (`pretraining_helps`,
+  `how_much_pretraining`, `further_pretraining`, `finetune_strategy`, `forgetting`, `domain_shift`) holds its
+  plan (preset -> planned runs) and its report.
+- `costs`: time estimates of a plan (`estimate_seconds`).
 - `driver`: `StudyDriver(engine)` launches a plan and, on every `tick()`, submits the runs whose parent
   checkpoint exists and runs cross-domain evaluations; `study_progress`, `list_studies`, `load_study`.
-- `report`: pure (DataFrames in, conclusions + plotly figures out) and `report_html` (one self-contained file).
+- `report`: pure (DataFrames in, conclusions + plotly figures out) and `report_html` (one self-contained file);
+  `stats`: the statistics the reports share.
 - `commands`: the `study` CLI sub-command.
 
 Exports resolve lazily: importing this package loads neither torch nor plotly.
@@ -22,7 +26,7 @@ _EXPORTS = {
     "get_template": "templates",
     "list_templates": "templates",
     "build_runs": "templates",
-    "estimate_seconds": "templates",
+    "estimate_seconds": "costs",
     "StudyDriver": "driver",
     "driver_for": "driver",
     "make_plan": "driver",

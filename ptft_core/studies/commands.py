@@ -72,7 +72,8 @@ def _duration(seconds: float) -> str:
 
 
 def estimate_line(name: str, preset: str, slots: int = 1, tiny: bool = False) -> str:
-    from ptft_core.studies.templates import GPU_SPEEDUP, build_runs, estimate_seconds
+    from ptft_core.studies.costs import GPU_SPEEDUP, estimate_seconds
+    from ptft_core.studies.templates import build_runs
 
     runs = build_runs(name, preset, tiny)
     cpu = estimate_seconds(runs, slots=slots)

@@ -48,17 +48,8 @@ import pandas as pd
 from ptft_core import paths
 from ptft_core.config import ConfigError, FinetuneConfig, config_to_dict
 from ptft_core.journal import JOURNAL_NAME, read_events
-from ptft_core.studies.templates import (
-    TRANSFER_SPLIT,
-    BaseFrom,
-    PlannedRun,
-    build_runs,
-    dataset_chance,
-    dataset_shape,
-    estimate_seconds,
-    get_template,
-    run_seconds,
-)
+from ptft_core.studies.costs import dataset_chance, dataset_shape, estimate_seconds, run_seconds
+from ptft_core.studies.templates import TRANSFER_SPLIT, BaseFrom, PlannedRun, build_runs, get_template
 
 log = logging.getLogger(__name__)
 

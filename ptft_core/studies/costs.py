@@ -1,0 +1,141 @@
+"""Time estimates of a plan: the cost model (`COSTS`), measured on this project's 2-core CPU machine, times each
+planned run's step and evaluation counts; plus what the estimates and reports read about a dataset (its split
+sizes and mean text length, its majority-class rate). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ptft_core.config import BUILTIN_CHECKPOINT, FinetuneConfig, PretrainConfig
+
+if TYPE_CHECKING:
+    from ptft_core.studies.templates import PlannedRun
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Seconds on this project's 2-core CPU (2 torch threads, float32) for one model family.
+
+    step_s = step_fixed_s + train_s_per_token * tokens in the batch (padded); evaluation (no gradient) costs
+    eval_s_per_token per token. Measured with `run_finetune` / `run_pretrain` and a forward/backward loop of
+    the real models (batch 16 and 32 at 32 and 48 tokens; pretraining at batch 32 x block 128) on an otherwise
+    idle machine. On a shared machine (other users' jobs) runs take 2-4x longer.
+    """
+
+    step_fixed_s: float  # optimizer step over all parameters, python overhead
+    train_s_per_token: float  # forward + backward
+    eval_s_per_token: float  # forward only
+
+
+COSTS: dict[str, Cost] = {
+    BUILTIN_CHECKPOINT: Cost(0.43, 0.74e-3, 0.35e-3),  # 22.7M parameters: 1.19 s per step at 32 x 32 tokens
+    "tiny": Cost(0.02, 0.055e-3, 0.017e-3),  # 4.4M (mostly embeddings): 0.075 s per step at 32 x 27
+    "mini": Cost(0.05, 0.22e-3, 0.08e-3),
+    "small": Cost(0.10, 0.67e-3, 0.25e-3),
+    "base": Cost(1.50, 4.3e-3, 1.5e-3),
+}
+PROCESS_START_S = 10.0  # a worker's python + torch + transformers imports, model load and tokenisation
+TOKENIZER_TRAIN_S = 10.0  # WordPiece training on a scratch run's corpus (wiki + news)
+PADDING_FACTOR = 1.15  # length-grouped batches still pad a little
+GPU_SPEEDUP = 30.0  # rough: one GPU against the 2-core CPU, for the full preset's order of magnitude
+# Used when the data room cannot be asked (rows per split, mean tokens per text); the built-ins' real values.
+DATASET_FALLBACK = {
+    "movies": ({"train": 8483, "validation": 1061, "test": 1061}, 24.9),
+    "amazon": ({"train": 2966, "validation": 371, "test": 371}, 20.5),
+    "nyt": ({"train": 4152, "validation": 519, "test": 519}, 22.9),
+    "tweets": ({"train": 3360, "validation": 420, "test": 420}, 20.9),
+}
+
+
+def dataset_shape(name: str) -> tuple[dict[str, int], float]:
+    """(rows per split, mean tokens per text) of a labelled dataset."""
+    try:
+        from ptft_core.data import dataset_info
+
+        info = dataset_info(name)
+        mean = getattr(info, "mean_tokens", None) or DATASET_FALLBACK.get(name, ({}, 30.0))[1]
+        return dict(info.splits), float(mean)
+    except Exception:  # not prepared, or a user dataset without the numbers: the built-ins' own values
+        return DATASET_FALLBACK.get(name, ({"train": 5000, "validation": 500, "test": 500}, 30.0))
+
+
+def finetune_seconds(config: FinetuneConfig, family: str, cross_eval: tuple[str, ...] = ()) -> float:
+    cost = COSTS[family]
+    total = PROCESS_START_S
+    tasks = [(config.dataset, config.epochs)] + ([(config.then_dataset, config.then_epochs)]
+                                                  if config.then_dataset else [])
+    first_val = 0
+    for index, (dataset, epochs) in enumerate(tasks):
+        splits, mean_tokens = dataset_shape(dataset)
+        tokens = min(config.max_length, mean_tokens + 2) * PADDING_FACTOR
+        examples = max(1, round(config.label_fraction * splits.get("train", 0)))
+        steps_per_epoch = math.ceil(examples / config.batch_size)
+        steps = steps_per_epoch * epochs
+        if config.max_steps:
+            steps = min(steps, config.max_steps)
+        evals = steps // config.eval_every + math.ceil(steps / steps_per_epoch)
+        per_eval = splits.get("validation", 0) + min(config.eval_train_samples, examples) + (first_val if index else 0)
+        per_eval_tokens = per_eval * tokens
+        if config.probe_drift or config.probe_mlm:
+            per_eval_tokens += config.probe_size * config.max_length * (config.probe_drift + config.probe_mlm)
+        total += steps * (cost.step_fixed_s + cost.train_s_per_token * config.batch_size * tokens)
+        total += evals * per_eval_tokens * cost.eval_s_per_token
+        first_val = splits.get("validation", 0)
+        if index == len(tasks) - 1:
+            total += splits.get("test", 0) * tokens * cost.eval_s_per_token
+    if cross_eval:
+        total += PROCESS_START_S
+        for dataset in cross_eval:
+            splits, mean_tokens = dataset_shape(dataset)
+            total += splits.get("test", 0) * min(config.max_length, mean_tokens + 2) * cost.eval_s_per_token
+    return total
+
+
+def pretrain_seconds(config: PretrainConfig, family: str) -> float:
+    cost = COSTS[family]
+    tokens = config.batch_size * config.block_size
+    total = PROCESS_START_S + (TOKENIZER_TRAIN_S if config.from_scratch else 0.0)
+    total += config.max_steps * (cost.step_fixed_s + cost.train_s_per_token * tokens)
+    evals = config.max_steps // config.eval_every + 1
+    total += evals * config.eval_blocks * config.block_size * cost.eval_s_per_token
+    return total
+
+
+def run_seconds(runs: list[PlannedRun], device: str = "cpu") -> dict[str, float]:
+    """Estimated seconds per planned run (GPU: compute divided by a rough GPU_SPEEDUP, process start kept)."""
+    out: dict[str, float] = {}
+    family_of: dict[str, str] = {}  # planned key -> the model family its checkpoints are
+    for run in runs:
+        c = run.config
+        inherited = family_of.get(run.base_from.key) if run.base_from else None
+        if isinstance(c, PretrainConfig):
+            family = c.model if c.model in COSTS else inherited or BUILTIN_CHECKPOINT
+            seconds = pretrain_seconds(c, family)
+        else:
+            family = inherited or (c.base if c.base in COSTS else BUILTIN_CHECKPOINT)
+            seconds = finetune_seconds(c, family, run.cross_eval)
+        family_of[run.key] = family
+        if device == "cuda":
+            seconds = PROCESS_START_S + (seconds - PROCESS_START_S) / GPU_SPEEDUP
+        out[run.key] = seconds
+    return out
+
+
+def estimate_seconds(runs: list[PlannedRun], slots: int = 1, device: str = "cpu") -> float:
+    """Wall-clock seconds for the whole plan on `slots` concurrent slots of `device`."""
+    return sum(run_seconds(runs, device).values()) / max(1, slots)
+
+
+def dataset_chance(name: str) -> float | None:
+    """The majority class's share of a dataset's test split: the accuracy of always guessing it."""
+    try:
+        from ptft_core.data import dataset_info
+
+        balance = dataset_info(name).label_balance.get("test") or {}
+    except Exception:
+        return None
+    total = sum(balance.values())
+    return max(balance.values()) / total if total else None

@@ -1,0 +1,222 @@
+"""Study 1, does pretraining help, and when: pretrained MiniLM against the same architecture from scratch, over
+label budgets. Its plan and its report."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ptft_core.config import BUILTIN_CHECKPOINT
+from ptft_core.plots import arm_color, bar_figure, chance_line, empty_figure, study_layout
+from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
+from ptft_core.studies.stats import (
+    TARGET_SHARE,
+    attach,
+    cell,
+    cells,
+    difference,
+    fmt_stat,
+    last_values,
+    max_values,
+    mean_curves,
+    pts,
+    steps_to_target,
+)
+from ptft_core.studies.templates import PlannedRun, ft_config, pct, report_for, run_name, seeds, template
+
+if TYPE_CHECKING:
+    from ptft_core.studies.driver import StudyData
+
+
+@template(
+    "pretraining_helps", "Does pretraining help, and when?",
+    "How much does starting from pretrained MiniLM beat the same architecture trained from scratch, and how does "
+    "the gap change with the number of labelled examples?",
+    "Fine-tunes minilm-l6 and a randomly re-initialised copy (scratch=True: same architecture and tokenizer) on "
+    "movies with 1 %, 10 % and 100 % of the labels, several seeds each. Report: test accuracy against labelled "
+    "examples (mean ± std), steps to reach a target validation accuracy, and the train − validation accuracy "
+    "gap at the end.",
+    "Pretraining should win at every label budget, by the widest margin when labels are scarce; the pretrained "
+    "model should also reach a given validation accuracy in far fewer steps (Howard & Ruder 2018; Devlin et al. "
+    "2019; Hendrycks et al. 2019).",
+)
+def build(preset: str, tiny: bool) -> list[PlannedRun]:
+    quick = preset == "quick"
+    fractions = (0.01, 1.0) if tiny else (0.01, 0.1, 1.0) if quick else (0.01, 0.03, 0.1, 0.3, 1.0)
+    # quick: a fixed small budget per run (100 % is capped at one 10 %-epoch of steps); full: whole epochs.
+    schedule = ({0.01: dict(epochs=2), 0.1: dict(epochs=1),
+                 1.0: dict(epochs=1, max_steps=53, eval_every=27)} if quick else
+                {0.01: dict(epochs=20), 0.03: dict(epochs=10), 0.1: dict(epochs=5), 0.3: dict(epochs=3),
+                 1.0: dict(epochs=3)})
+    runs = []
+    for seed in seeds(preset, 2, 5):
+        for fraction in fractions:
+            for arm, scratch in (("pretrained", False), ("scratch", True)):
+                config = ft_config(preset, name=run_name("pth", arm, pct(fraction), f"s{seed}"),
+                                   base=BUILTIN_CHECKPOINT, scratch=scratch, dataset="movies", label_fraction=fraction,
+                                   seed=seed, **schedule[fraction])
+                runs.append(PlannedRun(f"{arm}/frac{fraction:g}/s{seed}", config,
+                                       {"arm": arm, "label_fraction": fraction, "seed": seed}))
+    return runs
+
+
+# --- the report -------------------------------------------------------------------------------------------------------
+
+
+@report_for("pretraining_helps")
+def report(data: StudyData, out: Findings) -> None:
+    runs = finetune_runs(data)
+    m = data.metrics
+    chance = chance_rate(data, "movies")
+    runs = attach(runs, last_values(m, "test", "accuracy"), "test_accuracy")
+    runs = attach(runs, max_values(m, "validation", "accuracy"), "peak_val")
+    gap = last_values(m, "train", "accuracy") - last_values(m, "validation", "accuracy")
+    runs = attach(runs, gap.dropna(), "gap")
+    acc = cells(runs, ["label_fraction", "arm"], "test_accuracy")
+    examples = runs.groupby("label_fraction")["labelled_examples"].first() if "labelled_examples" in runs else {}
+    fractions = sorted(runs["label_fraction"].unique())
+
+    # Data efficiency.
+    fig = go.Figure()
+    for i, arm in enumerate(("pretrained", "scratch")):
+        part = acc[(acc["arm"] == arm) & (acc["n"] > 0)]
+        xs = [examples.get(f, f) for f in part["label_fraction"]]
+        fig.add_trace(go.Scatter(x=xs, y=part["mean"], mode="lines+markers", name=arm, marker_color=arm_color(i),
+                                 error_y=dict(type="data", array=part["std"].fillna(0)), customdata=part["n"],
+                                 hovertemplate="%{x} examples: %{y:.2%} (n=%{customdata})<extra>" + arm + "</extra>"))
+    chance_line(fig, chance)
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(tickformat=".0%")
+    out.figures["data_efficiency"] = (study_layout(fig, "Test accuracy vs labelled examples (mean ± std over seeds)",
+                                                   "labelled training examples (log scale)", "movies test accuracy")
+                                      if (acc["n"] > 0).any() else empty_figure("Test accuracy vs labelled examples"))
+
+    table_rows, per_fraction = [], {}
+    for f in fractions:
+        p, s = cell(acc, label_fraction=f, arm="pretrained"), cell(acc, label_fraction=f, arm="scratch")
+        row = {"label fraction": f"{f:.0%}" if f >= 0.01 else f"{f:.1%}",
+               "labelled examples": examples.get(f), "pretrained": fmt_stat(p["stat"]) if p is not None else "n/a",
+               "scratch": fmt_stat(s["stat"]) if s is not None else "n/a", "difference": "n/a"}
+        if p is not None and s is not None and p["complete"] and s["complete"]:
+            d = difference(p["stat"], s["stat"])
+            row["difference"] = d.text()
+            per_fraction[f] = d
+            out.numbers.setdefault("test_accuracy", {})[f"{f:g}"] = {
+                "pretrained": p["stat"].as_dict(), "scratch": s["stat"].as_dict(), "difference": d.as_dict()}
+            out.findings.append(
+                f"With {row['label fraction']} of the labels ({row['labelled examples']} examples), pretrained "
+                f"MiniLM reaches {fmt_stat(p['stat'])} test accuracy against {fmt_stat(s['stat'])} from scratch: "
+                f"{d.text()}.")
+        table_rows.append(row)
+    out.tables["test_accuracy"] = pd.DataFrame(table_rows)
+    note = missing_note(acc, lambda r: f"{r['arm']} at {r['label_fraction']:.0%} labels")
+    if note:
+        out.caveats.append(note)
+    if len(per_fraction) >= 2:
+        lo, hi = min(per_fraction), max(per_fraction)
+        dlo, dhi = per_fraction[lo].delta, per_fraction[hi].delta
+        trend = ("shrinks" if dhi < dlo else "grows") + " as labels grow"
+        helps = "helps" if all(d.delta > 0 for d in per_fraction.values()) else "does not always help"
+        out.headline = (f"Pretraining {helps}: {pts(dlo)} at {lo:.0%} labels, {pts(dhi)} at {hi:.0%}; "
+                        f"the advantage {trend}.")
+        out.findings.insert(0, out.headline)
+        wins = [f for f, d in per_fraction.items() if d.delta > 0 and d.verdict in ("clear", "one seed")]
+        agree = len(wins) == len(per_fraction) and dhi <= dlo
+        out.findings.append(
+            "This agrees with the expectation (pretraining wins everywhere, most with few labels)." if agree else
+             "This does not fully agree with the expectation (pretraining winning everywhere, most with few labels): "
+             + ", ".join(f"{f:.0%}: {d.text()}" for f, d in per_fraction.items()) + ".")
+
+    # Convergence: steps to a target validation accuracy.
+    val = mean_curves(m, runs, "validation", "accuracy", ["label_fraction", "arm"])
+    peak = cells(runs, ["label_fraction", "arm"], "peak_val")
+    conv_rows = []
+    fig = go.Figure()
+    for fi, f in enumerate(fractions):
+        best = peak[(peak["label_fraction"] == f) & peak["complete"]]["mean"].max()
+        if not np.isfinite(best):
+            continue
+        target = TARGET_SHARE * best
+        for ai, arm in enumerate(("pretrained", "scratch")):
+            curve = val[(val["label_fraction"] == f) & (val["arm"] == arm)]
+            if not curve.empty:
+                fig.add_trace(go.Scatter(x=curve["x"], y=curve["mean"], mode="lines+markers",
+                                         name=f"{arm}, {f:.0%} labels", marker_color=arm_color(ai),
+                                         line=dict(dash=("solid", "dash", "dot", "dashdot", "longdash")[fi % 5])))
+            group = runs[(runs["label_fraction"] == f) & (runs["arm"] == arm)]
+            finished = group[group["status"] == "completed"]
+            steps = [steps_to_target(m[(m["run_id"] == rid) & (m["split"] == "validation")
+                                       & (m["name"] == "accuracy")], target) for rid in finished["run_id"]]
+            reached = [s for s in steps if s is not None]
+            complete = len(finished) == len(group)
+            conv_rows.append({"label fraction": f"{f:.0%}", "arm": arm, "target": f"{target:.1%}",
+                              "steps to target": (f"{np.mean(reached):.0f}" if reached else "not reached")
+                              + (f" (reached in {len(reached)} of {len(steps)} seeds)" if len(reached) != len(steps)
+                                 else ""),
+                              "complete": complete})
+            out.numbers.setdefault("steps_to_target", {}).setdefault(f"{f:g}", {})[arm] = {
+                "target": target, "mean_steps": float(np.mean(reached)) if reached else None,
+                "reached": len(reached), "seeds": len(steps)}
+    if fig.data:
+        out.figures["convergence"] = study_layout(fig, f"Validation accuracy during fine-tuning (mean over seeds); "
+                                                       f"target = {TARGET_SHARE:.0%} of the best arm's peak",
+                                                  "step", "movies validation accuracy")
+        out.figures["convergence"].update_yaxes(tickformat=".0%")
+    else:
+        out.figures["convergence"] = empty_figure("Validation accuracy during fine-tuning")
+    conv = pd.DataFrame(conv_rows)
+    out.tables["steps_to_target"] = conv
+    for f in fractions:
+        part = conv[conv["label fraction"] == f"{f:.0%}"] if len(conv) else conv
+        if len(part) == 2 and part["complete"].all():
+            p, s = part.iloc[0], part.iloc[1]
+            out.findings.append(f"To reach {p['target']} validation accuracy at {f:.0%} labels: pretrained "
+                                f"{p['steps to target']} steps, scratch {s['steps to target']}.")
+
+    # Overfitting gap.
+    gaps = cells(runs, ["label_fraction", "arm"], "gap")
+    gaps["label"] = [f"{f:.0%}" for f in gaps["label_fraction"]]
+    fig = bar_figure(gaps, "label", "Train − validation accuracy at the end (mean ± std)", "accuracy gap", group="arm")
+    if (gaps["n"] > 0).any():
+        fig.update_yaxes(range=None, tickformat=".0%", autorange=True)
+        fig.update_xaxes(title_text="label fraction")
+    out.figures["overfitting_gap"] = fig
+    gap_text = []
+    for f in fractions:
+        p, s = cell(gaps, label_fraction=f, arm="pretrained"), cell(gaps, label_fraction=f, arm="scratch")
+        if p is not None and s is not None and p["complete"] and s["complete"]:
+            gap_text.append(f"{f:.0%}: pretrained {fmt_stat(p['stat'])}, scratch {fmt_stat(s['stat'])}")
+            out.numbers.setdefault("overfitting_gap", {})[f"{f:g}"] = {"pretrained": p["stat"].as_dict(),
+                                                                      "scratch": s["stat"].as_dict()}
+    if gap_text:
+        out.findings.append("Train − validation accuracy at the end (a train sample scored like validation): "
+                            + "; ".join(gap_text) + ".")
+    out.caveats += _caps(runs, data, lambda r: f"the {r['label_fraction']:.0%}-label runs")
+    seed_note(runs, out)
+
+
+def _caps(runs: pd.DataFrame, data: StudyData, label: Callable[[pd.Series], str]) -> list[str]:
+    """Runs whose max_steps cut their epochs short (the quick preset's budget), as caveats."""
+    notes = []
+    seen = set()
+    for _, r in runs.iterrows():
+        c = r["config"]
+        if c.get("kind") != "finetune" or not c.get("max_steps"):
+            continue
+        n = ((data.plan.meta or {}).get("datasets", {}).get(c["dataset"]) or {}).get("splits", {}).get("train")
+        if not n:
+            continue
+        examples = max(1, round(c["label_fraction"] * n))
+        full = math.ceil(examples / c["batch_size"]) * c["epochs"]
+        text = label(r)
+        if c["max_steps"] < full and text not in seen:
+            seen.add(text)
+            notes.append(f"{text}: capped at {c['max_steps']} steps ({c['max_steps'] * c['batch_size'] / examples:.2f} "
+                         f"epochs of its {examples} labelled examples), so it saw no more examples than smaller "
+                         "label budgets")
+    return notes

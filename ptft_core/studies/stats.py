@@ -1,0 +1,180 @@
+"""Statistics of study reports: per-run values out of the long metric frame, cells (the runs of one arm at one
+setting, all seeds) and their mean ± std, differences between cells. Pure pandas and numpy.
+
+- Numbers are means ± sample standard deviations over seeds (n shown); a difference is "clear" when it exceeds
+  twice its standard error (sqrt(sa²/na + sb²/nb)), "within noise" otherwise, and with one seed per side it is
+  reported without a verdict.
+- Only completed runs count (`attach`, `transfer_matrix`, `mean_curves`); a cell says whether all its planned
+  runs did (`complete`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ptft_core.studies.templates import TRANSFER_SPLIT
+
+TARGET_SHARE = 0.95  # convergence target: this share of the best arm's mean peak validation accuracy
+NEGLIGIBLE = 0.01  # differences under one accuracy point are called negligible whatever the noise
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float
+    n: int
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"mean": finite_or_none(self.mean), "std": finite_or_none(self.std), "n": self.n}
+
+
+def finite_or_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def mean_std(values: Iterable[float]) -> Stat:
+    """Mean and sample standard deviation (ddof=1) of the finite values; std is NaN below two values."""
+    vals = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if len(vals) == 0:
+        return Stat(math.nan, math.nan, 0)
+    return Stat(float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else math.nan, len(vals))
+
+
+def fmt_stat(stat: Stat, percent: bool = True, digits: int = 1) -> str:
+    if stat.n == 0:
+        return "n/a"
+    scale, unit = (100.0, " %") if percent else (1.0, "")
+    if stat.n == 1:
+        return f"{stat.mean * scale:.{digits}f}{unit} (1 seed)"
+    return f"{stat.mean * scale:.{digits}f} ± {stat.std * scale:.{digits}f}{unit} (n={stat.n})"
+
+
+def pts(delta: float) -> str:
+    """An accuracy difference in percentage points."""
+    return f"{delta * 100:+.1f} points"
+
+
+@dataclass(frozen=True)
+class Difference:
+    delta: float
+    se: float
+    verdict: str  # "clear", "within noise", "negligible" or "one seed"
+
+    def text(self) -> str:
+        if self.verdict == "one seed":
+            return f"{pts(self.delta)} (one seed: no noise estimate)"
+        if math.isfinite(self.se):
+            return f"{pts(self.delta)} ± {self.se * 100:.1f} ({self.verdict})"
+        return f"{pts(self.delta)} ({self.verdict})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"delta": finite_or_none(self.delta), "se": finite_or_none(self.se), "verdict": self.verdict}
+
+
+def difference(a: Stat, b: Stat, negligible: float = NEGLIGIBLE) -> Difference:
+    """a - b with its standard error and a verdict (see the module docstring)."""
+    delta = a.mean - b.mean
+    if a.n < 2 or b.n < 2:
+        return Difference(delta, math.nan, "one seed")
+    se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+    clear = abs(delta) > 2 * se
+    return Difference(delta, se, ("negligible" if abs(delta) < negligible else "clear") if clear else "within noise")
+
+
+def steps_to_target(series: pd.DataFrame, target: float) -> float | None:
+    """The first x (step) at which `value` reaches `target`; None if it never does. Columns: x, value."""
+    if series.empty:
+        return None
+    s = series.sort_values("x")
+    hit = s[s["value"] >= target]
+    return None if hit.empty else float(hit["x"].iloc[0])
+
+
+def last_values(metrics: pd.DataFrame, split: str, name: str) -> pd.Series:
+    """run_id -> the value at the largest x of (split, name)."""
+    m = metrics[(metrics["split"] == split) & (metrics["name"] == name)]
+    if m.empty:
+        return pd.Series(dtype=float)
+    return m.sort_values("x").groupby("run_id")["value"].last()
+
+
+def first_values(metrics: pd.DataFrame, split: str, name: str) -> pd.Series:
+    m = metrics[(metrics["split"] == split) & (metrics["name"] == name)]
+    if m.empty:
+        return pd.Series(dtype=float)
+    return m.sort_values("x").groupby("run_id")["value"].first()
+
+
+def max_values(metrics: pd.DataFrame, split: str, name: str) -> pd.Series:
+    m = metrics[(metrics["split"] == split) & (metrics["name"] == name)]
+    return m.groupby("run_id")["value"].max() if not m.empty else pd.Series(dtype=float)
+
+
+def attach(runs: pd.DataFrame, values: pd.Series, column: str) -> pd.DataFrame:
+    """`runs` with `column` = values[run_id] for completed runs (NaN for every other run)."""
+    out = runs.copy()
+    out[column] = [values.get(rid, math.nan) if status == "completed" and isinstance(rid, str) else math.nan
+                   for rid, status in zip(out["run_id"], out["status"], strict=True)]
+    return out
+
+
+def cells(runs: pd.DataFrame, by: Sequence[str], column: str) -> pd.DataFrame:
+    """Per group of `by`: mean, std, n (finished runs with the value), planned (all runs) and complete."""
+    rows = []
+    for keys, group in runs.groupby(list(by), sort=True, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        stat = mean_std(group[column])
+        rows.append({**dict(zip(by, keys, strict=True)), "mean": stat.mean, "std": stat.std, "n": stat.n,
+                     "planned": len(group), "complete": stat.n == len(group), "stat": stat})
+    return pd.DataFrame(rows, columns=[*by, "mean", "std", "n", "planned", "complete", "stat"])
+
+
+def cell(table: pd.DataFrame, **where: Any) -> pd.Series | None:
+    mask = pd.Series(True, index=table.index)
+    for key, value in where.items():
+        mask &= table[key] == value
+    found = table[mask]
+    return None if found.empty else found.iloc[0]
+
+
+def transfer_matrix(runs: pd.DataFrame, metrics: pd.DataFrame, domains: Sequence[str],
+                    metric: str = "accuracy") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(mean, std, n) matrices: rows = the domain trained on, columns = the domain tested on.
+
+    The diagonal is each run's own test metric (split "test"); off-diagonal cells are its cross-domain scores
+    (split "transfer", name "<metric>@<domain>"). Only completed runs count. `runs` needs columns run_id,
+    status and domain."""
+    done = runs[runs["status"] == "completed"]
+    own = last_values(metrics, "test", metric)
+    mean = pd.DataFrame(np.nan, index=list(domains), columns=list(domains))
+    std, n = mean.copy(), pd.DataFrame(0, index=list(domains), columns=list(domains))
+    for source in domains:
+        ids = done.loc[done["domain"] == source, "run_id"].tolist()
+        for target in domains:
+            values = (own if source == target else last_values(metrics, TRANSFER_SPLIT, f"{metric}@{target}"))
+            stat = mean_std(values.get(rid, math.nan) for rid in ids)
+            mean.loc[source, target], std.loc[source, target], n.loc[source, target] = stat.mean, stat.std, stat.n
+    mean.index.name = std.index.name = n.index.name = "trained on"
+    return mean, std, n
+
+
+def stage_boundary(metrics: pd.DataFrame, run_id: str) -> float | None:
+    """The first step at which a sequential run logged prev_task_accuracy (its second stage's first eval)."""
+    m = metrics[(metrics["run_id"] == run_id) & (metrics["name"] == "prev_task_accuracy")]
+    return None if m.empty else float(m["x"].min())
+
+
+def mean_curves(metrics: pd.DataFrame, runs: pd.DataFrame, split: str, name: str, by: Sequence[str]) -> pd.DataFrame:
+    """Mean and std over seeds at each x of (split, name), per group `by` (completed runs only)."""
+    done = runs[runs["status"] == "completed"][["run_id", *by]]
+    m = metrics[(metrics["split"] == split) & (metrics["name"] == name)].merge(done, on="run_id")
+    if m.empty:
+        return pd.DataFrame(columns=[*by, "x", "mean", "std", "n"])
+    return (m.groupby([*by, "x"])["value"].agg(mean="mean", std="std", n="count").reset_index())
+
