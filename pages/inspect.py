@@ -48,15 +48,28 @@ with attention_tab:
             ui.show_error(f"The base model {config['base']} could not be loaded", exc)
             st.stop()
         columns = st.columns(2)
+        maps = []  # (tokens, this head's weights) of the base, then of the fine-tuned model
         for column, (title, loaded) in zip(columns, [(f"Before: {base}", start), ("After fine-tuning", tuned)],
                                            strict=True):
             tokens, weights = model_inspect.attention(loaded, text)
+            maps.append((list(tokens), weights[layer - 1, head - 1]))
             with column:
-                ui.chart(plots.attention_figure(weights[layer - 1, head - 1], tokens,
-                                                title=f"{title} · layer {layer}, head {head}"),
+                ui.chart(plots.attention_figure(maps[-1][1], tokens, title=f"{title} · layer {layer}, head {head}"),
                          f"attention-{run_id}-l{layer}h{head}", key=f"attention-{title}")
         st.caption("Each row is a token attending; each column a token attended to. Fine-tuning mostly "
                    "reshapes the top layers: compare the last layer with the first.")
+        (before_tokens, before), (after_tokens, after) = maps
+        if before_tokens != after_tokens or before.shape != after.shape:
+            st.info("The base and the fine-tuned tokenizers split this sentence differently, so their attention "
+                    "maps cannot be subtracted cell by cell: compare the two maps above by eye.")
+        else:
+            change = plots.attention_change(before, after)
+            ui.chart(plots.attention_difference_figure(
+                before, after, after_tokens, title=f"Change (after − before) · layer {layer}, head {head}"),
+                f"attention-change-{run_id}-l{layer}h{head}", key="attention-difference")
+            st.caption(f"After minus before, cell by cell: red where the fine-tuned model attends more, blue where "
+                       f"less, white unchanged. Mean |Δ| {change.mean_abs:.4f} (largest {change.max_abs:.3f}; "
+                       "the weights of a row sum to 1).")
 
 with errors_tab:
     if errors_tab.open:

@@ -3,7 +3,9 @@
 Metric figures take the long format of `Store.metric_series` (columns `run_id`, `split`, `name`, `x`, `value`)
 with a `label` column joined (how a run is named in legends) and, for grouped views, the grouping column (a
 config value per run). One series is one (run_id, split, name). Colours follow runs (or groups), line dashes
-follow metrics, so "the same run" and "the same metric" read at a glance.
+follow metrics, so "the same run" and "the same metric" read at a glance. A short series (at most
+`MARKER_POINTS` points, e.g. a run with one validation point so far) also gets a marker per point, so a run
+that has metrics never shows empty axes; long series stay plain lines.
 
 Smoothing is TensorBoard's debiased exponential moving average (`ema`). Grouped views draw the mean over the
 group's runs (typically seeds) with a band of plus/minus one sample standard deviation, computed on a common x
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,11 @@ LOWER_IS_BETTER = frozenset({
 })
 BAND_GRID_POINTS = 400  # x grid of a grouped (mean +/- std) series when the runs' x values disagree
 WEBGL_POINTS = 50_000  # above this many points a figure switches its lines to WebGL (Scattergl)
+# A series of at most this many points (as drawn: after downsampling and smoothing) gets a marker on each point:
+# a lone point is invisible as a line, a few points read badly. Longer series stay plain lines (performance).
+MARKER_POINTS = 30
+MARKER_SIZE = 6  # markers of a short series
+SINGLE_MARKER_SIZE = 9  # the marker of a one-point series: it is all there is to see
 FIGURE_HEIGHT = 440
 
 
@@ -218,6 +225,19 @@ def _metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
     return list(zip(pairs["split"], pairs["name"], strict=True))
 
 
+def _mode(points: int) -> str:
+    """A trace's mode for a series of `points` points: markers on short series, plain lines on long ones."""
+    return "lines+markers" if points <= MARKER_POINTS else "lines"
+
+
+def _marker(points: int, color: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The marker of a short series (`_mode`): bigger when the series is a single point."""
+    marker: dict[str, Any] = {"size": SINGLE_MARKER_SIZE if points == 1 else MARKER_SIZE, **extra}
+    if color is not None:
+        marker["color"] = color
+    return marker
+
+
 def _hover(label: str, metric: str, x: str) -> str:
     return f"<b>{label}</b><br>{X_TITLES.get(x, x)} %{{x:,.4~g}}<br>{metric} %{{y:.4~g}}<extra></extra>"
 
@@ -256,21 +276,25 @@ class _Lines:
 
 def _run_traces(df: pd.DataFrame, x: str, smoothing: float, colors: dict[str, str],
                 lines: _Lines) -> list[go.BaseTraceType]:
-    """One line per series of the smoothed frame; under smoothing, the raw series as a faint line beneath it."""
+    """One line per series of the smoothed frame; under smoothing, the raw series as a faint line beneath it.
+    Short series (`MARKER_POINTS`) also get a marker on each point, so a single evaluation still shows."""
     scatter = _scatter_type(df)
     labels = _labels(df)
     traces: list[go.BaseTraceType] = []
     for (run_id, split, name), part in df.groupby(SERIES_KEYS, sort=False):
         dash, label, color = lines.dash(split, name), labels[run_id], colors[run_id]
         shown_name = lines.name(label, split, name)
+        points, mode = len(part), _mode(len(part))
+        markers = {"marker": _marker(points, color)} if mode != "lines" else {}
         if smoothing:
-            traces.append(scatter(x=part["x"].to_numpy(), y=part["raw"].to_numpy(), mode="lines",
+            raw_markers = {"marker": {"size": 4, "color": color}} if mode != "lines" else {}
+            traces.append(scatter(x=part["x"].to_numpy(), y=part["raw"].to_numpy(), mode=mode,
                                   line={"color": color, "width": 1, "dash": dash}, opacity=0.25,
-                                  legendgroup=run_id, showlegend=False, hoverinfo="skip"))
-        traces.append(scatter(x=part["x"].to_numpy(), y=part["value"].to_numpy(), mode="lines", name=shown_name,
+                                  legendgroup=run_id, showlegend=False, hoverinfo="skip", **raw_markers))
+        traces.append(scatter(x=part["x"].to_numpy(), y=part["value"].to_numpy(), mode=mode, name=shown_name,
                               legendgroup=run_id, showlegend=lines.first(shown_name),
                               line={"color": color, "width": 2, "dash": dash},
-                              hovertemplate=_hover(label, metric_key(split, name), x)))
+                              hovertemplate=_hover(label, metric_key(split, name), x), **markers))
     return traces
 
 
@@ -283,14 +307,20 @@ def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, 
         label = f"{by_title}={group} (n={int(part['n'].max())})"
         shown_name = lines.name(label, split, name)
         xs, mean, std = part["x"].to_numpy(), part["mean"].to_numpy(), part["std"].to_numpy()
+        points, mode = len(xs), _mode(len(xs))
+        extra: dict[str, Any] = {"marker": _marker(points, color)} if mode != "lines" else {}
+        if points > 1:
+            traces.append(go.Scatter(
+                x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                fill="toself", fillcolor=translucent(color, 0.18), line={"width": 0}, hoverinfo="skip",
+                legendgroup=str(group), showlegend=False,
+            ))
+        else:  # one x: the band would be a zero-width polygon, so the spread is an error bar on the mean
+            extra["error_y"] = {"type": "data", "array": std, "visible": True, "color": color, "thickness": 1.5,
+                                "width": 6}
         traces.append(go.Scatter(
-            x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-            fill="toself", fillcolor=translucent(color, 0.18), line={"width": 0}, hoverinfo="skip",
-            legendgroup=str(group), showlegend=False,
-        ))
-        traces.append(go.Scatter(
-            x=xs, y=mean, mode="lines", name=shown_name, legendgroup=str(group), showlegend=lines.first(shown_name),
-            line={"color": color, "width": 2, "dash": lines.dash(split, name)},
+            x=xs, y=mean, mode=mode, name=shown_name, legendgroup=str(group), showlegend=lines.first(shown_name),
+            line={"color": color, "width": 2, "dash": lines.dash(split, name)}, **extra,
             customdata=np.stack([std, part["n"].to_numpy()], axis=1),
             hovertemplate=(f"<b>{label}</b><br>{X_TITLES.get(x, x)} %{{x:,.4~g}}<br>{metric} %{{y:.4~g}}"
                            " ± %{customdata[0]:.3~g} (%{customdata[1]} runs)<extra></extra>"),
@@ -354,9 +384,11 @@ def overfitting_figure(train: pd.DataFrame, validation: pd.DataFrame, *, metric:
                         subplot_titles=[f"{metric}: train vs validation", "generalization gap"])
     for split, frame, dash in (("train", train, "dash"), ("validation", validation, "solid")):
         for run_id, part in frame.sort_values("x").groupby("run_id", sort=False):
+            points, mode = len(part), _mode(len(part))
+            markers = {"marker": _marker(points, colors[run_id])} if mode != "lines" else {}
             fig.add_trace(go.Scatter(
-                x=part["x"].to_numpy(), y=part["value"].to_numpy(), mode="lines",
-                name=f"{labels[run_id]} · {split}", legendgroup=run_id,
+                x=part["x"].to_numpy(), y=part["value"].to_numpy(), mode=mode,
+                name=f"{labels[run_id]} · {split}", legendgroup=run_id, **markers,
                 line={"color": colors[run_id], "dash": dash, "width": 2 if split == "validation" else 1.5},
                 hovertemplate=_hover(labels[run_id], f"{split} {metric}", x),
             ), row=1, col=1)
@@ -421,6 +453,58 @@ def attention_figure(weights: np.ndarray, tokens: Sequence[str], title: str | No
     return fig
 
 
+class AttentionChange(NamedTuple):
+    """How much one head's attention moved between two maps of the same tokens."""
+
+    mean_abs: float  # mean |after - before| over all (query, key) cells
+    max_abs: float  # largest |after - before|
+
+
+def _attention_pair(before: np.ndarray, after: np.ndarray, tokens: Sequence[str] | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The two maps as float arrays, refused (ValueError) unless both are the same square [tokens, tokens]."""
+    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if before.shape != after.shape:
+        raise ValueError(f"attention maps differ in shape: before {before.shape}, after {after.shape}; the two "
+                         "models must see the same tokens to be compared cell by cell")
+    if before.ndim != 2 or before.shape[0] != before.shape[1]:
+        raise ValueError(f"an attention map must be square [tokens, tokens], got shape {before.shape}")
+    if tokens is not None and len(tokens) != before.shape[0]:
+        raise ValueError(f"{len(tokens)} tokens for attention maps of {before.shape[0]} tokens")
+    return before, after
+
+
+def attention_change(before: np.ndarray, after: np.ndarray) -> AttentionChange:
+    """The mean and largest absolute change between two attention maps of one head (same tokens)."""
+    before, after = _attention_pair(before, after)
+    delta = np.abs(after - before)
+    return AttentionChange(float(delta.mean()) if delta.size else 0.0, float(delta.max()) if delta.size else 0.0)
+
+
+def attention_difference_figure(before: np.ndarray, after: np.ndarray, tokens: Sequence[str],
+                                title: str | None = None) -> go.Figure:
+    """One head's attention after minus before (rows: query tokens, columns: key tokens) on a diverging scale
+    centred at 0: red where the second model attends more, blue where less. The range is symmetric (the largest
+    absolute change), so equal colours mean equal changes either way; hover shows before, after and the change.
+    Raises ValueError when the maps differ in shape or do not match `tokens`."""
+    before, after = _attention_pair(before, after, tokens)
+    delta = after - before
+    bound = float(max(np.abs(delta).max() if delta.size else 0.0, 1e-9))
+    names = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Heatmap(
+        z=delta, x=names, y=names, colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound,
+        customdata=np.stack([before, after], axis=-1), colorbar={"title": "Δ weight"},
+        hovertemplate=("%{y} → %{x}<br>before %{customdata[0]:.3f}<br>after %{customdata[1]:.3f}"
+                       "<br>Δ %{z:+.3f}<extra></extra>"),
+    ))
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 10})
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
+    side = 260 + 18 * len(names)
+    fig.update_layout(template=TEMPLATE, title=title, height=min(side, 720),
+                      margin={"l": 90, "r": 20, "t": 50, "b": 90})
+    return fig
+
+
 def probability_figure(probabilities: dict[str, float], title: str | None = None) -> go.Figure:
     """Class probabilities as horizontal bars, the predicted class highlighted."""
     names, values = list(probabilities), np.asarray(list(probabilities.values()), dtype=float)
@@ -470,3 +554,55 @@ def label_balance_figure(balance: dict[str, dict[str, int]], title: str | None =
     fig.update_layout(template=TEMPLATE, title=title, barmode="group", height=340,
                       margin={"l": 60, "r": 20, "t": 50 if title else 20, "b": 40}, yaxis_title="rows")
     return fig
+
+
+# --- study report figures --------------------------------------------------------------------------------------
+# For ptft_core.studies' reports: a title, both axis titles and the legend above the plot; arms take PALETTE's
+# colours in order.
+
+
+def study_layout(fig: go.Figure, title: str, x: str, y: str, height: int = 420) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, title=title, height=height, margin=dict(l=60, r=20, t=60, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), hovermode="closest")
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y)
+    return fig
+
+
+def empty_figure(title: str, message: str = "no finished runs yet") -> go.Figure:
+    return study_layout(_empty(title, message), title, "", "")
+
+
+def arm_color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def chance_line(fig: go.Figure, chance: float | None, **kw: Any) -> None:
+    """A dotted line at the majority-class rate `chance` (none when it is unknown)."""
+    if chance:
+        fig.add_hline(y=chance, line_dash="dot", line_color="gray", annotation_text=f"majority class {chance:.1%}",
+                      annotation_position="bottom right", **kw)
+
+
+def bar_figure(table: pd.DataFrame, x: str, title: str, y: str, group: str | None = None,
+               chance: float | None = None, order: Sequence[Any] | None = None) -> go.Figure:
+    """Bars of mean ± std per `x` (a colour per `group`) from a table of cells (columns mean, std, n)."""
+    done = table[table["n"] > 0]
+    if done.empty:
+        return empty_figure(title)
+    fig = go.Figure()
+    groups = [None] if group is None else list(dict.fromkeys(done[group]))
+    for i, g in enumerate(groups):
+        part = done if g is None else done[done[group] == g]
+        if order is not None:
+            part = part.set_index(x).reindex([o for o in order if o in set(part[x])]).reset_index()
+        fig.add_trace(go.Bar(
+            x=[str(v) for v in part[x]], y=part["mean"], name=str(g) if g is not None else y,
+            marker_color=arm_color(i), error_y=dict(type="data", array=part["std"].fillna(0)),
+            text=[f"{m:.1%}" for m in part["mean"]], textposition="outside",
+            customdata=part["n"], hovertemplate="%{x}: %{y:.2%} (n=%{customdata})<extra></extra>"))
+    chance_line(fig, chance)
+    fig.update_layout(barmode="group")
+    lo = max(0.0, float((done["mean"] - done["std"].fillna(0)).min()) - 0.1)
+    fig.update_yaxes(range=[min(lo, (chance or 1) - 0.05), 1.0], tickformat=".0%")
+    return study_layout(fig, title, x.replace("_", " "), y)

@@ -19,7 +19,7 @@ def series(run_id: str, values, split: str = "validation", name: str = "loss", x
 
 def lines(fig: go.Figure) -> list:
     """The traces a legend shows (not raw-under-smoothing lines, bands or markers)."""
-    return [t for t in fig.data if t.showlegend is not False and t.mode == "lines"]
+    return [t for t in fig.data if t.showlegend is not False and t.mode and "lines" in t.mode]
 
 
 # --- smoothing -------------------------------------------------------------------------------------------------
@@ -133,6 +133,39 @@ def test_many_points_switch_to_webgl():
     assert isinstance(plots.metric_figure(series("a", [1, 2])).data[0], go.Scatter)
 
 
+def test_a_one_point_series_is_drawn_as_a_visible_marker():
+    fig = plots.metric_figure(series("a", [0.7], name="accuracy"))
+    (trace,) = fig.data
+    assert "markers" in trace.mode
+    assert trace.marker.size >= 8  # a lone point is all there is to see
+    assert list(trace.y) == [0.7]
+
+
+def test_short_series_get_markers_and_long_ones_stay_lines():
+    short = plots.metric_figure(series("a", np.linspace(1, 0, 10))).data[0]
+    assert "markers" in short.mode and "lines" in short.mode
+    edge = plots.metric_figure(series("a", np.ones(plots.MARKER_POINTS))).data[0]
+    assert "markers" in edge.mode
+    long = plots.metric_figure(series("a", np.linspace(1, 0, 5_000))).data[0]
+    assert long.mode == "lines"
+
+
+def test_markers_follow_each_series_length_under_smoothing_facets_and_webgl():
+    df = pd.concat([series("a", np.linspace(1, 0, 5_000)), series("b", [2.0])])
+    smoothed = plots.metric_figure(df, smoothing=0.6)
+    modes = {(t.legendgroup, t.showlegend is False): t.mode for t in smoothed.data}
+    assert modes[("a", False)] == "lines" and modes[("a", True)] == "lines"
+    assert "markers" in modes[("b", True)]
+    faceted = plots.metric_figure(pd.concat([df, series("b", [0.5], name="accuracy")]), facet="metric")
+    assert all("markers" in t.mode for t in faceted.data if t.legendgroup == "b")
+    big = pd.concat([series(f"r{i}", np.ones(plots.WEBGL_POINTS // 4 + 1)) for i in range(4)] + [series("one", [1.0])])
+    webgl = plots.metric_figure(big)
+    assert all(isinstance(t, go.Scattergl) for t in webgl.data)
+    one = next(t for t in webgl.data if t.legendgroup == "one")
+    assert "markers" in one.mode and one.marker.size >= 8
+    assert all(t.mode == "lines" for t in webgl.data if t.legendgroup != "one")
+
+
 # --- grouped bands ---------------------------------------------------------------------------------------------
 
 
@@ -175,6 +208,28 @@ def test_grouped_figure_draws_a_band_and_a_mean_line_per_group():
     std = np.std([1, 3], ddof=1)
     np.testing.assert_allclose(band.y, [2 + std, 3 + std, 3 - std, 2 - std])  # upper edge, then lower reversed
     assert mean.name == "optim.lr=0.001 (n=2)"
+
+
+def test_grouped_view_with_one_point_per_group_shows_markers_with_error_bars():
+    df = pd.concat([series("s0", [1.0], group="0.001"), series("s1", [3.0], group="0.001"),
+                    series("s2", [5.0], group="0.01")])
+    fig = plots.metric_figure(df, group="group", group_title="optim.lr")
+    means = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in means] == ["optim.lr=0.001 (n=2)", "optim.lr=0.01 (n=1)"]
+    assert all("markers" in t.mode for t in means)
+    assert not [t for t in fig.data if t.fill == "toself"]  # a one-x band would be a zero-width polygon
+    np.testing.assert_allclose(means[0].y, [2.0])
+    assert means[0].error_y.visible is True
+    np.testing.assert_allclose(means[0].error_y.array, [np.std([1, 3], ddof=1)])
+
+
+def test_grouped_view_keeps_markers_on_short_bands_and_drops_them_on_long_ones():
+    short = pd.concat([series("s0", [1.0, 2.0, 3.0], group="g"), series("s1", [2.0, 3.0, 4.0], group="g")])
+    band, mean = plots.metric_figure(short, group="group").data
+    assert band.fill == "toself" and "markers" in mean.mode
+    long = pd.concat([series(f"s{i}", np.linspace(1, 0, 200) + i, group="g") for i in range(2)])
+    _, mean = plots.metric_figure(long, group="group").data
+    assert mean.mode == "lines"
 
 
 # --- convergence and overfitting -------------------------------------------------------------------------------
@@ -230,6 +285,15 @@ def test_overfitting_figure_has_train_validation_best_markers_and_gap_panel():
     assert fig.layout.yaxis2.title.text == "gap"
 
 
+def test_overfitting_figure_marks_short_series_and_a_single_validation_point():
+    train = series("a", np.linspace(2, 1, 500), split="train", x=np.arange(500))
+    validation = series("a", [1.4], x=[250])
+    fig = plots.overfitting_figure(train, validation, metric="loss", higher_better=False)
+    curve = {t.name: t for t in fig.data if t.name}
+    assert curve["a · train"].mode == "lines"
+    assert "markers" in curve["a · validation"].mode and curve["a · validation"].marker.size >= 8
+
+
 def test_overfitting_figure_without_validation_shows_a_message():
     fig = plots.overfitting_figure(series("a", [1.0], split="train"), series("a", []), metric="loss",
                                    higher_better=False)
@@ -252,6 +316,36 @@ def test_attention_figure_keeps_repeated_tokens_apart():
     fig = plots.attention_figure(weights, ["[CLS]", "the", "the"])
     assert list(fig.data[0].x) == ["0:[CLS]", "1:the", "2:the"]
     assert fig.layout.yaxis.autorange == "reversed"
+
+
+def test_attention_difference_figure_is_after_minus_before_centred_at_zero():
+    before = np.array([[0.5, 0.5, 0.0], [0.2, 0.6, 0.2], [1 / 3, 1 / 3, 1 / 3]])
+    after = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [1 / 3, 1 / 3, 1 / 3]])
+    fig = plots.attention_difference_figure(before, after, ["[CLS]", "the", "the"], title="Δ")
+    heat = fig.data[0]
+    np.testing.assert_allclose(heat.z, after - before)
+    assert heat.zmid == 0
+    assert heat.zmin == pytest.approx(-0.4) and heat.zmax == pytest.approx(0.4)  # symmetric: the largest |Δ|
+    assert heat.colorscale[-1][1] == "rgb(103,0,31)"  # increases are red (RdBu reversed)
+    assert list(heat.x) == ["0:[CLS]", "1:the", "2:the"] and fig.layout.yaxis.autorange == "reversed"
+    np.testing.assert_allclose(np.asarray(heat.customdata)[0, 1], [0.5, 0.1])  # before, after in the hover
+    assert "before" in heat.hovertemplate and "after" in heat.hovertemplate
+    change = plots.attention_change(before, after)
+    assert change.mean_abs == pytest.approx(np.abs(after - before).mean())
+    assert change.max_abs == pytest.approx(0.4)
+
+
+def test_attention_difference_of_identical_maps_is_zero_and_mismatches_are_refused():
+    same = np.full((2, 2), 0.5)
+    fig = plots.attention_difference_figure(same, same, ["a", "b"])
+    assert np.all(np.asarray(fig.data[0].z) == 0) and fig.data[0].zmax > 0  # a valid (tiny) range, no 0/0
+    assert plots.attention_change(same, same).mean_abs == 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        plots.attention_difference_figure(np.zeros((3, 3)), np.zeros((4, 4)), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="3 tokens"):
+        plots.attention_difference_figure(np.zeros((2, 2)), np.zeros((2, 2)), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="square"):
+        plots.attention_change(np.zeros((2, 3)), np.zeros((2, 3)))
 
 
 def test_probability_figure_highlights_the_predicted_class():
