@@ -62,7 +62,9 @@ row = st.columns(5)
 fields["epochs"] = row[0].number_input("Epochs", min_value=0, value=DEFAULTS.epochs)
 fields["max_steps"] = row[1].number_input("Max steps (0: all epochs)", min_value=0, value=DEFAULTS.max_steps,
                                           step=50)
-fields["eval_every"] = row[2].number_input("Evaluate every (steps)", min_value=0, value=DEFAULTS.eval_every, step=10)
+fields["eval_every"] = row[2].number_input(
+    "Evaluate every (steps)", min_value=0, value=DEFAULTS.eval_every, step=10,
+    help=f"0: {DEFAULTS.eval_count} evaluations spread evenly over the task, plus one before the first step")
 fields["log_every"] = row[3].number_input("Log every (steps)", min_value=0, value=DEFAULTS.log_every, step=5)
 fields["early_stopping_patience"] = row[4].number_input("Early-stop patience (0: off)", min_value=0,
                                                         value=DEFAULTS.early_stopping_patience)

@@ -42,7 +42,9 @@ st.subheader("Training")
 row = st.columns(4)
 fields["max_steps"] = row[0].number_input("Steps", min_value=0, value=DEFAULTS.max_steps, step=100)
 fields["batch_size"] = row[1].number_input("Batch size", min_value=0, value=DEFAULTS.batch_size, step=8)
-fields["eval_every"] = row[2].number_input("Evaluate every (steps)", min_value=0, value=DEFAULTS.eval_every, step=10)
+fields["eval_every"] = row[2].number_input(
+    "Evaluate every (steps)", min_value=0, value=DEFAULTS.eval_every, step=10,
+    help=f"0: {DEFAULTS.eval_count} evaluations spread evenly over the run, plus one before the first step")
 fields["log_every"] = row[3].number_input("Log every (steps)", min_value=0, value=DEFAULTS.log_every, step=5)
 optim = ui.optim_inputs(DEFAULTS.optim, "pretrain")
 run_fields, seeds = ui.run_inputs("pretrain")

@@ -80,11 +80,15 @@ class PretrainConfig:
     vocab_size: int = 8000
     block_size: int = 128
     mask_prob: float = 0.15
+    # Train the MLM head only, the encoder fixed: gives a checkpoint that ships without a head (MiniLM) a reader,
+    # so its general-text MLM loss can be probed during fine-tuning without the encoder having changed.
+    freeze_encoder: bool = False
     batch_size: int = 32
     max_steps: int = 300
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_ratio=0.05))
     log_every: int = 10
-    eval_every: int = 100
+    eval_every: int = 0  # steps between evaluations; 0: `eval_count` evaluations spread evenly over the run
+    eval_count: int = 10  # evaluations per run when eval_every is 0 (besides the one before the first step)
     eval_blocks: int = 64  # validation blocks scored at each evaluation
     checkpoint_steps: list[int] = field(default_factory=list)  # extra checkpoints; the last step is always saved
     seed: int = 0
@@ -102,7 +106,9 @@ class PretrainConfig:
         _require(0 < self.mask_prob < 1, f"mask_prob must be in (0, 1), got {self.mask_prob}")
         _require(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
         _require(self.max_steps > 0, f"max_steps must be > 0, got {self.max_steps}")
-        _require(self.log_every > 0 and self.eval_every > 0, "log_every and eval_every must be > 0")
+        _require(self.log_every > 0, f"log_every must be > 0, got {self.log_every}")
+        _require(self.eval_every >= 0, f"eval_every must be >= 0 (0: eval_count evaluations), got {self.eval_every}")
+        _require(self.eval_count > 0, f"eval_count must be > 0, got {self.eval_count}")
         _require(self.eval_blocks > 0, f"eval_blocks must be > 0, got {self.eval_blocks}")
         bad = [s for s in self.checkpoint_steps if not 0 < s <= self.max_steps]
         _require(not bad, f"checkpoint_steps must lie in (0, max_steps={self.max_steps}], got {bad}")
@@ -136,7 +142,10 @@ class FinetuneConfig:
     layer_decay: float = 0.8  # discriminative: lr of layer l = lr * layer_decay ** (depth from the top)
     optim: OptimConfig = field(default_factory=OptimConfig)
     dropout: float | None = None  # None keeps the checkpoint's dropout
-    eval_every: int = 50
+    # Every run evaluates once before its first step (step 0), then on this schedule, per task.
+    eval_every: int = 0  # steps between evaluations (and at each epoch end); 0: `eval_count` spread evenly
+    eval_count: int = 10  # evaluations per task when eval_every is 0
+    eval_val_samples: int = 0  # validation examples scored at each evaluation (a fixed stratified sample); 0: all
     log_every: int = 10
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 disables
     early_stopping_metric: Literal["accuracy", "f1", "loss"] = "accuracy"
@@ -171,7 +180,10 @@ class FinetuneConfig:
         _require(self.unfreeze_every_steps >= 0, "unfreeze_every_steps must be >= 0")
         _require(0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1], got {self.layer_decay}")
         _require(self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        _require(self.eval_every > 0 and self.log_every > 0, "eval_every and log_every must be > 0")
+        _require(self.log_every > 0, f"log_every must be > 0, got {self.log_every}")
+        _require(self.eval_every >= 0, f"eval_every must be >= 0 (0: eval_count evaluations), got {self.eval_every}")
+        _require(self.eval_count > 0, f"eval_count must be > 0, got {self.eval_count}")
+        _require(self.eval_val_samples >= 0, f"eval_val_samples must be >= 0 (0: all), got {self.eval_val_samples}")
         _require(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
         _require(self.eval_train_samples >= 0, "eval_train_samples must be >= 0")
         _require(self.probe_size > 1, f"probe_size must be > 1, got {self.probe_size}")

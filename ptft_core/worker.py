@@ -34,9 +34,12 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from ptft_core.config import config_from_dict
 from ptft_core.journal import JOURNAL_NAME, JournalWriter
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     journal.event("status", status="running", pid=os.getpid(), device=device or "auto", attempt=attempt,
                   resume=args.resume)
     status, code = "failed", 1
+    from_step = 0
     try:
         config = config_from_dict(run["config"])
         if args.resume:
@@ -137,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             journal.event("resume", from_step=from_step, attempt=attempt)
         trainer = resolve_trainer(config.kind)
         _set_threads()
+        # Process start to here: the interpreter, torch and transformers imports (a study pays it per run).
+        journal.metric(from_step, "startup_s",
+                       round(time.time() - psutil.Process().create_time(), 3), "time", 0.0)
         kwargs = {"should_stop": stop.is_set, "resume": args.resume}
         if "device" in inspect.signature(trainer).parameters:
             kwargs["device"] = device

@@ -22,7 +22,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ptft_core import ui
-from ptft_core.config import FinetuneConfig, OptimConfig, PretrainConfig, config_to_dict
+from ptft_core.config import FinetuneConfig, OptimConfig, PretrainConfig, config_from_dict, config_to_dict
+from ptft_core.journal import MemoryLogger
 from ptft_core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -293,6 +294,28 @@ def test_finetune_refuses_a_zero_label_fraction_and_bad_seeds(lab):
     assert ui.engine_for(str(lab)).store.list_runs().empty
 
 
+@pytest.mark.slow
+def test_finetune_form_defaults_draw_a_readable_accuracy_curve(lab, tmp_path):
+    """The form's defaults on movies at 10 % labels and 1 epoch (27 steps) evaluate before the first step and
+    about ten times after: at least 8 validation points. Trained for real, with the tiny preset standing in for
+    MiniLM (the schedule depends on the step count only)."""
+    from ptft_core.training import run_finetune
+
+    at = open_page("finetune")
+    labelled(at.number_input, "Label fraction").set_value(0.1)
+    labelled(at.number_input, "Epochs").set_value(1)
+    button(at, "Launch").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    config = json.loads(ui.engine_for(str(lab)).store.list_runs().iloc[0]["config"])
+    assert (config["dataset"], config["label_fraction"], config["epochs"]) == ("movies", 0.1, 1)
+    logger = MemoryLogger()
+    assert run_finetune(config_from_dict({**config, "base": "tiny"}), tmp_path, logger) == "completed"
+    steps = [e["step"] for e in logger.events
+             if e["type"] == "metric" and e["split"] == "validation" and e["name"] == "accuracy"]
+    assert len(steps) >= 8 and steps[0] == 0 and steps == sorted(set(steps)), steps
+    assert steps[-1] == max(e["step"] for e in logger.events if e["type"] == "metric")
+
+
 def test_finetune_launches_from_an_earlier_run_with_lineage_and_a_second_task(lab_with_runs):
     at = open_page("finetune")
     at.radio(key="finetune-base-source").set_value(ui.SOURCE_RUN).run()
@@ -401,7 +424,9 @@ def test_inspect_opens_a_real_fine_tuned_run(lab, monkeypatch):
     assert engine.wait([run_id], timeout=300)[run_id] == "completed", ui.log_tail(run_id)
     at = open_page("inspect")
     assert not at.exception and not at.error, texts(at.error)
-    assert chart_count(at) == 2  # base and fine-tuned attention, side by side
+    assert chart_count(at) == 3  # base and fine-tuned attention side by side, then their difference
+    assert "Mean |Δ|" in texts(at.caption)  # the same tokenizer: the difference map, not the mismatch message
+    assert "tokenizers split this sentence differently" not in texts(at.info)
     at = open_page("inspect", {"tab": "Test errors"})
     assert not at.exception and not at.error, texts(at.error)
     assert chart_count(at) == 1 and "Test accuracy" in {m.label for m in at.metric}

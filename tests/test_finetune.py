@@ -12,7 +12,7 @@ from ptft_core import paths
 from ptft_core.config import FinetuneConfig, OptimConfig, load_config
 from ptft_core.journal import MemoryLogger
 from ptft_core.training import run_finetune, run_pretrain
-from ptft_core.training.common import build_scheduler, length_grouped_batches, pad_batch
+from ptft_core.training.common import build_scheduler, eval_steps, length_grouped_batches, pad_batch
 from ptft_core.training.finetune import stratified_subset
 
 
@@ -67,7 +67,7 @@ def test_stratified_subset_keeps_class_shares():
 @pytest.mark.slow
 def test_tiny_finetune_logs_evaluates_and_keeps_the_best(home, tmp_path):
     logger = MemoryLogger()
-    # 149 examples: 10 steps an epoch; evaluations every 4 steps and at each epoch's end (steps 10 and 20).
+    # 149 examples: 10 steps an epoch; evaluations before the first step, every 4 steps and at each epoch's end.
     config = tiny_finetune(epochs=2, max_steps=0, label_fraction=0.05, eval_every=4)
     assert run_finetune(config, tmp_path, logger) == "completed"
 
@@ -77,14 +77,14 @@ def test_tiny_finetune_logs_evaluates_and_keeps_the_best(home, tmp_path):
                                "eval_loss")} | {
         (s, n) for s in ("validation", "test") for n in ("loss", "accuracy", "precision", "recall", "f1", "ece")} | {
         ("forgetting", "cka_similarity")}
-    eval_steps = [4, 8, 10, 12, 16, 20]
+    eval_steps = [0, 4, 8, 10, 12, 16, 20]
     assert [e["step"] for e in metrics if e["split"] == "validation" and e["name"] == "accuracy"] == eval_steps
     assert logger.values("cka_similarity", "forgetting")[0] > 0.5
     assert [e["step"] for e in logger.events if e["type"] == "progress"][-1] == 20
 
     # The test metrics come from the best validation checkpoint, which is what final holds.
     accuracy = logger.values("accuracy", "validation")
-    best_step = eval_steps[int(np.argmax(accuracy))]
+    best_step = eval_steps[1 + int(np.argmax(accuracy[1:]))]  # step 0 is a reference, never the best
     saves = [(e["step"], e["path"].rsplit("/", 1)[-1]) for e in logger.events if e["type"] == "checkpoint"]
     assert saves == [(10, "step-10"), (best_step, "final")]  # an epoch-end resume point; final = the best
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["final"]  # resume points removed
@@ -97,12 +97,13 @@ def test_tiny_finetune_logs_evaluates_and_keeps_the_best(home, tmp_path):
 @pytest.mark.slow
 def test_early_stopping_stops_after_patience(home, tmp_path):
     logger = MemoryLogger()
-    # An lr this small cannot change the predictions: no evaluation improves on the first one.
+    # An lr this small cannot change the predictions: no evaluation improves on the first one after a step (the
+    # one before any step is a reference, not a candidate), so steps 4 and 6 are the two without improvement.
     config = tiny_finetune(max_steps=10, eval_every=2, eval_train_samples=0, probe_drift=False,
                            early_stopping_patience=2, early_stopping_metric="accuracy", optim=OptimConfig(lr=1e-12))
     assert run_finetune(config, tmp_path, logger) == "completed"
     assert [e for e in logger.events if e["type"] == "early_stop"] == [
-        {"type": "early_stop", "step": 6, "best": logger.values("accuracy", "validation")[0]}]
+        {"type": "early_stop", "step": 6, "best": logger.values("accuracy", "validation")[1]}]
     assert max(e["step"] for e in logger.events if e["type"] == "metric" and e["split"] == "train") == 6
     assert len(logger.values("accuracy", "test")) == 1
 
@@ -139,7 +140,7 @@ def test_end_to_end_pretrain_then_finetune_from_the_run(home):
     logger = MemoryLogger()
     finetune = tiny_finetune(base="run:pre", dataset="movies", label_fraction=0.02, max_steps=0)
     assert run_finetune(finetune, paths.run_dir("ft"), logger) == "completed"
-    assert len(logger.values("general_mlm_loss", "forgetting")) == 1  # the pretrain run's MLM head came along
+    assert len(logger.values("general_mlm_loss", "forgetting")) == 2  # the pretrain run's MLM head came along
     assert 0 <= logger.values("accuracy", "test")[0] <= 1
     assert (paths.run_dir("ft") / "checkpoints" / "final" / "mlm_head.safetensors").is_file()
 
@@ -160,3 +161,14 @@ def test_example_configs_are_valid():
     assert len(files) >= 9
     kinds = {load_config(f).kind for f in files}
     assert kinds == {"pretrain", "finetune"}
+
+
+def test_eval_schedule_by_count_or_interval():
+    # By count (eval_every 0): ten evaluations spread evenly, the last step always one of them.
+    assert sorted(eval_steps(27, 0, 10)) == [3, 5, 8, 11, 14, 16, 19, 22, 24, 27]
+    assert sorted(eval_steps(2000, 0, 10)) == list(range(200, 2001, 200))
+    assert sorted(eval_steps(3, 0, 10)) == [1, 2, 3]  # fewer steps than evaluations: one after each step
+    # An explicit interval wins, with the epoch ends and the last step added.
+    assert sorted(eval_steps(25, 4, 10, steps_per_epoch=10)) == [4, 8, 10, 12, 16, 20, 24, 25]
+    assert sorted(eval_steps(6, 1000, 10)) == [6]
+    assert eval_steps(0, 0, 10) == frozenset()

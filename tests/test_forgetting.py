@@ -10,7 +10,7 @@ from ptft_core.journal import MemoryLogger
 from ptft_core.models import load_classifier
 from ptft_core.training import run_finetune, run_pretrain
 from ptft_core.training.checkpoint import load_weights
-from ptft_core.training.common import seed_everything
+from ptft_core.training.common import PhaseClock, seed_everything
 from ptft_core.training.finetune import Progress, fit_task, setup
 from ptft_core.training.forgetting import linear_cka, replay_sizes
 
@@ -39,7 +39,7 @@ def test_replay_sizes():
 def test_replay_mixes_the_asked_share_of_each_batch(home, tmp_path):
     config = tiny_finetune(then_dataset="tweets", replay_fraction=0.25, max_steps=3)
     logger = MemoryLogger()
-    run = setup(config, tmp_path, logger, torch.device("cpu"), lambda: False)
+    run = setup(config, tmp_path, logger, torch.device("cpu"), lambda: False, PhaseClock())
     seen = {0: [], 1: []}  # examples per training forward pass, by task model
     for index, task in enumerate(run.tasks):
         task.model.register_forward_pre_hook(
@@ -59,10 +59,15 @@ def test_sequential_run_measures_the_first_task_all_along(home, tmp_path):
     config = tiny_finetune(then_dataset="tweets", max_steps=4, eval_every=2)
     assert run_finetune(config, tmp_path, logger) == "completed"
     prev = [e for e in logger.events if e["type"] == "metric" and e["name"] == "prev_task_accuracy"]
-    assert [e["step"] for e in prev] == [6, 8]  # every evaluation of the second task (steps 5-8)
+    # Every evaluation of the second task (steps 5-8), from its start: the first task's best weights at step 4.
+    assert [e["step"] for e in prev] == [4, 6, 8]
     assert all(e["split"] == "forgetting" for e in prev)
-    assert len(logger.values("prev_task_loss", "forgetting")) == 2
-    assert len(logger.values("cka_similarity", "forgetting")) == 4
+    assert len(logger.values("prev_task_loss", "forgetting")) == 3
+    assert [e["step"] for e in logger.events if e["type"] == "metric" and e["name"] == "cka_similarity"] == [
+        0, 2, 4, 4, 6, 8]  # each task's start and its evaluations
+    validation = [e["step"] for e in logger.events if e["type"] == "metric" and e["split"] == "validation"
+                  and e["name"] == "accuracy"]
+    assert validation == [0, 2, 4, 6, 8]  # the second task's untrained head is not scored at its start
     assert len(logger.values("accuracy", "test")) == 1
     epochs = [e["epoch"] for e in logger.events if e["type"] == "metric" and e["name"] == "loss"
               and e["split"] == "train"]
@@ -102,6 +107,6 @@ def test_mlm_probe_and_mlm_replay_with_a_pretrained_base(home, tmp_path):
     config = tiny_finetune(base=base, replay_fraction=0.25, replay_source="mlm", eval_every=3)
     assert run_finetune(config, tmp_path / "ft", logger) == "completed"
     mlm = logger.values("general_mlm_loss", "forgetting")
-    assert len(mlm) == 2 and all(0 < v < 20 for v in mlm)
+    assert len(mlm) == 3 and all(0 < v < 20 for v in mlm)  # steps 0, 3 and 6
     assert not [e for e in logger.events if e["type"] == "note"]
     assert (tmp_path / "ft" / "checkpoints" / "final" / "mlm_head.safetensors").is_file()

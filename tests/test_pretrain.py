@@ -51,7 +51,8 @@ def test_tiny_pretrain_logs_and_saves_a_loadable_checkpoint(home, tmp_path):
 
     for name in ("loss", "lr", "grad_norm", "tokens_per_s"):
         assert len(logger.values(name, "train")) == 6, name
-    assert len(logger.values("loss", "validation")) == 2  # steps 3 and 6
+    assert [e["step"] for e in logger.events if e["type"] == "metric" and e["split"] == "validation"
+            and e["name"] == "loss"] == [0, 3, 6]  # before the first step, then every eval_every
     assert logger.values("perplexity", "validation")[-1] == pytest.approx(
         torch.tensor(logger.values("loss", "validation")[-1]).exp().item(), rel=1e-5)
     progress = [e for e in logger.events if e["type"] == "progress"]
@@ -59,7 +60,7 @@ def test_tiny_pretrain_logs_and_saves_a_loadable_checkpoint(home, tmp_path):
     checkpoints = [e for e in logger.events if e["type"] == "checkpoint"]
     assert [(e["step"], e["path"].split("/")[-1]) for e in checkpoints] == [(3, "step-3"), (6, "final")]
     tokens = [e["tokens_seen"] for e in logger.events if e["type"] == "metric" and e["name"] == "loss"]
-    assert tokens[:2] == [8 * 32, 2 * 8 * 32]
+    assert tokens[:3] == [0, 8 * 32, 2 * 8 * 32]  # validation before any step, then the first two train logs
 
     final = tmp_path / "run" / "checkpoints" / "final"
     assert {"config.json", "model.safetensors", "tokenizer.json", "ptft_config.json", "training_state.pt",

@@ -18,7 +18,7 @@ def tiny_pretrain(**overrides) -> PretrainConfig:
 
 def tiny_finetune(**overrides) -> FinetuneConfig:
     """A randomly initialised tiny BERT (bert-base vocabulary) on 10% of amazon, short texts, news probes;
-    one evaluation, at the end."""
+    evaluations before the first step and at the end."""
     fields = dict(base="tiny", dataset="amazon", label_fraction=0.1, max_length=32, batch_size=16, epochs=1,
                   max_steps=6, eval_every=1000, log_every=1, eval_train_samples=32, probe_corpus="news",
                   probe_size=16, optim=OptimConfig(lr=1e-3, warmup_ratio=0.0))

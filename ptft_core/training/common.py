@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -181,3 +183,55 @@ def log_metrics(logger: MetricLogger, step: int, metrics: dict[str, float], spli
                 tokens_seen: int | None = None) -> None:
     for name, value in metrics.items():
         logger.metric(step, name, value, split, epoch, tokens_seen)
+
+
+# --- evaluation schedule and time accounting -----------------------------------------------------------------
+
+
+def eval_steps(total_steps: int, every: int, count: int, steps_per_epoch: int = 0) -> frozenset[int]:
+    """The steps (1..total_steps, counted within one task) after which a run evaluates; the last is always one.
+
+    `every` > 0: every `every` steps and at each epoch end (`steps_per_epoch`). `every` == 0: `count`
+    evaluations spread evenly, so a 27-step run and a 2,000-step run both draw readable curves. The evaluation
+    before the first step (step 0) is the loops' own, outside this schedule.
+    """
+    if total_steps <= 0:
+        return frozenset()
+    if every:
+        steps = set(range(every, total_steps + 1, every))
+        if steps_per_epoch:
+            steps |= set(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
+    else:
+        steps = {max(1, round(i * total_steps / count)) for i in range(1, count + 1)}
+    return frozenset(steps | {total_steps})
+
+
+class PhaseClock:
+    """Seconds a run spends per phase (load, data, train, evaluate, probes, checkpoint, test), so a study can
+    say where its minutes go. Phases nest: time counts for the innermost one only (an evaluation inside the
+    training loop is evaluation, not training)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._stack: list[str] = []
+        self._mark = time.perf_counter()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._switch()
+        self._stack.append(name)
+        try:
+            yield
+        finally:
+            self._switch()
+            self._stack.pop()
+
+    def _switch(self) -> None:
+        now = time.perf_counter()
+        if self._stack:
+            self.seconds[self._stack[-1]] += now - self._mark
+        self._mark = now
+
+    def log(self, logger: MetricLogger, step: int, epoch: float) -> None:
+        """One metric per phase under split "time" (`<phase>_s`), logged once when the run ends."""
+        log_metrics(logger, step, {f"{name}_s": round(s, 3) for name, s in self.seconds.items()}, "time", epoch)

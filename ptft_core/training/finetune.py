@@ -13,6 +13,7 @@ test metrics with the best checkpoint, which becomes `checkpoints/final`.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,10 +45,12 @@ from ptft_core.training.checkpoint import (
     save_checkpoint,
 )
 from ptft_core.training.common import (
+    PhaseClock,
     TrainMeter,
     build_optimizer,
     build_scheduler,
     decay_groups,
+    eval_steps,
     generator,
     length_grouped_batches,
     log_metrics,
@@ -70,6 +73,9 @@ from ptft_core.training.forgetting import (
 from ptft_core.training.strategies import apply_strategy, head_parameters, strategy_param_groups, unfreeze_stage
 
 EVAL_BATCH = 64
+# A resume point (weights + optimizer state) costs a second or more for MiniLM: epoch ends leave one, but at most
+# one a minute after the first (an 85-example arm has an epoch every 6 steps).
+RESUME_POINT_EVERY_S = 60.0
 
 
 @dataclass
@@ -98,6 +104,13 @@ def tokenize_split(tokenizer, dataset: str, split: str, max_length: int) -> Exam
     return Examples(ids, frame["label"].to_numpy(dtype=np.int64))
 
 
+def fixed_sample(examples: Examples, size: int, seed: int) -> Examples:
+    """A fixed, stratified sample of `size` examples (all of them when `size` is 0 or not smaller)."""
+    if not size or size >= len(examples):
+        return examples
+    return examples.subset(stratified_subset(examples.labels, size / len(examples), seed))
+
+
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """`fraction` of each class (at least one example of each), drawn with `seed`."""
     rng = np.random.default_rng(seed)
@@ -118,6 +131,7 @@ class Task:
     n_replay: int
     steps_per_epoch: int
     total_steps: int
+    eval_at: frozenset[int]  # task steps after which it evaluates (and once before its first step)
 
 
 @dataclass
@@ -148,6 +162,7 @@ class Run:
     mlm_replay: MLMReplay | None
     anchor: dict[str, torch.Tensor] | None  # L2-SP's starting weights
     should_stop: Callable[[], bool]
+    clock: PhaseClock
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -167,21 +182,25 @@ def build_task(config: FinetuneConfig, index: int, dataset: str, model: PreTrain
     steps_per_epoch = math.ceil(len(train) / batch_size)
     epochs = config.epochs if index == 0 else config.then_epochs
     total = epochs * steps_per_epoch if not config.max_steps else min(config.max_steps, epochs * steps_per_epoch)
-    return Task(dataset, model, train, train.subset(np.sort(sample)),
-                tokenize_split(tokenizer, dataset, "validation", config.max_length),
-                epochs, batch_size, n_replay, steps_per_epoch, total)
+    validation = fixed_sample(tokenize_split(tokenizer, dataset, "validation", config.max_length),
+                              config.eval_val_samples, config.seed)
+    return Task(dataset, model, train, train.subset(np.sort(sample)), validation, epochs, batch_size, n_replay,
+                steps_per_epoch, total, eval_steps(total, config.eval_every, config.eval_count, steps_per_epoch))
 
 
 def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: torch.device,
-          should_stop: Callable[[], bool]) -> Run:
+          should_stop: Callable[[], bool], clock: PhaseClock) -> Run:
     if config.replay_fraction and config.replay_source == "task" and config.then_dataset is None:
         raise ConfigError("replay_source: 'task' replays the first task into the second; set then_dataset")
-    model, tokenizer = load_classifier(config.base, label_names(config.dataset), config.scratch, config.dropout)
-    model.to(device)
-    tasks = [build_task(config, 0, config.dataset, model, tokenizer)]
-    if config.then_dataset is not None:
-        second = classifier_sharing_encoder(model, label_names(config.then_dataset))
-        tasks.append(build_task(config, 1, config.then_dataset, second, tokenizer))
+    with clock.phase("load"):
+        model, tokenizer = load_classifier(config.base, label_names(config.dataset), config.scratch, config.dropout)
+        model.to(device)
+        second = (classifier_sharing_encoder(model, label_names(config.then_dataset))
+                  if config.then_dataset is not None else None)
+    with clock.phase("data"):
+        tasks = [build_task(config, 0, config.dataset, model, tokenizer)]
+        if second is not None:
+            tasks.append(build_task(config, 1, config.then_dataset, second, tokenizer))
 
     encoder = model.base_model
     mlm_head = None
@@ -196,10 +215,11 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
                               f"{config.base!r} has none")
         mlm_replay = MLMReplay(config, tokenizer, MLMModel(encoder, mlm_head))
     # Both are taken from the starting encoder, before any step.
-    probes = build_probes(config, encoder, tokenizer, mlm_head, device, logger)
+    with clock.phase("probes"):
+        probes = build_probes(config, encoder, tokenizer, mlm_head, device, logger)
     anchor = l2sp_anchor(encoder) if config.l2sp else None
     return Run(config, Path(run_dir), logger, device, tokenizer, tasks, probes, mlm_head, mlm_replay, anchor,
-               should_stop)
+               should_stop, clock)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
@@ -221,27 +241,39 @@ def classify(model: PreTrainedModel, examples: Examples, pad_id: int, device: to
 
 
 def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
-    """Log validation, train-sample and forgetting metrics; keep the best checkpoint; True: stop early."""
-    config, step, pad_id = run.config, progress.step, run.tokenizer.pad_token_id
-    validation = classify(task.model, task.validation, pad_id, run.device)
-    log_metrics(run.logger, step, validation, "validation", epoch)
-    if len(task.train_sample):
-        sample = classify(task.model, task.train_sample, pad_id, run.device)
-        # The train split's "loss" is the running training loss; the sample's (no dropout) is named apart.
-        sample["eval_loss"] = sample.pop("loss")
-        log_metrics(run.logger, step, sample, "train", epoch)
-    forgetting = measure_probes(run.probes, run.encoder, run.device)
-    if progress.task > 0:
-        first = classify(run.tasks[0].model, run.tasks[0].validation, pad_id, run.device)
-        forgetting |= {"prev_task_accuracy": first["accuracy"], "prev_task_loss": first["loss"]}
-    log_metrics(run.logger, step, forgetting, "forgetting", epoch)
+    """Log validation, train-sample and forgetting metrics; keep the best checkpoint; True: stop early.
 
+    The evaluation before a task's first step is the starting point of its curves, not a candidate for the
+    best checkpoint (that would hand back the untrained model). At the start of a later task (its head
+    untrained) only the forgetting metrics are logged: the earlier task's accuracy with its best weights."""
+    config, step, pad_id = run.config, progress.step, run.tokenizer.pad_token_id
+    task_start = step == progress.task_start
+    with run.clock.phase("probes"):
+        forgetting = measure_probes(run.probes, run.encoder, run.device)
+    with run.clock.phase("evaluate"):
+        if progress.task > 0:
+            first = classify(run.tasks[0].model, run.tasks[0].validation, pad_id, run.device)
+            forgetting |= {"prev_task_accuracy": first["accuracy"], "prev_task_loss": first["loss"]}
+        log_metrics(run.logger, step, forgetting, "forgetting", epoch)
+        if task_start and progress.task > 0:
+            return False
+        validation = classify(task.model, task.validation, pad_id, run.device)
+        log_metrics(run.logger, step, validation, "validation", epoch)
+        if len(task.train_sample):
+            sample = classify(task.model, task.train_sample, pad_id, run.device)
+            # The train split's "loss" is the running training loss; the sample's (no dropout) is named apart.
+            sample["eval_loss"] = sample.pop("loss")
+            log_metrics(run.logger, step, sample, "train", epoch)
+
+    if task_start:
+        return False
     value = validation[config.early_stopping_metric]
     lower_is_better = config.early_stopping_metric == "loss"
     if progress.best is None or (value < progress.best if lower_is_better else value > progress.best):
         progress.best, progress.best_step, progress.bad_evals = value, step, 0
-        save_checkpoint(run.run_dir, "best", step, task.model, run.tokenizer, config, run.logger,
-                        mlm_head=run.mlm_head, announce=False)
+        with run.clock.phase("checkpoint"):
+            save_checkpoint(run.run_dir, "best", step, task.model, run.tokenizer, config, run.logger,
+                            mlm_head=run.mlm_head, announce=False)
         return False
     progress.bad_evals += 1
     return 0 < config.early_stopping_patience <= progress.bad_evals
@@ -268,14 +300,19 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
         replay_rng.set_state(restored["replay_rng"])
         restore_rng_state(restored["rng"])
 
+    saved_at = -math.inf  # the first epoch end always leaves a resume point
+
     def save_resume_point() -> None:
+        nonlocal saved_at
         state = {"progress": asdict(progress), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "replay_rng": replay_rng.get_state(), "rng": rng_state(),
                  "heads": [{name: p.detach() for name, p in head_parameters(t.model)}
                            for t in run.tasks[:progress.task]]}
-        save_checkpoint(run.run_dir, f"step-{progress.step}", progress.step, task.model, run.tokenizer, config,
-                        logger, state, run.mlm_head)
-        prune_step_checkpoints(run.run_dir, keep=1)  # only the newest is a resume point worth its disk space
+        with run.clock.phase("checkpoint"):
+            save_checkpoint(run.run_dir, f"step-{progress.step}", progress.step, task.model, run.tokenizer,
+                            config, logger, state, run.mlm_head)
+            prune_step_checkpoints(run.run_dir, keep=1)  # only the newest is a resume point worth its disk space
+        saved_at = time.monotonic()
 
     pad_id = run.tokenizer.pad_token_id
     lengths = [len(ids) for ids in task.train.ids]
@@ -285,6 +322,9 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
     stage, trainable, order_epoch, order = None, None, -1, []
     task_step = progress.step - progress.task_start
     epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
+    if task_step == 0 and restored is None:  # the starting point of every curve: step 0 of each task
+        evaluate(run, progress, task, epoch_float)
+        meter.restart_clock()
     while task_step < task.total_steps:
         epoch, index = divmod(task_step, task.steps_per_epoch)
         if epoch != order_epoch:  # a function of (seed, task, epoch): resuming replays the same order
@@ -321,7 +361,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
             log_metrics(logger, progress.step, {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}, "train",
                         epoch_float)
             logger.event("progress", step=progress.step, total_steps=total_steps)
-        if progress.step % config.eval_every == 0 or epoch_end:
+        if task_step in task.eval_at:
             stop_early = evaluate(run, progress, task, epoch_float)
             meter.restart_clock()
             if stop_early:
@@ -329,7 +369,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
                 break
         if done:
             break
-        if epoch_end:
+        if epoch_end and time.monotonic() - saved_at >= RESUME_POINT_EVERY_S:
             save_resume_point()
             meter.restart_clock()
         if run.should_stop():
@@ -353,7 +393,8 @@ def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
     """
     device = pick_device(device or config.device)
     seed_everything(config.seed)
-    run = setup(config, run_dir, logger, device, should_stop)
+    clock = PhaseClock()
+    run = setup(config, run_dir, logger, device, should_stop, clock)
     progress, restored = Progress(), None
     checkpoint = latest_checkpoint(run.run_dir) if resume else None
     if checkpoint is not None:
@@ -364,14 +405,18 @@ def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
             task.model.load_state_dict(head, strict=False)
 
     while progress.task < len(run.tasks):
-        if fit_task(run, progress, restored) == "cancelled":
-            return "cancelled"
+        with clock.phase("train"):
+            if fit_task(run, progress, restored) == "cancelled":
+                return "cancelled"
         restored = None
 
     last = run.tasks[-1]  # its best weights are loaded
-    test = classify(last.model, tokenize_split(run.tokenizer, last.dataset, "test", config.max_length),
-                    run.tokenizer.pad_token_id, device)
+    with clock.phase("test"):
+        test = classify(last.model, tokenize_split(run.tokenizer, last.dataset, "test", config.max_length),
+                        run.tokenizer.pad_token_id, device)
     log_metrics(logger, progress.step, test, "test", progress.epoch_offset)
-    promote_checkpoint(run.run_dir, "best", "final", progress.best_step, logger)
-    prune_step_checkpoints(run.run_dir, keep=0)  # resume points only; a finished run needs none
+    with clock.phase("checkpoint"):
+        promote_checkpoint(run.run_dir, "best", "final", progress.best_step, logger)
+        prune_step_checkpoints(run.run_dir, keep=0)  # resume points only; a finished run needs none
+    clock.log(logger, progress.step, progress.epoch_offset)
     return "completed"

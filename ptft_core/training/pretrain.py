@@ -15,10 +15,12 @@ from ptft_core.journal import MetricLogger
 from ptft_core.models import MLMModel, autocast, load_mlm, pick_device, scratch_mlm, train_wordpiece
 from ptft_core.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from ptft_core.training.common import (
+    PhaseClock,
     TrainMeter,
     build_optimizer,
     build_scheduler,
     decay_groups,
+    eval_steps,
     generator,
     log_metrics,
     optimizer_step,
@@ -57,13 +59,18 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     device = pick_device(device or config.device)
     seed_everything(config.seed)
     checkpoint = latest_checkpoint(run_dir) if resume else None
+    clock = PhaseClock()
 
     # --- data and model
-    train_texts = load_texts(config.corpus, "train")
-    model, tokenizer = build_model(config, checkpoint, train_texts)
-    model.to(device).train()
-    train_blocks = build_blocks(config, tokenizer, train_texts)
-    val_blocks = build_blocks(config, tokenizer, load_texts(config.corpus, "validation"))[:config.eval_blocks]
+    with clock.phase("load"):
+        train_texts = load_texts(config.corpus, "train")
+        model, tokenizer = build_model(config, checkpoint, train_texts)
+        model.to(device).train()
+    if config.freeze_encoder:  # only the head learns: a fixed encoder gets a reader (dropout off: fixed features)
+        model.encoder.requires_grad_(False).eval()
+    with clock.phase("data"):
+        train_blocks = build_blocks(config, tokenizer, train_texts)
+        val_blocks = build_blocks(config, tokenizer, load_texts(config.corpus, "validation"))[:config.eval_blocks]
     batches_per_epoch = len(train_blocks) // config.batch_size
     if batches_per_epoch == 0 or len(val_blocks) == 0:
         raise ConfigError(f"corpus {config.corpus} is too small for block_size={config.block_size}, "
@@ -74,8 +81,8 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
                                  tokenizer, config.mask_prob, EVAL_MASK_SEED)
 
     # --- optimization
-    optimizer = build_optimizer(decay_groups(model.named_parameters(), config.optim.weight_decay, config.optim.lr),
-                                config.optim)
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(decay_groups(trainable, config.optim.weight_decay, config.optim.lr), config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.max_steps)
     masking = generator(config.seed)  # its own stream, so dropout draws do not shift which tokens get masked
     step = 0
@@ -90,44 +97,56 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     def save(name: str) -> None:
         state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "masking": masking.get_state(), "rng": rng_state()}
-        save_checkpoint(run_dir, name, step, model.encoder, tokenizer, config, logger, state, model.head)
+        with clock.phase("checkpoint"):
+            save_checkpoint(run_dir, name, step, model.encoder, tokenizer, config, logger, state, model.head)
+
+    def evaluate() -> None:
+        with clock.phase("evaluate"):
+            val_loss = mlm_eval_loss(model, val_batches, device)
+            if config.freeze_encoder:
+                model.encoder.eval()  # mlm_eval_loss restored train mode on the whole model
+        log_metrics(logger, step, {"loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0))},
+                    "validation", step / batches_per_epoch, tokens_seen)
+        meter.restart_clock()
 
     tokens_seen = step * config.batch_size * config.block_size
     meter = TrainMeter(device)
+    evaluate_at = eval_steps(config.max_steps, config.eval_every, config.eval_count)
+    if step == 0:  # the starting point of the loss curve
+        evaluate()
     order_epoch, order = -1, None
-    while step < config.max_steps:
-        # The data order is a function of (seed, epoch): a resumed run draws exactly the batches it would have.
-        epoch, index = divmod(step, batches_per_epoch)
-        if epoch != order_epoch:
-            order_epoch = epoch
-            order = torch.randperm(len(train_blocks), generator=generator(config.seed * 7919 + epoch))
-        blocks = train_blocks[order[index * config.batch_size:(index + 1) * config.batch_size]]
-        inputs, labels = mask_tokens(blocks, special_mask(blocks, tokenizer), config.mask_prob, len(tokenizer),
-                                     tokenizer.mask_token_id, masking)
-        lr = optimizer.param_groups[0]["lr"]
-        with autocast(device):
-            loss = model(inputs.to(device), labels.to(device))
-        loss.backward()
-        grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
-        step += 1
-        tokens_seen += blocks.numel()
-        meter.update(loss, blocks.numel())
+    with clock.phase("train"):
+        while step < config.max_steps:
+            # The data order is a function of (seed, epoch): a resumed run draws exactly the batches it would have.
+            epoch, index = divmod(step, batches_per_epoch)
+            if epoch != order_epoch:
+                order_epoch = epoch
+                order = torch.randperm(len(train_blocks), generator=generator(config.seed * 7919 + epoch))
+            blocks = train_blocks[order[index * config.batch_size:(index + 1) * config.batch_size]]
+            inputs, labels = mask_tokens(blocks, special_mask(blocks, tokenizer), config.mask_prob, len(tokenizer),
+                                         tokenizer.mask_token_id, masking)
+            lr = optimizer.param_groups[0]["lr"]
+            with autocast(device):
+                loss = model(inputs.to(device), labels.to(device))
+            loss.backward()
+            grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
+            step += 1
+            tokens_seen += blocks.numel()
+            meter.update(loss, blocks.numel())
 
-        epoch_float = step / batches_per_epoch
-        if step % config.log_every == 0 or step == config.max_steps:
-            train = {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}
-            log_metrics(logger, step, train, "train", epoch_float, tokens_seen)
-            logger.event("progress", step=step, total_steps=config.max_steps)
-        if step % config.eval_every == 0 or step == config.max_steps:
-            val_loss = mlm_eval_loss(model, val_batches, device)
-            log_metrics(logger, step, {"loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0))},
-                        "validation", epoch_float, tokens_seen)
-            meter.restart_clock()
-        if step in config.checkpoint_steps:
-            save(f"step-{step}")
-            meter.restart_clock()
-        if step < config.max_steps and should_stop():
-            save(f"step-{step}")
-            return "cancelled"
+            epoch_float = step / batches_per_epoch
+            if step % config.log_every == 0 or step == config.max_steps:
+                train = {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}
+                log_metrics(logger, step, train, "train", epoch_float, tokens_seen)
+                logger.event("progress", step=step, total_steps=config.max_steps)
+            if step in evaluate_at:
+                evaluate()
+            if step in config.checkpoint_steps:
+                save(f"step-{step}")
+                meter.restart_clock()
+            if step < config.max_steps and should_stop():
+                save(f"step-{step}")
+                return "cancelled"
     save("final")
+    clock.log(logger, step, step / batches_per_epoch)
     return "completed"
