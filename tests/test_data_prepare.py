@@ -18,7 +18,8 @@ from ptft_core.data import DataError, prepare_all
 from ptft_core.data import prepare as prep
 from ptft_core.data.sources import GENSIM, MINILM, SOURCES, VADER, Source, fetch, sha256_file, verify
 
-EXPECTED_ROWS = {"movies": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200, "wiki": 106, "news": 300}
+EXPECTED_ROWS = {"movies": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200, "wiki": 106, "news": 300,
+                 "sources": 13_098}
 SPLITS = ("train", "validation", "test")
 
 

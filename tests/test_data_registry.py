@@ -21,7 +21,8 @@ from ptft_core.data import (
 )
 from ptft_core.data.commands import add_data_commands, format_table
 
-EXPECTED = {"wiki": 106, "news": 300, "movies": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200}
+EXPECTED = {"wiki": 106, "news": 300, "movies": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200,
+            "sources": 13_098}
 
 
 def _cli(*argv: str) -> int:

@@ -9,10 +9,10 @@ from tiny_runs import tiny_finetune, tiny_pretrain
 from transformers import AutoModelForSequenceClassification
 
 from ptft_core import paths
-from ptft_core.config import FinetuneConfig, OptimConfig, load_config
+from ptft_core.config import FinetuneConfig, OptimConfig, eval_steps, load_config
 from ptft_core.journal import MemoryLogger
 from ptft_core.training import run_finetune, run_pretrain
-from ptft_core.training.common import build_scheduler, eval_steps, length_grouped_batches, pad_batch
+from ptft_core.training.common import build_scheduler, length_grouped_batches, pad_batch
 from ptft_core.training.finetune import stratified_subset
 
 

@@ -90,6 +90,33 @@ def test_mean_std_and_difference():
     assert stats.difference(stats.mean_std([0.8]), stats.mean_std([0.5, 0.6])).verdict == "one seed"
 
 
+def test_welch_test_gives_the_textbook_p_value_and_interval():
+    # a = 1..5, b = 3..7: difference -2, both variances 2.5, se = 1, t = -2 on 8 degrees of freedom. The t table
+    # gives p = 0.0805 (two-sided) and t(0.975, 8) = 2.306, so the 95 % interval is -2 ± 2.306.
+    d = stats.difference(stats.mean_std([1, 2, 3, 4, 5]), stats.mean_std([3, 4, 5, 6, 7]), negligible=0)
+    assert d.delta == -2 and d.se == pytest.approx(1) and d.df == pytest.approx(8)
+    assert d.p == pytest.approx(0.0805, abs=1e-4) and d.verdict == "within noise"
+    assert d.ci == pytest.approx((-4.306, 0.306), abs=1e-3) and d.n == (5, 5)
+    # Unequal variances: Welch-Satterthwaite df = (4/4 + 1/4)^2 / ((4/4)^2/3 + (1/4)^2/3) = 4.41; t = 4 / 1.118.
+    d = stats.difference(stats.Stat(10.0, 2.0, 4), stats.Stat(6.0, 1.0, 4), negligible=0)
+    assert d.df == pytest.approx(4.412, abs=1e-3) and d.p == pytest.approx(0.0199, abs=5e-4) and d.verdict == "clear"
+    assert "95 % CI" in d.text() and "p = 0.020" in d.text() and "n = 4 vs 4" in d.text()
+    assert stats.Difference.from_dict(d.as_dict()) == d
+    # No spread on either side: the difference is exact.
+    assert stats.difference(stats.mean_std([0.6, 0.6]), stats.mean_std([0.5, 0.5])).p == 0
+
+
+def test_majority_class_and_convergence_checks():
+    assert rp.majority_only(0.505, 0.40, chance=0.5)  # at the label prior
+    assert rp.majority_only(0.70, 0.42, chance=0.69)  # tweets: 69 % positive, always "positive"
+    assert rp.majority_only(0.60, 0.34, chance=0.5)  # accuracy above chance but macro F1 of a constant guess
+    assert not rp.majority_only(0.75, 0.74, chance=0.5)
+    assert not rp.majority_only(0.75, 0.74, chance=None)
+    assert rp.still_rising([0.5, 0.6, 0.7, 0.8])  # the last two beat the two before by 15 points
+    assert not rp.still_rising([0.5, 0.8, 0.81, 0.80, 0.81])  # a plateau
+    assert not rp.still_rising([0.5, 0.7, 0.72])  # too few evaluations to tell
+
+
 def test_steps_to_target():
     series = pd.DataFrame({"x": [30, 10, 20], "value": [0.9, 0.5, 0.85]})
     assert stats.steps_to_target(series, 0.8) == 20  # the first step in step order, not row order

@@ -54,6 +54,14 @@ LABELLED: dict[str, tuple[str, str]] = {
     "nyt": ("nytEditorialSnippets", "Sentences from New York Times opinion editorials"),
     "tweets": ("tweets", "Tweets"),
 }
+# A task with no sentiment in its labels, built from three sentiment domains: which source a sentence comes from.
+# Sequential fine-tuning movies -> sources has something to overwrite (movies -> tweets is sentiment again).
+SOURCE_DOMAINS = ("amazon", "nyt", "tweets")
+SOURCES_DESCRIPTION = (
+    "Which source a sentence comes from: product reviews (amazon), newspaper editorials (nyt) or tweets, 3 "
+    "classes; every row of those three built-ins, with label = its source. A topic and style task whose labels "
+    "say nothing about sentiment (the rows' ratings are kept in column `rating`): the dissimilar second task of "
+    "the forgetting study.")
 WIKI_MEMBER, NEWS_MEMBER = GENSIM.members
 INNER_TARBALL = VADER.members[0]
 UNLABELLED_DESCRIPTIONS = {
@@ -381,6 +389,27 @@ def _prepare_vader(progress: Progress) -> None:
             progress(f"building {name}: {len(df):,} rows ({_fmt_splits(meta)}), mean {meta['mean_tokens']} tokens")
 
 
+def _prepare_sources(progress: Progress) -> None:
+    """`sources` from the rows of SOURCE_DOMAINS (built first by _prepare_vader), label = the source's index."""
+    if _is_current("sources", VADER):
+        progress("sources: up to date")
+        return
+    frames = []
+    for label, name in enumerate(SOURCE_DOMAINS):
+        folder = paths.datasets_dir() / name
+        rows = pd.concat([pd.read_parquet(folder / f"{split}.parquet") for split in SPLITS], ignore_index=True)
+        frames.append(pd.DataFrame({"text": rows["text"], "label": label, "rating": rows["rating"]}))
+    df = pd.concat(frames, ignore_index=True)
+    meta = write_dataset("sources", df, {
+        "description": SOURCES_DESCRIPTION,
+        "source": VADER.record(f"{INNER_TARBALL}!{', '.join(SOURCE_DOMAINS)}"),
+        "label_names": list(SOURCE_DOMAINS),
+        "label_rule": "label = the built-in dataset the row comes from",
+        "builtin": True,
+    })
+    progress(f"building sources: {len(df):,} rows ({_fmt_splits(meta)}), mean {meta['mean_tokens']} tokens")
+
+
 def _prepare_gensim(progress: Progress) -> None:
     todo = [name for name in ("wiki", "news") if not _is_current(name, GENSIM)]
     for name in ("wiki", "news"):
@@ -448,5 +477,6 @@ def prepare_all(progress: Progress = print) -> None:
         _clean_stale_temp()
         _prepare_checkpoint(progress)  # first: mean_tokens needs its tokenizer
         _prepare_vader(progress)
+        _prepare_sources(progress)
         _prepare_gensim(progress)
     progress(f"data ready in {paths.home()} ({time.monotonic() - started:.1f}s)")

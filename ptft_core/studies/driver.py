@@ -48,7 +48,7 @@ import pandas as pd
 from ptft_core import paths
 from ptft_core.config import ConfigError, FinetuneConfig, config_to_dict
 from ptft_core.journal import JOURNAL_NAME, read_events
-from ptft_core.studies.costs import dataset_chance, dataset_shape, estimate_seconds, run_seconds
+from ptft_core.studies.costs import dataset_chance, dataset_classes, dataset_shape, estimate_seconds, run_seconds
 from ptft_core.studies.templates import TRANSFER_SPLIT, BaseFrom, PlannedRun, build_runs, get_template
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ def make_plan(template: str, preset: str, tiny: bool = False, slots: int = 1, de
     meta: dict[str, Any] = {"datasets": {}}
     for name in datasets:
         splits, _ = dataset_shape(name)
-        meta["datasets"][name] = {"chance": dataset_chance(name), "splits": splits}
+        meta["datasets"][name] = {"chance": dataset_chance(name), "splits": splits,
+                                  "classes": dataset_classes(name)}
     for run in runs:
         c = run.config
         if isinstance(c, FinetuneConfig) and "label_fraction" in run.labels:

@@ -23,10 +23,24 @@ from ptft_core.studies.stats import (
     max_values,
     mean_curves,
 )
-from ptft_core.studies.templates import PlannedRun, ft_config, report_for, run_name, seeds, template
+from ptft_core.studies.templates import (
+    Budget,
+    PlannedRun,
+    ft_config,
+    report_for,
+    run_name,
+    seeds,
+    template,
+    train_rows,
+)
 
 if TYPE_CHECKING:
     from ptft_core.studies.driver import StudyData
+
+
+# One budget rule for every arm: quick 40 steps (1.5 epochs of 5 % of movies), full 3 epochs of all of it.
+QUICK_BUDGET = Budget(epochs=2, min_steps=40, max_steps=40)
+FULL_BUDGET = Budget(epochs=3, min_steps=300, max_steps=3000, patience=4)
 
 
 @template(
@@ -45,8 +59,8 @@ if TYPE_CHECKING:
 def build(preset: str, tiny: bool) -> list[PlannedRun]:
     quick = preset == "quick"
     lr = 1e-4 if quick else 5e-5
-    fraction, epochs = (0.05, 1) if quick else (1.0, 3)
-    steps = math.ceil(8483 * fraction / (16 if quick else 32)) * epochs
+    fraction, budget = (0.05, QUICK_BUDGET) if quick else (1.0, FULL_BUDGET)
+    steps = budget.steps(max(1, round(fraction * train_rows("movies"))), 16 if quick else 32)
     strategies = {
         "full": dict(strategy="full"),
         "linear_probe": dict(strategy="linear_probe", optim=OptimConfig(lr=1e-3, warmup_ratio=0.1)),
@@ -54,20 +68,20 @@ def build(preset: str, tiny: bool) -> list[PlannedRun]:
         "gradual_unfreeze": dict(strategy="gradual_unfreeze", unfreeze_every_steps=max(1, steps // 8)),
         "discriminative": dict(strategy="discriminative", layer_decay=0.8),
     }
-    lrs = (lr, 1e-3) if tiny else (2e-5, 1e-4, 5e-4, 1e-3) if quick else (2e-5, 5e-5, 1e-4, 5e-4, 1e-3)
+    lrs = (lr, 1e-3) if tiny else (2e-5, 1e-4, 1e-3) if quick else (2e-5, 5e-5, 1e-4, 5e-4, 1e-3)
     runs = []
     for seed in seeds(preset, 2, 5):
         for strategy, fields in strategies.items():
             fields = {"optim": OptimConfig(lr=lr, warmup_ratio=0.1), **fields}
-            config = ft_config(preset, name=run_name("fts", strategy, f"s{seed}"), dataset="movies",
-                               label_fraction=fraction, epochs=epochs, seed=seed, **fields)
+            config = ft_config(preset, budget, name=run_name("fts", strategy, f"s{seed}"), dataset="movies",
+                               label_fraction=fraction, seed=seed, **fields)
             runs.append(PlannedRun(f"strategy/{strategy}/s{seed}", config, {
                 "arm": strategy, "group": "strategy", "strategy": strategy, "lr": config.optim.lr, "seed": seed}))
         for rate in lrs:
             if rate == lr:  # the full strategy's run is this point of the sweep
                 continue
-            config = ft_config(preset, name=run_name("fts-lr", f"{rate:g}", f"s{seed}"), dataset="movies",
-                               label_fraction=fraction, epochs=epochs, seed=seed,
+            config = ft_config(preset, budget, name=run_name("fts-lr", f"{rate:g}", f"s{seed}"), dataset="movies",
+                               label_fraction=fraction, seed=seed,
                                optim=OptimConfig(lr=rate, warmup_ratio=0.1))
             runs.append(PlannedRun(f"lr/{rate:g}/s{seed}", config, {
                 "arm": f"full, lr {rate:g}", "group": "lr", "strategy": "full", "lr": rate, "seed": seed}))
@@ -114,7 +128,7 @@ def report(data: StudyData, out: Findings) -> None:
                         + ", ".join(f"{r['strategy']} {fmt_stat(r['stat'])}" for _, r in ranked.iterrows()) + ".")
         out.findings.append(out.headline)
         for s, d in out.numbers.get("vs_full", {}).items():
-            diff = Difference(d["delta"], d["se"] or math.nan, d["verdict"])
+            diff = Difference.from_dict(d)
             out.findings.append(f"{s} vs full fine-tuning: {diff.text()}"
                                 f" with {_int(trainable.get(s))} of {_int(trainable.get('full'))} parameters trained"
                                 " (at most).")

@@ -14,15 +14,19 @@ Rules every report follows:
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ptft_core.studies.stats import last_values
 from ptft_core.studies.templates import get_template
 
 if TYPE_CHECKING:
@@ -98,10 +102,12 @@ def build_report(data: StudyData) -> Report:
     """The report of a study; `data` is a `driver.StudyData` (study, plan, runs, metrics, wall, tokens)."""
     plan = data.plan
     template = get_template(plan.template)
+    data = dataclasses.replace(data, runs=with_checks(data))
     runs = data.runs.copy()
     state = completeness(runs)
     out = Findings()
     template.report(data, out)
+    out.caveats.extend(check_caveats(runs))
     if plan.tiny:
         out.caveats.insert(0, "CI form (--tiny-for-tests): a tiny random model and a few steps per run; the "
                               "numbers test the machinery and mean nothing about the question.")
@@ -134,6 +140,71 @@ def build_report(data: StudyData) -> Report:
     return Report(data.study, template.title, template.question, template.description, template.expectation,
                   status, status_line, conclusions, out.figures, out.tables, state.problems, runs, env,
                   dict(data.cross_eval or {}))
+
+
+# --- checks every fine-tuning run gets before it is interpreted ------------------------------------------------------
+
+MAJORITY_MARGIN = 0.01  # test accuracy within one point of the majority-class rate: learned only the label prior
+RISING_EVALS = 2  # convergence: the mean of the last RISING_EVALS validation accuracies against the RISING_EVALS
+RISING_TOL = 0.015  # before them; a gain above 1.5 points means the run was still learning when it stopped
+
+
+def majority_only(accuracy: float, f1: float, chance: float | None, classes: int = 2) -> bool:
+    """True when a classifier's test scores are those of always predicting the majority class: accuracy at most
+    MAJORITY_MARGIN above its share, or macro F1 at most 0.02 above a constant prediction's (2p/(1+p))/k."""
+    if chance is None or not math.isfinite(accuracy):
+        return False
+    constant_f1 = 2 * chance / (1 + chance) / classes
+    return accuracy <= chance + MAJORITY_MARGIN or (math.isfinite(f1) and f1 <= constant_f1 + 0.02)
+
+
+def still_rising(values: Sequence[float], k: int = RISING_EVALS, tol: float = RISING_TOL) -> bool:
+    """True when the last k values (validation accuracy, in step order) beat the k before them by more than
+    tol: the run had not reached a plateau when its budget ended."""
+    if len(values) < 2 * k:
+        return False
+    return float(np.mean(values[-k:]) - np.mean(values[-2 * k:-k])) > tol
+
+
+def with_checks(data: StudyData) -> pd.DataFrame:
+    """data.runs with `majority_only` and `still_rising` for completed fine-tuning runs (False elsewhere)."""
+    runs = data.runs.copy()
+    runs["majority_only"], runs["still_rising"] = False, False
+    m = data.metrics
+    if m.empty or runs.empty:
+        return runs
+    accuracy, f1 = last_values(m, "test", "accuracy"), last_values(m, "test", "f1")
+    val = m[(m["split"] == "validation") & (m["name"] == "accuracy")].sort_values("x")
+    curves = {rid: g["value"].tolist() for rid, g in val.groupby("run_id")}
+    for i, r in runs.iterrows():
+        c = r["config"] or {}
+        if r["status"] != "completed" or c.get("kind") != "finetune":
+            continue
+        dataset = c.get("then_dataset") or c.get("dataset")
+        meta = ((data.plan.meta or {}).get("datasets", {}).get(dataset) or {})
+        runs.at[i, "majority_only"] = majority_only(accuracy.get(r["run_id"], math.nan), f1.get(r["run_id"], math.nan),
+                                                    meta.get("chance"), int(meta.get("classes") or 2))
+        runs.at[i, "still_rising"] = still_rising(curves.get(r["run_id"], []))
+    return runs
+
+
+def check_caveats(runs: pd.DataFrame) -> list[str]:
+    """One caveat per check that some runs failed, naming their arms: those numbers are not interpreted."""
+    def arms(column: str) -> str:
+        flagged = runs[runs[column].astype(bool)]
+        label = flagged["arm"] if "arm" in flagged else flagged["key"]
+        counts = label.astype(str).value_counts()
+        return "; ".join(f"{arm} ({n} of {int((runs.get('arm', runs['key']) == arm).sum())} runs)"
+                         for arm, n in counts.items())
+
+    out = []
+    if runs["majority_only"].any():
+        out.append("learned only the majority class (test accuracy at the majority-class rate): "
+                   f"{arms('majority_only')}. Their accuracy measures the label prior, not what the arm can learn.")
+    if runs["still_rising"].any():
+        out.append(f"not converged (validation accuracy still rising over the last evaluations): {arms('still_rising')}"
+                   ". A longer budget could change their numbers.")
+    return out
 
 
 # --- shared by the study reports ------------------------------------------------------------------------------------

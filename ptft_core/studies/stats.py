@@ -1,9 +1,9 @@
 """Statistics of study reports: per-run values out of the long metric frame, cells (the runs of one arm at one
 setting, all seeds) and their mean ± std, differences between cells. Pure pandas and numpy.
 
-- Numbers are means ± sample standard deviations over seeds (n shown); a difference is "clear" when it exceeds
-  twice its standard error (sqrt(sa²/na + sb²/nb)), "within noise" otherwise, and with one seed per side it is
-  reported without a verdict.
+- Numbers are means ± sample standard deviations over seeds (n shown). A difference between two cells is
+  tested with Welch's t-test (two-sided, unequal variances) and shown with its 95 % confidence interval and n:
+  "clear" when p < 0.05, "within noise" otherwise; with one seed on a side it is reported without a verdict.
 - Only completed runs count (`attach`, `transfer_matrix`, `mean_curves`); a cell says whether all its planned
   runs did (`complete`).
 """
@@ -62,29 +62,72 @@ def pts(delta: float) -> str:
 
 @dataclass(frozen=True)
 class Difference:
+    """a − b over seeds, Welch's t-test (unequal variances) and the 95 % confidence interval of the difference."""
+
     delta: float
     se: float
     verdict: str  # "clear", "within noise", "negligible" or "one seed"
+    p: float = math.nan  # two-sided Welch t-test
+    df: float = math.nan  # Welch–Satterthwaite degrees of freedom
+    ci: tuple[float, float] = (math.nan, math.nan)  # 95 % confidence interval of delta
+    n: tuple[int, int] = (0, 0)
 
     def text(self) -> str:
         if self.verdict == "one seed":
             return f"{pts(self.delta)} (one seed: no noise estimate)"
-        if math.isfinite(self.se):
-            return f"{pts(self.delta)} ± {self.se * 100:.1f} ({self.verdict})"
-        return f"{pts(self.delta)} ({self.verdict})"
+        return (f"{pts(self.delta)}, 95 % CI [{self.ci[0] * 100:+.1f}, {self.ci[1] * 100:+.1f}], "
+                f"Welch t-test p = {fmt_p(self.p)}, n = {self.n[0]} vs {self.n[1]} ({self.verdict})")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"delta": finite_or_none(self.delta), "se": finite_or_none(self.se), "verdict": self.verdict}
+        return {"delta": finite_or_none(self.delta), "se": finite_or_none(self.se), "verdict": self.verdict,
+                "p": finite_or_none(self.p), "df": finite_or_none(self.df),
+                "ci": [finite_or_none(self.ci[0]), finite_or_none(self.ci[1])], "n": list(self.n)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Difference:
+        def num(x: Any) -> float:
+            return math.nan if x is None else float(x)
+        ci = d.get("ci") or [None, None]
+        return cls(num(d["delta"]), num(d.get("se")), d["verdict"], num(d.get("p")), num(d.get("df")),
+                   (num(ci[0]), num(ci[1])), tuple(d.get("n") or (0, 0)))
+
+
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def welch(a: Stat, b: Stat, level: float = 0.95) -> tuple[float, float, float, tuple[float, float]]:
+    """(se, df, two-sided p, confidence interval) of a.mean − b.mean from the two cells' mean, std and n.
+
+    Welch's t-test does not assume equal variances (a scratch arm's seeds often spread far more than a
+    pretrained arm's). Both stds 0: the difference is exact (p 0 unless the means are equal)."""
+    from scipy import stats
+
+    delta = a.mean - b.mean
+    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return 0.0, math.inf, (0.0 if delta else 1.0), (delta, delta)
+    df = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1))
+    p = float(2 * stats.t.sf(abs(delta) / se, df))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return se, df, p, (delta - half, delta + half)
+
+
+ALPHA = 0.05  # "clear" when Welch's test rejects equal means at this level
 
 
 def difference(a: Stat, b: Stat, negligible: float = NEGLIGIBLE) -> Difference:
-    """a - b with its standard error and a verdict (see the module docstring)."""
+    """a − b with Welch's test: "clear" when p < ALPHA (and "negligible" then if |delta| is under
+    `negligible`), "within noise" otherwise; "one seed" when a side has fewer than two values."""
     delta = a.mean - b.mean
     if a.n < 2 or b.n < 2:
-        return Difference(delta, math.nan, "one seed")
-    se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
-    clear = abs(delta) > 2 * se
-    return Difference(delta, se, ("negligible" if abs(delta) < negligible else "clear") if clear else "within noise")
+        return Difference(delta, math.nan, "one seed", n=(a.n, b.n))
+    se, df, p, ci = welch(a, b)
+    verdict = ("negligible" if abs(delta) < negligible else "clear") if p < ALPHA else "within noise"
+    return Difference(delta, se, verdict, p, df, ci, (a.n, b.n))
 
 
 def steps_to_target(series: pd.DataFrame, target: float) -> float | None:

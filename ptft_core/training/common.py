@@ -185,25 +185,7 @@ def log_metrics(logger: MetricLogger, step: int, metrics: dict[str, float], spli
         logger.metric(step, name, value, split, epoch, tokens_seen)
 
 
-# --- evaluation schedule and time accounting -----------------------------------------------------------------
-
-
-def eval_steps(total_steps: int, every: int, count: int, steps_per_epoch: int = 0) -> frozenset[int]:
-    """The steps (1..total_steps, counted within one task) after which a run evaluates; the last is always one.
-
-    `every` > 0: every `every` steps and at each epoch end (`steps_per_epoch`). `every` == 0: `count`
-    evaluations spread evenly, so a 27-step run and a 2,000-step run both draw readable curves. The evaluation
-    before the first step (step 0) is the loops' own, outside this schedule.
-    """
-    if total_steps <= 0:
-        return frozenset()
-    if every:
-        steps = set(range(every, total_steps + 1, every))
-        if steps_per_epoch:
-            steps |= set(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
-    else:
-        steps = {max(1, round(i * total_steps / count)) for i in range(1, count + 1)}
-    return frozenset(steps | {total_steps})
+# --- time accounting -----------------------------------------------------------------
 
 
 class PhaseClock:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from ptft_core.config import PRESETS, ConfigError, FinetuneConfig
+from ptft_core.config import PRESETS, ConfigError, FinetuneConfig, eval_steps
 from ptft_core.data import label_names, load_split
 from ptft_core.journal import MetricLogger
 from ptft_core.models import (
@@ -50,7 +50,6 @@ from ptft_core.training.common import (
     build_optimizer,
     build_scheduler,
     decay_groups,
-    eval_steps,
     generator,
     length_grouped_batches,
     log_metrics,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ptft_core.config import ConfigError, PretrainConfig
+from ptft_core.config import ConfigError, PretrainConfig, eval_steps
 from ptft_core.data import load_texts
 from ptft_core.journal import MetricLogger
 from ptft_core.models import MLMModel, autocast, load_mlm, pick_device, scratch_mlm, train_wordpiece
@@ -20,7 +20,6 @@ from ptft_core.training.common import (
     build_optimizer,
     build_scheduler,
     decay_groups,
-    eval_steps,
     generator,
     log_metrics,
     optimizer_step,
