@@ -165,7 +165,8 @@ def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
         open_page(page, url)
         screenshot(page, "home")
 
-        # Fine-tune: a randomly initialised tiny BERT on 5% of amazon, 10 steps, two seeds.
+        # Fine-tune: a randomly initialised tiny BERT on 5% of amazon, 10 steps, two seeds, the form's default
+        # evaluation schedule (before the first step, then about ten times).
         open_page(page, f"{url}/finetune")
         page.get_by_text("A preset (random init)", exact=True).click()
         settle(page)
@@ -175,7 +176,6 @@ def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
         fill(page, "Batch size", "16")
         fill(page, "Epochs", "1")
         fill(page, "Max steps (0: all epochs)", "10")
-        fill(page, "Evaluate every (steps)", "5")
         fill(page, "Log every (steps)", "1")
         fill(page, "Learning rate", "0.001")
         page.get_by_text("Forgetting: probes and mitigations").click()
@@ -201,12 +201,16 @@ def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
                                timeout=60_000)
         screenshot(page, "runs")
 
-        # Compare: both runs from a shared link; their curves are drawn.
-        open_page(page, f"{url}/compare?runs={','.join(run_ids)}&metrics=validation/loss&metrics=train/loss"
+        # Compare: both runs from a shared link; their validation curves are drawn with a visible point per
+        # evaluation (step 0 and ten more each: short series carry markers).
+        open_page(page, f"{url}/compare?runs={','.join(run_ids)}&metrics=validation/accuracy&metrics=train/loss"
                         "&smooth=0.3")
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 2",
                                timeout=60_000)
         assert page.locator(".js-plotly-plot .scatterlayer .trace path.js-line").count() >= 2
+        page.wait_for_function(
+            "document.querySelectorAll('.js-plotly-plot .scatterlayer .trace .points path.point').length >= 16",
+            timeout=60_000)
         page.get_by_test_id("stMain").evaluate("main => main.scrollBy(0, 330)")
         screenshot(page, "compare")
 

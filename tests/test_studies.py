@@ -48,7 +48,7 @@ def synthetic(template: str, values, failed: set[str] = frozenset(), preset: str
     planned = build_runs(template, preset)
     plan = Plan(template, preset, False, planned,
                 meta={"datasets": {d: {"chance": 0.5, "splits": {"train": 8483, "validation": 1061, "test": 1061}}
-                                   for d in ("movies", "amazon", "nyt", "tweets")}},
+                                   for d in ("movies", "amazon", "nyt", "tweets", "sources")}},
                 env={"python": "3.11"})
     rows, metrics = [], []
     for i, run in enumerate(planned):
@@ -145,29 +145,29 @@ def test_complete_report_computes_its_conclusions_from_the_numbers():
     report = rp.build_report(synthetic("pretraining_helps", helps_values))
     assert report.status == "complete" and report.status_line == "complete: 12 of 12 runs finished"
     numbers = report.conclusions["numbers"]
-    for fraction in ("0.01", "0.1", "1"):
+    for fraction in ("0.01", "0.1"):
         cell = numbers["test_accuracy"][fraction]
-        assert cell["pretrained"]["mean"] == pytest.approx(0.81) and cell["scratch"]["n"] == 2
+        assert cell["pretrained"]["mean"] == pytest.approx(0.82) and cell["scratch"]["n"] == 3
         assert cell["difference"]["delta"] == pytest.approx(0.25) and cell["difference"]["verdict"] == "clear"
         steps = numbers["steps_to_target"][fraction]
         assert steps["pretrained"]["mean_steps"] == 20 and steps["scratch"]["reached"] == 0
     assert "+25.0 points" in report.conclusions["headline"]
-    assert any("81.0 ± 1.4 %" in f and "56.0 ± 1.4 %" in f for f in report.conclusions["findings"])
+    assert any("82.0 ± 2.0 %" in f and "57.0 ± 2.0 %" in f for f in report.conclusions["findings"])
+    assert any("Welch t-test p < 0.001, n = 3 vs 3 (clear)" in f for f in report.conclusions["findings"])
     assert all(len(fig.data) for fig in report.figures.values())
     assert report.failed.empty
 
 
 def test_incomplete_study_says_so_and_draws_no_conclusion_from_missing_runs():
-    data = synthetic("pretraining_helps", helps_values, failed={"scratch/frac1/s1"})
+    data = synthetic("pretraining_helps", helps_values, failed={"scratch/frac0.1/s1"})
     report = rp.build_report(data)
     assert report.status == "incomplete"
     assert report.status_line.startswith("incomplete: 11 of 12 runs finished")
     assert report.conclusions["headline"].startswith("Incomplete: 11 of 12 runs finished")
-    assert report.failed["key"].tolist() == ["scratch/frac1/s1"] and report.failed["error"].tolist() == ["boom"]
-    assert "1" not in report.conclusions["numbers"]["test_accuracy"]  # the 100 % cell lost a seed: no conclusion
-    assert set(report.conclusions["numbers"]["test_accuracy"]) == {"0.01", "0.1"}
-    assert any("scratch at 100% labels (1 of 2 runs)" in c for c in report.conclusions["caveats"])
-    assert not any("100% of the labels" in f for f in report.conclusions["findings"])
+    assert report.failed["key"].tolist() == ["scratch/frac0.1/s1"] and report.failed["error"].tolist() == ["boom"]
+    assert set(report.conclusions["numbers"]["test_accuracy"]) == {"0.01"}  # the 10 % cell lost a seed
+    assert any("scratch at 10% labels (2 of 3 runs)" in c for c in report.conclusions["caveats"])
+    assert not any("10% of the labels" in f for f in report.conclusions["findings"])
 
 
 def test_a_study_with_nothing_finished_renders_without_conclusions():
@@ -178,22 +178,30 @@ def test_a_study_with_nothing_finished_renders_without_conclusions():
     assert SCRIPT_SRC.search(rp.report_html(report)) is None
 
 
-@pytest.mark.parametrize("tweets_accuracy, prior_only", [(0.50, True), (0.75, False)])
-def test_forgetting_report_flags_a_second_stage_that_only_learned_the_majority_class(tweets_accuracy, prior_only):
+@pytest.mark.parametrize("second_accuracy, invalid", [(0.50, True), (0.75, False)])
+def test_forgetting_report_flags_a_second_stage_that_only_learned_the_majority_class(second_accuracy, invalid):
     def values(key, labels):
         if labels["arm"] == "mlm-head":
             return []
-        return [("validation", "accuracy", 10, 0.80 + 0.01 * labels["seed"]),
-                ("forgetting", "prev_task_accuracy", 20, 0.79 + 0.01 * labels["seed"]),
-                ("test", "accuracy", 20, tweets_accuracy)]  # the synthetic plan's chance rate is 0.5
+        seed = labels["seed"]
+        drop = (0.15 if labels["arm"] == "dissimilar (sources)" else 0.03) + 0.01 * seed
+        return [("validation", "accuracy", 10, 0.80 + 0.01 * seed),
+                ("forgetting", "prev_task_accuracy", 10, 0.80 + 0.01 * seed),  # the second stage's start
+                ("forgetting", "prev_task_accuracy", 20, 0.80 + 0.01 * seed - drop),
+                ("test", "accuracy", 20, second_accuracy), ("test", "f1", 20, second_accuracy)]
 
-    report = rp.build_report(synthetic("forgetting", values))
+    report = rp.build_report(synthetic("forgetting", values))  # every chance rate is 0.5 in the synthetic plan
     conclusions = report.conclusions
-    assert conclusions["numbers"]["tweets_stage_at_majority_rate"] is prior_only
-    flagged = [c for c in conclusions["caveats"] if "majority-class rate (50.0%)" in c]
-    assert bool(flagged) is prior_only
-    little = next(f for f in conclusions["findings"] if f.startswith("Little forgetting"))
-    assert ("barely trained" in little) is prior_only
+    arms = ["dissimilar (sources)", "similar (tweets)", "sources + replay 30%"]
+    assert conclusions["numbers"]["second_stage_at_majority_rate"] == (arms if invalid else [])
+    flagged = [c for c in conclusions["caveats"] if "ended at the majority-class rate" in c]
+    assert len(flagged) == (3 if invalid else 0)
+    if invalid:  # nothing is concluded from arms whose second stage learned only the label prior
+        assert "drop_vs_dissimilar" not in conclusions["numbers"]
+    else:
+        assert "a drop of +15.5 points" in conclusions["headline"]
+        vs = conclusions["numbers"]["drop_vs_dissimilar"]
+        assert vs["similar (tweets)"]["delta"] == pytest.approx(-0.12) and vs["similar (tweets)"]["verdict"] == "clear"
 
 
 def test_domain_shift_report_builds_the_matrix_and_the_drop():
@@ -404,14 +412,15 @@ def test_each_study_runs_end_to_end_and_its_report_renders(tiny_studies, name):
 @pytest.mark.slow
 def test_study_specific_numbers(tiny_studies):
     n = {name: r.conclusions["numbers"] for name, r in tiny_studies.reports.items()}
-    assert set(n["pretraining_helps"]["test_accuracy"]) == {"0.01", "1"}
+    assert set(n["pretraining_helps"]["test_accuracy"]) == {"0.01", "0.1"}
     assert set(n["how_much_pretraining"]["test_accuracy"]) == {"0", "1", "4"}  # step 0, first checkpoint, final
     assert n["how_much_pretraining"]["compute_seconds"]["pretraining"] > 0
     assert set(n["further_pretraining"]["vs_none"]["0.1"]) == {"task (movies)", "unrelated (wiki)"}
     assert set(n["finetune_strategy"]["strategy_accuracy"]) == {"full", "linear_probe", "freeze_bottom",
                                                                 "gradual_unfreeze", "discriminative"}
     assert len(n["finetune_strategy"]["lr_accuracy"]) == 2
-    assert set(n["forgetting"]["movies_accuracy"]) == {"replay 0%", "replay 10%", "replay 30%", "L2-SP"}
+    assert set(n["forgetting"]["movies_accuracy"]) == {"dissimilar (sources)", "similar (tweets)",
+                                                       "sources + replay 30%"}
     assert set(n["forgetting"]["drift"]) == {"cka_similarity", "general_mlm_loss"}
     matrix = n["domain_shift"]["transfer"]["pretrained"]["matrix"]
     assert all(v is not None for row in matrix.values() for v in row.values())  # cross-domain scores came back

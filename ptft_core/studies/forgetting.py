@@ -55,7 +55,7 @@ PLAIN, SIMILAR, REPLAY = "dissimilar (sources)", "similar (tweets)", "sources + 
 # Steps per stage, the same for every arm and both stages (quick: 50; full: 600); a head-only MLM run first gives
 # MiniLM a reader for the general-text probe, its encoder untouched.
 STAGE_STEPS = {"quick": 50, "full": 600}
-HEAD_STEPS = {"quick": 120, "full": 600}
+HEAD_STEPS = {"quick": 80, "full": 600}
 
 
 @template(

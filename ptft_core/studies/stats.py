@@ -76,7 +76,7 @@ class Difference:
         if self.verdict == "one seed":
             return f"{pts(self.delta)} (one seed: no noise estimate)"
         return (f"{pts(self.delta)}, 95 % CI [{self.ci[0] * 100:+.1f}, {self.ci[1] * 100:+.1f}], "
-                f"Welch t-test p = {fmt_p(self.p)}, n = {self.n[0]} vs {self.n[1]} ({self.verdict})")
+                f"Welch t-test p {fmt_p(self.p)}, n = {self.n[0]} vs {self.n[1]} ({self.verdict})")
 
     def as_dict(self) -> dict[str, Any]:
         return {"delta": finite_or_none(self.delta), "se": finite_or_none(self.se), "verdict": self.verdict,
@@ -93,9 +93,10 @@ class Difference:
 
 
 def fmt_p(p: float) -> str:
+    """'= 0.020', '< 0.001' or '= n/a': reads after a 'p'."""
     if not math.isfinite(p):
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+        return "= n/a"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def welch(a: Stat, b: Stat, level: float = 0.95) -> tuple[float, float, float, tuple[float, float]]:
