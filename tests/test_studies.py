@@ -106,6 +106,16 @@ def test_welch_test_gives_the_textbook_p_value_and_interval():
     assert stats.difference(stats.mean_std([0.6, 0.6]), stats.mean_std([0.5, 0.5])).p == 0
 
 
+def test_paired_test_of_a_within_run_drop():
+    # Drops of 10, 12, 14 points: mean 12, sd 2, se 2/sqrt(3) = 1.155, t = 10.39 on 2 degrees of freedom: p = 0.0091
+    # (t table), 95 % interval 12 ± 4.303 * 1.155.
+    d = stats.paired(stats.mean_std([0.10, 0.12, 0.14]))
+    assert d.test == "paired t-test" and d.df == 2 and d.verdict == "clear"
+    assert d.p == pytest.approx(0.0091, abs=2e-4) and d.ci == pytest.approx((0.0703, 0.1697), abs=1e-3)
+    assert "paired t-test p = 0.009, n = 3 (clear)" in d.text()
+    assert stats.paired(stats.mean_std([0.2, -0.2])).verdict == "within noise"
+
+
 def test_majority_class_and_convergence_checks():
     assert rp.majority_only(0.505, 0.40, chance=0.5)  # at the label prior
     assert rp.majority_only(0.70, 0.42, chance=0.69)  # tweets: 69 % positive, always "positive"
@@ -199,9 +209,9 @@ def test_forgetting_report_flags_a_second_stage_that_only_learned_the_majority_c
     if invalid:  # nothing is concluded from arms whose second stage learned only the label prior
         assert "drop_vs_dissimilar" not in conclusions["numbers"]
     else:
-        assert "a drop of +15.5 points" in conclusions["headline"]
+        assert "a drop of +16.0 points" in conclusions["headline"] and "paired t-test" in conclusions["headline"]
         vs = conclusions["numbers"]["drop_vs_dissimilar"]
-        assert vs["similar (tweets)"]["delta"] == pytest.approx(-0.12) and vs["similar (tweets)"]["verdict"] == "clear"
+        assert vs["similar (tweets)"]["delta"] == pytest.approx(-0.125) and vs["similar (tweets)"]["verdict"] == "clear"
 
 
 def test_domain_shift_report_builds_the_matrix_and_the_drop():

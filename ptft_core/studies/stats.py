@@ -71,17 +71,19 @@ class Difference:
     df: float = math.nan  # Welch–Satterthwaite degrees of freedom
     ci: tuple[float, float] = (math.nan, math.nan)  # 95 % confidence interval of delta
     n: tuple[int, int] = (0, 0)
+    test: str = "Welch t-test"
 
     def text(self) -> str:
         if self.verdict == "one seed":
             return f"{pts(self.delta)} (one seed: no noise estimate)"
         return (f"{pts(self.delta)}, 95 % CI [{self.ci[0] * 100:+.1f}, {self.ci[1] * 100:+.1f}], "
-                f"Welch t-test p {fmt_p(self.p)}, n = {self.n[0]} vs {self.n[1]} ({self.verdict})")
+                f"{self.test} p {fmt_p(self.p)}, " + (f"n = {self.n[0]}" if self.test == "paired t-test" else
+                                                       f"n = {self.n[0]} vs {self.n[1]}") + f" ({self.verdict})")
 
     def as_dict(self) -> dict[str, Any]:
         return {"delta": finite_or_none(self.delta), "se": finite_or_none(self.se), "verdict": self.verdict,
                 "p": finite_or_none(self.p), "df": finite_or_none(self.df),
-                "ci": [finite_or_none(self.ci[0]), finite_or_none(self.ci[1])], "n": list(self.n)}
+                "ci": [finite_or_none(self.ci[0]), finite_or_none(self.ci[1])], "n": list(self.n), "test": self.test}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Difference:
@@ -89,7 +91,7 @@ class Difference:
             return math.nan if x is None else float(x)
         ci = d.get("ci") or [None, None]
         return cls(num(d["delta"]), num(d.get("se")), d["verdict"], num(d.get("p")), num(d.get("df")),
-                   (num(ci[0]), num(ci[1])), tuple(d.get("n") or (0, 0)))
+                   (num(ci[0]), num(ci[1])), tuple(d.get("n") or (0, 0)), d.get("test") or "Welch t-test")
 
 
 def fmt_p(p: float) -> str:
@@ -129,6 +131,24 @@ def difference(a: Stat, b: Stat, negligible: float = NEGLIGIBLE) -> Difference:
     se, df, p, ci = welch(a, b)
     verdict = ("negligible" if abs(delta) < negligible else "clear") if p < ALPHA else "within noise"
     return Difference(delta, se, verdict, p, df, ci, (a.n, b.n))
+
+
+def paired(drops: Stat, negligible: float = NEGLIGIBLE) -> Difference:
+    """A within-run change (e.g. accuracy before − after, one value per seed) against 0: the paired t-test,
+    i.e. a one-sample t-test of the per-run differences, with its 95 % interval; verdicts as `difference`."""
+    from scipy import stats
+
+    if drops.n < 2:
+        return Difference(drops.mean, math.nan, "one seed", n=(drops.n, drops.n))
+    se, df = drops.std / math.sqrt(drops.n), drops.n - 1
+    if se == 0:
+        p, half = (0.0 if drops.mean else 1.0), 0.0
+    else:
+        p = float(2 * stats.t.sf(abs(drops.mean) / se, df))
+        half = float(stats.t.ppf(0.975, df)) * se
+    verdict = ("negligible" if abs(drops.mean) < negligible else "clear") if p < ALPHA else "within noise"
+    return Difference(drops.mean, se, verdict, p, df, (drops.mean - half, drops.mean + half), (drops.n, drops.n),
+                      test="paired t-test")
 
 
 def steps_to_target(series: pd.DataFrame, target: float) -> float | None:
@@ -208,12 +228,6 @@ def transfer_matrix(runs: pd.DataFrame, metrics: pd.DataFrame, domains: Sequence
     return mean, std, n
 
 
-def stage_boundary(metrics: pd.DataFrame, run_id: str) -> float | None:
-    """The first step at which a sequential run logged prev_task_accuracy (its second stage's first eval)."""
-    m = metrics[(metrics["run_id"] == run_id) & (metrics["name"] == "prev_task_accuracy")]
-    return None if m.empty else float(m["x"].min())
-
-
 def mean_curves(metrics: pd.DataFrame, runs: pd.DataFrame, split: str, name: str, by: Sequence[str]) -> pd.DataFrame:
     """Mean and std over seeds at each x of (split, name), per group `by` (completed runs only)."""
     done = runs[runs["status"] == "completed"][["run_id", *by]]
@@ -221,4 +235,3 @@ def mean_curves(metrics: pd.DataFrame, runs: pd.DataFrame, split: str, name: str
     if m.empty:
         return pd.DataFrame(columns=[*by, "x", "mean", "std", "n"])
     return (m.groupby([*by, "x"])["value"].agg(mean="mean", std="std", n="count").reset_index())
-
