@@ -165,7 +165,7 @@ def test_second_prepare_is_fast_and_changes_nothing(home):
     assert time.monotonic() - started < 5
     assert snapshot() == before
     assert all((home / "datasets" / name).is_symlink() for name in EXPECTED_ROWS)  # not replaced
-    assert sum("up to date" in line for line in lines) == 7  # checkpoint + 6 datasets
+    assert sum("up to date" in line for line in lines) == 8  # checkpoint + 7 datasets
     assert not any(line.startswith(("fetching", "building")) for line in lines)
 
 

@@ -32,7 +32,7 @@ def _cli(*argv: str) -> int:
     return args.handler(args)
 
 
-def test_list_shows_the_six_builtins_with_counts(home):
+def test_list_shows_the_seven_builtins_with_counts(home):
     infos = list_datasets()
     assert [i.name for i in infos] == list(BUILTIN_NAMES)
     for info in infos:
@@ -40,7 +40,8 @@ def test_list_shows_the_six_builtins_with_counts(home):
         assert info.total_rows == EXPECTED[info.name] and set(info.splits) == {"train", "validation", "test"}
         assert info.mean_tokens > 0 and info.description and info.source["sha256"]
         if info.kind == "labelled":
-            assert info.label_names == ["negative", "positive"]
+            assert info.label_names == (["amazon", "nyt", "tweets"] if info.name == "sources"
+                                        else ["negative", "positive"])
             assert sum(sum(b.values()) for b in info.label_balance.values()) == info.total_rows
         else:
             assert info.kind == "unlabelled" and info.label_names == [] and info.label_balance == {}

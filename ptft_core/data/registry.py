@@ -17,7 +17,7 @@ import pandas as pd
 from ptft_core import paths
 from ptft_core.data.errors import DataError
 
-BUILTIN_NAMES: tuple[str, ...] = ("wiki", "news", "movies", "amazon", "nyt", "tweets")
+BUILTIN_NAMES: tuple[str, ...] = ("wiki", "news", "movies", "amazon", "nyt", "tweets", "sources")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 HUB_PREFIX = "hf:"
 PREPARE_HINT = "run `python -m ptft_core data prepare`"

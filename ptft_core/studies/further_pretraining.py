@@ -14,6 +14,7 @@ from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missi
 from ptft_core.studies.stats import attach, cell, cells, difference, fmt_stat, last_values, pts
 from ptft_core.studies.templates import (
     BaseFrom,
+    Budget,
     PlannedRun,
     ft_config,
     pct,
@@ -34,6 +35,11 @@ FURTHER_ARMS = {  # arm -> (corpus of the further masked-LM pretraining, what it
     "task (movies)": ("movies", "task-adaptive: the task's own training text"),
     "unrelated (wiki)": ("wiki", "an unrelated domain"),
 }
+
+
+# The fine-tunes' budget rule, the same for every arm (pretraining_helps uses the same quick one).
+QUICK_BUDGET = Budget(epochs=2, min_steps=50, max_steps=70)
+FULL_BUDGET = Budget(epochs=3, min_steps=300, max_steps=2000, patience=4)
 
 
 @template(
@@ -63,9 +69,9 @@ def build(preset: str, tiny: bool) -> list[PlannedRun]:
     for seed in seeds(preset, 2, 5):
         for fraction in fractions:
             for arm, (corpus, _) in arms.items():
-                config = ft_config(preset, name=run_name("fpt-ft", corpus or "none", pct(fraction), f"s{seed}"),
-                                   base=BUILTIN_CHECKPOINT, dataset="movies", label_fraction=fraction, seed=seed,
-                                   epochs=1 if quick else 3)
+                config = ft_config(preset, QUICK_BUDGET if quick else FULL_BUDGET,
+                                   name=run_name("fpt-ft", corpus or "none", pct(fraction), f"s{seed}"),
+                                   base=BUILTIN_CHECKPOINT, dataset="movies", label_fraction=fraction, seed=seed)
                 runs.append(PlannedRun(f"ft/{corpus or 'none'}/frac{fraction:g}/s{seed}", config,
                                        {"arm": arm, "label_fraction": fraction, "seed": seed},
                                        base_from=BaseFrom(f"pretrain/{corpus}") if corpus else None))
