@@ -16,7 +16,6 @@ from ptft_core.studies.report import Findings, chance_rate, finetune_runs, seed_
 from ptft_core.studies.stats import finite_or_none, pts, transfer_matrix
 from ptft_core.studies.templates import (
     SENTIMENT_DOMAINS,
-    Budget,
     PlannedRun,
     ft_config,
     report_for,
@@ -30,11 +29,6 @@ if TYPE_CHECKING:
 
 
 DOMAIN_FRACTIONS_QUICK = {"movies": 0.05, "amazon": 0.15, "nyt": 0.1, "tweets": 0.12}  # ~420 examples each
-
-
-# One budget rule for every arm and domain (about 420 labelled examples each in quick: two epochs, 50 steps).
-QUICK_BUDGET = Budget(epochs=2, min_steps=50, max_steps=60)
-FULL_BUDGET = Budget(epochs=3, min_steps=300, max_steps=2000, patience=4)
 
 
 @template(
@@ -56,10 +50,10 @@ def build(preset: str, tiny: bool) -> list[PlannedRun]:
             domains = SENTIMENT_DOMAINS[:2] if tiny else SENTIMENT_DOMAINS
             for domain in domains:
                 others = tuple(d for d in domains if d != domain)
-                config = ft_config(preset, QUICK_BUDGET if quick else FULL_BUDGET,
-                                   name=run_name("dsh", arm, domain, f"s{seed}"), base=BUILTIN_CHECKPOINT,
+                config = ft_config(preset, name=run_name("dsh", arm, domain, f"s{seed}"), base=BUILTIN_CHECKPOINT,
                                    scratch=scratch, dataset=domain, seed=seed,
-                                   label_fraction=DOMAIN_FRACTIONS_QUICK[domain] if quick else 1.0)
+                                   label_fraction=DOMAIN_FRACTIONS_QUICK[domain] if quick else 1.0,
+                                   epochs=1 if quick else 3)
                 runs.append(PlannedRun(f"{arm}/{domain}/s{seed}", config,
                                        {"arm": arm, "domain": domain, "seed": seed}, cross_eval=others))
     return runs
