@@ -126,11 +126,15 @@ def report(data: StudyData, out: Findings) -> None:
             related = [diffs.get(a, {}).get("delta") for a in ("domain (amazon)", "task (movies)")]
             unrelated = diffs.get("unrelated (wiki)", {}).get("delta")
             if None not in related and unrelated is not None:
-                agree = max(related) > unrelated
-                out.findings.append(
-                    f"Related text ({pts(related[0])} domain, {pts(related[1])} task) vs unrelated ({pts(unrelated)}): "
-                    + ("related text helps more, as expected." if agree else
-                       "related text does not beat unrelated text here, unlike the expectation."))
+                order = (f"Related text ({pts(related[0])} domain, {pts(related[1])} task) vs unrelated "
+                         f"({pts(unrelated)}), each against no further pretraining: ")
+                if not clear:  # an order among differences that are all within noise means nothing
+                    out.findings.append(order + "none of them is clear at this n, so their order is not interpreted.")
+                else:
+                    agree = max(related) > unrelated
+                    out.findings.append(order + ("related text helps more, as expected." if agree else
+                                                 "related text does not beat unrelated text here, unlike the "
+                                                 "expectation."))
     # The further pretraining itself.
     pt = data.runs[data.runs["kind"] == "pretrain"]
     fig = go.Figure()

@@ -190,18 +190,19 @@ def with_checks(data: StudyData) -> pd.DataFrame:
 
 def check_caveats(runs: pd.DataFrame) -> list[str]:
     """One caveat per check that some runs failed, naming their arms: those numbers are not interpreted."""
+    finetunes = runs[runs["kind"] == "finetune"] if "kind" in runs else runs
+    label_of = finetunes["arm"] if "arm" in finetunes else finetunes["key"]
+
     def arms(column: str) -> str:
-        flagged = runs[runs[column].astype(bool)]
-        label = flagged["arm"] if "arm" in flagged else flagged["key"]
-        counts = label.astype(str).value_counts()
-        return "; ".join(f"{arm} ({n} of {int((runs.get('arm', runs['key']) == arm).sum())} runs)"
-                         for arm, n in counts.items())
+        flagged = label_of[finetunes[column].astype(bool)].astype(str)
+        return "; ".join(f"{arm} ({n} of {int((label_of.astype(str) == arm).sum())} fine-tuning runs)"
+                         for arm, n in flagged.value_counts().items())
 
     out = []
-    if runs["majority_only"].any():
+    if finetunes["majority_only"].any():
         out.append("learned only the majority class (test accuracy at the majority-class rate): "
                    f"{arms('majority_only')}. Their accuracy measures the label prior, not what the arm can learn.")
-    if runs["still_rising"].any():
+    if finetunes["still_rising"].any():
         out.append(f"not converged (validation accuracy still rising over the last evaluations): {arms('still_rising')}"
                    ". A longer budget could change their numbers.")
     return out
