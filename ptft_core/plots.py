@@ -436,6 +436,15 @@ def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str | Non
     return fig
 
 
+def _token_grid_layout(fig: go.Figure, names: Sequence[str], title: str | None) -> go.Figure:
+    """Token × token heatmaps (attention, its difference): first token at the top, labels readable."""
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 10})
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
+    fig.update_layout(template=TEMPLATE, title=title, height=min(260 + 18 * len(names), 720),
+                      margin={"l": 90, "r": 20, "t": 50, "b": 90})
+    return fig
+
+
 def attention_figure(weights: np.ndarray, tokens: Sequence[str], title: str | None = None) -> go.Figure:
     """One head's attention (rows: query tokens attending, columns: key tokens attended to)."""
     weights = np.asarray(weights)
@@ -445,12 +454,7 @@ def attention_figure(weights: np.ndarray, tokens: Sequence[str], title: str | No
         z=weights, x=names, y=names, colorscale="Viridis", zmin=0, zmax=float(max(weights.max(), 1e-9)),
         colorbar={"title": "weight"}, hovertemplate="%{y} → %{x}<br>%{z:.3f}<extra></extra>",
     ))
-    fig.update_yaxes(autorange="reversed", tickfont={"size": 10})
-    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
-    side = 260 + 18 * len(names)
-    fig.update_layout(template=TEMPLATE, title=title, height=min(side, 720),
-                      margin={"l": 90, "r": 20, "t": 50, "b": 90})
-    return fig
+    return _token_grid_layout(fig, names, title)
 
 
 class AttentionChange(NamedTuple):
@@ -497,12 +501,7 @@ def attention_difference_figure(before: np.ndarray, after: np.ndarray, tokens: S
         hovertemplate=("%{y} → %{x}<br>before %{customdata[0]:.3f}<br>after %{customdata[1]:.3f}"
                        "<br>Δ %{z:+.3f}<extra></extra>"),
     ))
-    fig.update_yaxes(autorange="reversed", tickfont={"size": 10})
-    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
-    side = 260 + 18 * len(names)
-    fig.update_layout(template=TEMPLATE, title=title, height=min(side, 720),
-                      margin={"l": 90, "r": 20, "t": 50, "b": 90})
-    return fig
+    return _token_grid_layout(fig, names, title)
 
 
 def probability_figure(probabilities: dict[str, float], title: str | None = None) -> go.Figure:

@@ -13,8 +13,8 @@ from ptft_core.plots import arm_color, bar_figure, empty_figure, study_layout
 from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
 from ptft_core.studies.stats import attach, cell, cells, difference, fmt_stat, last_values, pts
 from ptft_core.studies.templates import (
+    FINETUNE_BUDGET,
     BaseFrom,
-    Budget,
     PlannedRun,
     ft_config,
     pct,
@@ -37,9 +37,6 @@ FURTHER_ARMS = {  # arm -> (corpus of the further masked-LM pretraining, what it
 }
 
 
-# The fine-tunes' budget rule, the same for every arm (pretraining_helps uses the same quick one).
-QUICK_BUDGET = Budget(epochs=2, min_steps=50, max_steps=70)
-FULL_BUDGET = Budget(epochs=3, min_steps=300, max_steps=2000, patience=4)
 
 
 @template(
@@ -69,7 +66,7 @@ def build(preset: str, tiny: bool) -> list[PlannedRun]:
     for seed in seeds(preset, 2, 5):
         for fraction in fractions:
             for arm, (corpus, _) in arms.items():
-                config = ft_config(preset, QUICK_BUDGET if quick else FULL_BUDGET,
+                config = ft_config(preset, FINETUNE_BUDGET[preset],
                                    name=run_name("fpt-ft", corpus or "none", pct(fraction), f"s{seed}"),
                                    base=BUILTIN_CHECKPOINT, dataset="movies", label_fraction=fraction, seed=seed)
                 runs.append(PlannedRun(f"ft/{corpus or 'none'}/frac{fraction:g}/s{seed}", config,

@@ -25,16 +25,23 @@ from ptft_core.studies.stats import (
     pts,
     steps_to_target,
 )
-from ptft_core.studies.templates import Budget, PlannedRun, ft_config, pct, report_for, run_name, seeds, template
+from ptft_core.studies.templates import (
+    FINETUNE_BUDGET,
+    PlannedRun,
+    ft_config,
+    pct,
+    report_for,
+    run_name,
+    seeds,
+    template,
+)
 
 if TYPE_CHECKING:
     from ptft_core.studies.driver import StudyData
 
 
-# Quick: 1 % and 10 % of the labels (the acceptance's two cells), 3 seeds; full: five label budgets, 5 seeds. One
-# budget rule for every arm (templates.Budget): the 85-example arm trains many epochs, the 848-example arm two.
-QUICK_BUDGET = Budget(epochs=2, min_steps=50, max_steps=70)
-FULL_BUDGET = Budget(epochs=3, min_steps=300, max_steps=2000, patience=4)
+# Quick: 1 % and 10 % of the labels, 3 seeds; full: five label budgets, 5 seeds. One budget rule for every arm
+# (templates.FINETUNE_BUDGET): the 85-example arm trains many epochs, the 848-example arm two.
 
 
 @template(
@@ -57,7 +64,7 @@ def build(preset: str, tiny: bool) -> list[PlannedRun]:
     for seed in seeds(preset, 3, 5):
         for fraction in fractions:
             for arm, scratch in (("pretrained", False), ("scratch", True)):
-                config = ft_config(preset, QUICK_BUDGET if quick else FULL_BUDGET,
+                config = ft_config(preset, FINETUNE_BUDGET[preset],
                                    name=run_name("pth", arm, pct(fraction), f"s{seed}"), base=BUILTIN_CHECKPOINT,
                                    scratch=scratch, dataset="movies", label_fraction=fraction, seed=seed)
                 runs.append(PlannedRun(f"{arm}/frac{fraction:g}/s{seed}", config,

@@ -192,6 +192,11 @@ class Budget:
                 "early_stopping_patience": self.patience}
 
 
+# The budget of a label-budget fine-tune on movies, shared by the studies that compare arms at 1-10 % labels.
+FINETUNE_BUDGET = {"quick": Budget(epochs=2, min_steps=50, max_steps=70),
+                   "full": Budget(epochs=3, min_steps=300, max_steps=2000, patience=4)}
+
+
 def train_rows(dataset: str) -> int:
     from ptft_core.studies.costs import dataset_shape
 
