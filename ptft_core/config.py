@@ -1,19 +1,40 @@
-"""One typed, validated config per run kind.
+"""One typed, validated config per run kind: the one source of every field's type, bounds, default and help.
 
 The config is the only thing that crosses from the UI or the CLI to a run: the same JSON is stored in the
 run row, in `RUN_DIR/config.json` and in every checkpoint, so "what exactly did this run do" has one answer.
-Validation happens in `__post_init__`, before any work, and raises `ConfigError` with a message that names
-the field.
+
+The classes are pydantic dataclasses: they validate on construction (and on `dataclasses.replace`), coerce
+what a person writes by hand when its meaning is clear (`lr: 1e-4`, which YAML reads as a string, or
+`epochs: '3'`), and refuse the rest with `ConfigError`, one line per problem naming the field:
+`optim.lr: must be > 0 (got -1)`, `optim.lrr: unknown field; did you mean 'lr'?`. The forms take labels
+(`title`), help (the docstring under each field), bounds and defaults from here (`field_spec`), the CLI prints
+them (`describe_fields`), and `json_schema` exports them. Fields are flat, so every config written so far loads
+as it is; `group` arranges them the way a user thinks about them (model and data, strategy, optimisation, ...).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
-import typing
-from dataclasses import asdict, dataclass, field
+import textwrap
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticUndefined
 
 Optimizer = Literal["adamw", "adam", "sgd", "adagrad"]
 Schedule = Literal["constant", "linear", "cosine"]
@@ -22,178 +43,459 @@ Device = Literal["auto", "cpu", "cuda"]
 Preset = Literal["tiny", "mini", "small", "base"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 BUILTIN_CHECKPOINT = "minilm-l6"
+STRATEGY_HELP = {  # the strategy field's help, and the Fine-tune form's line beside the choice
+    "full": "every weight trains",
+    "linear_probe": "the encoder is frozen, only the classification head trains",
+    "freeze_bottom": "the embeddings and the freeze_layers bottom layers stay frozen",
+    "gradual_unfreeze": "starts with the head only and opens one layer group at a time, from the top",
+    "discriminative": "every layer trains, lower layers with smaller learning rates (layer_decay)",
+}
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field."""
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+def _listed(value: Any) -> Any:
+    """A single name where a list is expected (`corpus: wiki`) means a list of one."""
+    return [value] if isinstance(value, str) else value
 
 
-def _check_literals(config: Any) -> None:
-    """Reject values outside a field's `Literal[...]` choices, naming the field and the choices."""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        choices = get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else ()
-        value = getattr(config, f.name)
-        if choices and value not in choices:
-            raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+Names = Annotated[list[str], BeforeValidator(_listed)]
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+_MODEL = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+# The groups a form or `--help-config` shows the fields in, in this order.
+GROUPS = ("model and data", "strategy", "optimisation", "evaluation", "forgetting probes and mitigations",
+          "sequential second task", "run")
 
 
-@dataclass
+def _field(group: str, title: str, default: Any = PydanticUndefined, **kwargs: Any) -> Any:
+    """A config field in `group`, labelled `title`; its help is the docstring under it. (A list default is
+    copied for each config, so it may be written as a plain value.)"""
+    return Field(default, title=title, json_schema_extra={"group": group}, **kwargs)
+
+
+def _config_errors(cls: type) -> type:
+    """Construction (and `dataclasses.replace`) raises ConfigError with one readable line per problem."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc, cls)) from None
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_config_errors
+@dataclass(config=_MODEL)
 class OptimConfig:
     """Optimizer and schedule, shared by both run kinds."""
 
-    optimizer: Optimizer = "adamw"
-    lr: float = 5e-5
-    schedule: Schedule = "linear"
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    momentum: float = 0.9  # SGD only
-    grad_clip: float = 1.0  # 0 disables clipping
+    optimizer: Optimizer = _field("optimisation", "Optimizer", "adamw")
+    """The optimizer; AdamW is the transformer default."""
+    lr: float = _field("optimisation", "Learning rate", 5e-5, gt=0)
+    """Peak learning rate, reached after warmup."""
+    schedule: Schedule = _field("optimisation", "Schedule", "linear")
+    """How the learning rate moves after warmup: constant, linear decay to 0, or cosine decay."""
+    warmup_ratio: float = _field("optimisation", "Warmup (share of steps)", 0.06, ge=0, lt=1)
+    """Share of the steps over which the learning rate rises linearly from 0."""
+    weight_decay: float = _field("optimisation", "Weight decay", 0.01, ge=0)
+    """Decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    momentum: float = _field("optimisation", "Momentum (SGD)", 0.9, ge=0, lt=1)
+    """SGD's momentum; the other optimizers ignore it."""
+    grad_clip: float = _field("optimisation", "Gradient clip (0: off)", 1.0, ge=0)
+    """Clip the global gradient norm to this value; 0 disables clipping."""
 
-    def __post_init__(self) -> None:
-        _check_literals(self)
-        _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _require(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        _require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
 
-
-@dataclass
+@_config_errors
+@dataclass(config=_MODEL)
 class PretrainConfig:
-    """Masked-LM pretraining: from scratch (`model` is a preset) or further pretraining (`model` is a checkpoint).
+    """Masked-LM pretraining: from scratch (`model` is a preset) or further pretraining (`model` is a checkpoint)."""
 
-    `model`: a preset (`tiny`, `mini`, `small`, `base`) trains from scratch with a WordPiece tokenizer trained on
-    `corpus`; anything else is a checkpoint: `minilm-l6`, a Hugging Face folder or hub id, or `run:<run_id>`
-    (optionally `run:<run_id>/step-<N>`).
-    """
+    kind: Literal["pretrain"] = _field("run", "Kind", "pretrain")
+    """The run kind."""
+    name: str = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty)."""
+    model: NonBlank = _field("model and data", "Model", "tiny")
+    """A preset (tiny: 2 layers x 128; mini: 4 x 256; small: 4 x 512; base: 12 x 768) trains from scratch with a
+    WordPiece vocabulary learned from the corpus; anything else is a checkpoint to continue: minilm-l6, a Hugging
+    Face folder or hub id, or run:<run_id> (optionally run:<run_id>/step-<N>)."""
+    corpus: Names = _field("model and data", "Corpus", ["wiki", "news"], min_length=1)
+    """Datasets whose text is pretrained on (labels are ignored)."""
+    vocab_size: int = _field("model and data", "Vocabulary size", 8000, ge=256, le=100_000)
+    """WordPiece vocabulary of a from-scratch run (a checkpoint keeps its own)."""
+    block_size: int = _field("model and data", "Block size (tokens)", 128, ge=8, le=512)
+    """Tokens per training block (texts are concatenated and cut into blocks)."""
+    mask_prob: float = _field("model and data", "Masking rate", 0.15, gt=0, lt=1)
+    """Share of tokens masked for the MLM objective (BERT: 0.15)."""
+    freeze_encoder: bool = _field("strategy", "Train the MLM head only", False)
+    """Keep the encoder fixed and train the MLM head only: gives a checkpoint that ships without a head (MiniLM)
+    a reader, so its general-text MLM loss can be probed during fine-tuning without the encoder having changed."""
+    batch_size: int = _field("optimisation", "Batch size", 32, gt=0)
+    """Blocks per optimizer step."""
+    max_steps: int = _field("optimisation", "Steps", 300, gt=0)
+    """Optimizer steps of the run."""
+    optim: OptimConfig = _field("optimisation", "Optimizer",
+                                default_factory=lambda: OptimConfig(lr=1e-3, warmup_ratio=0.05))
+    """Optimizer and learning-rate schedule."""
+    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0)
+    """Steps between training-loss log lines."""
+    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0)
+    """Steps between evaluations; 0: eval_count evaluations spread evenly over the run (every run also
+    evaluates once before its first step)."""
+    eval_count: int = _field("evaluation", "Evaluations", 10, gt=0)
+    """Evaluations per run when eval_every is 0, besides the one before the first step."""
+    eval_blocks: int = _field("evaluation", "Validation blocks", 64, gt=0)
+    """Validation blocks scored at each evaluation."""
+    checkpoint_steps: list[int] = _field("evaluation", "Extra checkpoints (steps)", [])
+    """Steps at which to keep a checkpoint besides the last one (e.g. to fine-tune from run:<id>/step-<N>)."""
+    seed: int = _field("run", "Seed", 0, ge=0)
+    """Seeds the initialisation, masking and data order."""
+    device: Device = _field("run", "Device", "auto")
+    """Where to train; auto: a GPU when there is one."""
+    tags: Names = _field("run", "Tags", [])
+    """Free labels to find and group runs by."""
 
-    kind: Literal["pretrain"] = "pretrain"
-    name: str = ""
-    model: str = "tiny"
-    corpus: list[str] = field(default_factory=lambda: ["wiki", "news"])
-    vocab_size: int = 8000
-    block_size: int = 128
-    mask_prob: float = 0.15
-    # Train the MLM head only, the encoder fixed: gives a checkpoint that ships without a head (MiniLM) a reader,
-    # so its general-text MLM loss can be probed during fine-tuning without the encoder having changed.
-    freeze_encoder: bool = False
-    batch_size: int = 32
-    max_steps: int = 300
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_ratio=0.05))
-    log_every: int = 10
-    eval_every: int = 0  # steps between evaluations; 0: `eval_count` evaluations spread evenly over the run
-    eval_count: int = 10  # evaluations per run when eval_every is 0 (besides the one before the first step)
-    eval_blocks: int = 64  # validation blocks scored at each evaluation
-    checkpoint_steps: list[int] = field(default_factory=list)  # extra checkpoints; the last step is always saved
-    seed: int = 0
-    device: Device = "auto"
-    tags: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.optim, dict):
-            self.optim = OptimConfig(**self.optim)
-        _check_literals(self)
-        _require(bool(self.model.strip()), "model must name a preset or a checkpoint")
-        _require(bool(self.corpus), "corpus must name at least one dataset")
-        _require(256 <= self.vocab_size <= 100_000, f"vocab_size must be in [256, 100000], got {self.vocab_size}")
-        _require(8 <= self.block_size <= 512, f"block_size must be in [8, 512], got {self.block_size}")
-        _require(0 < self.mask_prob < 1, f"mask_prob must be in (0, 1), got {self.mask_prob}")
-        _require(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
-        _require(self.max_steps > 0, f"max_steps must be > 0, got {self.max_steps}")
-        _require(self.log_every > 0, f"log_every must be > 0, got {self.log_every}")
-        _require(self.eval_every >= 0, f"eval_every must be >= 0 (0: eval_count evaluations), got {self.eval_every}")
-        _require(self.eval_count > 0, f"eval_count must be > 0, got {self.eval_count}")
-        _require(self.eval_blocks > 0, f"eval_blocks must be > 0, got {self.eval_blocks}")
+    @model_validator(mode="after")
+    def _steps_in_range(self) -> PretrainConfig:
         bad = [s for s in self.checkpoint_steps if not 0 < s <= self.max_steps]
-        _require(not bad, f"checkpoint_steps must lie in (0, max_steps={self.max_steps}], got {bad}")
+        if bad:
+            raise ValueError(f"checkpoint_steps: must lie in (0, max_steps={self.max_steps}] (got {bad})")
+        return self
 
     @property
     def from_scratch(self) -> bool:
         return self.model in PRESETS
 
 
-@dataclass
+@_config_errors
+@dataclass(config=_MODEL)
 class FinetuneConfig:
-    """Sequence-classification fine-tuning, optionally followed by a second task (sequential fine-tuning).
+    """Sequence-classification fine-tuning, optionally followed by a second task (sequential fine-tuning)."""
 
-    `base`: `minilm-l6`, a preset (random init, bert-base tokenizer), a folder or hub id, or `run:<id>[/step-<N>]`.
-    `scratch`: keep the base's architecture and tokenizer but re-initialise its weights (the fair baseline).
-    """
+    kind: Literal["finetune"] = _field("run", "Kind", "finetune")
+    """The run kind."""
+    name: str = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty)."""
+    base: NonBlank = _field("model and data", "Start from", BUILTIN_CHECKPOINT)
+    """The checkpoint to fine-tune: minilm-l6, a preset (random weights, bert-base tokenizer), a Hugging Face
+    folder or hub id, or run:<run_id>[/step-<N>] (an earlier run's checkpoint)."""
+    scratch: bool = _field("model and data", "Scratch baseline", False)
+    """Keep the base's architecture and tokenizer but re-initialise its weights: the fair baseline, what the same
+    model learns without its pretraining."""
+    dataset: NonBlank = _field("model and data", "Dataset", "movies")
+    """A labelled dataset (built-in or registered on the Data page)."""
+    max_length: int = _field("model and data", "Max length (tokens)", 128, ge=8, le=512)
+    """Texts are truncated to this many tokens."""
+    label_fraction: float = _field("model and data", "Label fraction", 1.0, gt=0, le=1)
+    """Share of the training labels used (a stratified sample): low-resource runs."""
+    strategy: Strategy = _field("strategy", "Strategy", "full", description="What trains. " + "; ".join(
+        f"{name}: {what}" for name, what in STRATEGY_HELP.items()) + ".")
+    freeze_layers: int = _field("strategy", "Frozen layers (k)", 0, ge=0)
+    """freeze_bottom: the embeddings and this many bottom layers stay frozen (0: the embeddings only)."""
+    unfreeze_every_steps: int = _field("strategy", "Unfreeze every N steps", 0, ge=0)
+    """gradual_unfreeze: steps between opening layer groups; 0: one more group per epoch."""
+    layer_decay: float = _field("strategy", "Layer lr decay", 0.8, gt=0, le=1)
+    """discriminative: the learning rate of a layer is lr x layer_decay ** (its depth from the top)."""
+    epochs: int = _field("optimisation", "Epochs", 2, gt=0)
+    """Passes over the (label-fraction) training examples of the first task."""
+    max_steps: int = _field("optimisation", "Max steps (0: all epochs)", 0, ge=0)
+    """A cap on the optimizer steps of each task; 0 runs all epochs."""
+    batch_size: int = _field("optimisation", "Batch size", 32, gt=0)
+    """Examples per optimizer step (replayed examples included)."""
+    optim: OptimConfig = _field("optimisation", "Optimizer", default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    dropout: float | None = _field("optimisation", "Dropout", None, ge=0, lt=1)
+    """Dropout of the encoder and head; None keeps the checkpoint's."""
+    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0)
+    """Steps between evaluations (and at each epoch end); 0: eval_count evaluations spread evenly over each task.
+    Every run also evaluates once before its first step (step 0)."""
+    eval_count: int = _field("evaluation", "Evaluations per task", 10, gt=0)
+    """Evaluations per task when eval_every is 0, besides the one before the first step."""
+    eval_val_samples: int = _field("evaluation", "Validation examples per evaluation (0: all)", 0, ge=0)
+    """Validation examples scored at each evaluation (a fixed stratified sample); 0: the whole split. The test
+    split is always scored whole, once, with the best checkpoint."""
+    eval_train_samples: int = _field("evaluation", "Train examples per evaluation", 512, ge=0)
+    """A fixed sample of the training split scored at each evaluation: the overfitting curves."""
+    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0)
+    """Steps between training-loss log lines."""
+    early_stopping_patience: int = _field("evaluation", "Early-stop patience (0: off)", 0, ge=0)
+    """Evaluations without a new best before a task stops; 0 disables early stopping."""
+    early_stopping_metric: Literal["accuracy", "f1", "loss"] = _field("evaluation", "Early-stop metric", "accuracy")
+    """The validation metric that picks the best checkpoint (and early stopping)."""
+    probe_mlm: bool = _field("forgetting probes and mitigations", "MLM probe", True)
+    """At each evaluation, the masked-LM loss on held-out probe_corpus text, when the model has an MLM head."""
+    probe_drift: bool = _field("forgetting probes and mitigations", "Drift probe (CKA)", True)
+    """At each evaluation, linear CKA between the starting and the current encoder on a fixed probe set."""
+    probe_corpus: str = _field("forgetting probes and mitigations", "Probe corpus", "wiki")
+    """The dataset whose text the probes read."""
+    probe_size: int = _field("forgetting probes and mitigations", "Probe texts", 128, gt=1)
+    """Texts in the probe set."""
+    replay_fraction: float = _field("forgetting probes and mitigations", "Replay fraction", 0.0, ge=0, lt=1)
+    """Share of each batch replayed from replay_source."""
+    replay_source: Literal["task", "mlm"] = _field("forgetting probes and mitigations", "Replay source", "task")
+    """task: the earlier task (sequential runs); mlm: masked-LM batches of the pretraining text."""
+    l2sp: float = _field("forgetting probes and mitigations", "L2-SP strength", 0.0, ge=0)
+    """Strength of the L2-SP penalty pulling the encoder toward its starting weights."""
+    then_dataset: str | None = _field("sequential second task", "Then fine-tune on", None)
+    """After dataset, fine-tune on this one (a head per task, one shared encoder), evaluating the first task
+    all along (the forgetting split)."""
+    then_epochs: int = _field("sequential second task", "Epochs on the second task", 1, gt=0)
+    """Passes over the second task's training examples."""
+    seed: int = _field("run", "Seed", 0, ge=0)
+    """Seeds the head's initialisation, the label sample and the data order."""
+    device: Device = _field("run", "Device", "auto")
+    """Where to train; auto: a GPU when there is one."""
+    tags: Names = _field("run", "Tags", [])
+    """Free labels to find and group runs by."""
 
-    kind: Literal["finetune"] = "finetune"
-    name: str = ""
-    base: str = BUILTIN_CHECKPOINT
-    scratch: bool = False
-    dataset: str = "movies"
-    max_length: int = 128
-    label_fraction: float = 1.0
-    epochs: int = 2
-    max_steps: int = 0  # 0: run all epochs
-    batch_size: int = 32
-    strategy: Strategy = "full"
-    freeze_layers: int = 0  # freeze_bottom: embeddings + this many bottom layers stay frozen
-    unfreeze_every_steps: int = 0  # gradual_unfreeze: 0 opens one layer group per epoch
-    layer_decay: float = 0.8  # discriminative: lr of layer l = lr * layer_decay ** (depth from the top)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    dropout: float | None = None  # None keeps the checkpoint's dropout
-    # Every run evaluates once before its first step (step 0), then on this schedule, per task.
-    eval_every: int = 0  # steps between evaluations (and at each epoch end); 0: `eval_count` spread evenly
-    eval_count: int = 10  # evaluations per task when eval_every is 0
-    eval_val_samples: int = 0  # validation examples scored at each evaluation (a fixed stratified sample); 0: all
-    log_every: int = 10
-    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 disables
-    early_stopping_metric: Literal["accuracy", "f1", "loss"] = "accuracy"
-    eval_train_samples: int = 512  # train-split sample scored at each evaluation (overfitting curves)
-    # Forgetting probes, evaluated at each evaluation.
-    probe_mlm: bool = True  # general-text MLM loss on held-out `probe_corpus`, when the model has an MLM head
-    probe_drift: bool = True  # linear CKA between the starting and the current encoder on a fixed probe set
-    probe_corpus: str = "wiki"
-    probe_size: int = 128
-    # Sequential fine-tuning: after `dataset`, fine-tune on `then_dataset`, evaluating the first task all along.
-    then_dataset: str | None = None
-    then_epochs: int = 1
-    replay_fraction: float = 0.0  # share of each batch replayed from the earlier task (or MLM batches)
-    replay_source: Literal["task", "mlm"] = "task"
-    l2sp: float = 0.0  # strength of the L2-SP penalty toward the starting weights
-    seed: int = 0
-    device: Device = "auto"
-    tags: list[str] = field(default_factory=list)
+    @model_validator(mode="after")
+    def _second_task_differs(self) -> FinetuneConfig:
+        if self.then_dataset is not None and self.then_dataset == self.dataset:
+            raise ValueError(f"then_dataset: must differ from dataset (got {self.then_dataset!r} for both)")
+        return self
 
-    def __post_init__(self) -> None:
-        if isinstance(self.optim, dict):
-            self.optim = OptimConfig(**self.optim)
-        _check_literals(self)
-        _require(bool(self.base.strip()), "base must name a checkpoint or preset")
-        _require(bool(self.dataset.strip()), "dataset must name a dataset")
-        _require(8 <= self.max_length <= 512, f"max_length must be in [8, 512], got {self.max_length}")
-        _require(0 < self.label_fraction <= 1, f"label_fraction must be in (0, 1], got {self.label_fraction}")
-        _require(self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
-        _require(self.max_steps >= 0, f"max_steps must be >= 0 (0 runs all epochs), got {self.max_steps}")
-        _require(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
-        _require(self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}")
-        _require(self.unfreeze_every_steps >= 0, "unfreeze_every_steps must be >= 0")
-        _require(0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        _require(self.dropout is None or 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        _require(self.log_every > 0, f"log_every must be > 0, got {self.log_every}")
-        _require(self.eval_every >= 0, f"eval_every must be >= 0 (0: eval_count evaluations), got {self.eval_every}")
-        _require(self.eval_count > 0, f"eval_count must be > 0, got {self.eval_count}")
-        _require(self.eval_val_samples >= 0, f"eval_val_samples must be >= 0 (0: all), got {self.eval_val_samples}")
-        _require(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
-        _require(self.eval_train_samples >= 0, "eval_train_samples must be >= 0")
-        _require(self.probe_size > 1, f"probe_size must be > 1, got {self.probe_size}")
-        _require(self.then_epochs > 0, f"then_epochs must be > 0, got {self.then_epochs}")
-        _require(0 <= self.replay_fraction < 1, f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
-        _require(self.l2sp >= 0, f"l2sp must be >= 0, got {self.l2sp}")
-        _require(
-            self.then_dataset is None or self.then_dataset != self.dataset,
-            "then_dataset must differ from dataset",
-        )
+
+RunConfig = PretrainConfig | FinetuneConfig
+_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+
+
+# --- errors ----------------------------------------------------------------------------------------------------------
+
+
+_PHRASES = {  # pydantic's error type -> what is wrong, in the words of the field's reader
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number", "float_parsing": "must be a number", "float_type": "must be a number",
+    "bool_parsing": "must be true or false", "bool_type": "must be true or false", "string_type": "must be text",
+    "string_too_short": "must not be empty", "list_type": "must be a list", "dataclass_type": "must be a mapping",
+    "dataclass_exact_type": "must be a mapping",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _fields_at(cls: type, path: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) config class at `path` below `cls`."""
+    for part in path:
+        nested = cls.__pydantic_fields__.get(part) if isinstance(part, str) else None
+        if nested is None or not dataclasses.is_dataclass(nested.annotation):
+            return []
+        cls = nested.annotation
+    return list(cls.__pydantic_fields__)
+
+
+def describe_errors(exc: ValidationError, cls: type) -> str:
+    """`field: what is wrong (got VALUE)`, one line per problem, unknown fields with the closest valid name."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        where = ".".join(str(p) for p in loc)
+        kind, ctx = error["type"], error.get("ctx") or {}
+        if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(cls, loc[:-1]), n=1, cutoff=0.6)
+            lines.append(f"{where}: unknown field" + (f"; did you mean {close[0]!r}?" if close else ""))
+            continue
+        if kind == "value_error":  # a cross-field check: its message already names the field
+            lines.append(str(ctx.get("error", error["msg"])))
+            continue
+        if kind in _BOUNDS:
+            what = f"must be {_BOUNDS[kind]} {ctx[next(iter(ctx))]:g}"
+        elif kind == "literal_error":
+            what = f"must be one of {ctx.get('expected', '')}"
+        elif kind == "too_short":
+            what = f"must have at least {ctx.get('min_length', 1)} item(s)"
+        else:
+            what = _PHRASES.get(kind, error["msg"].replace("Input should be", "must be"))
+        lines.append(f"{where or cls.__name__}: {what} (got {_shown(error.get('input'))})")
+    return "; ".join(lines)
+
+
+# --- the fields, for forms, the CLI and the API ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """What a form (or `--help-config`) needs to know of one field."""
+
+    name: str
+    title: str
+    help: str
+    group: str
+    default: Any
+    type: str  # int, float, bool, str, choice, list, 'float or null', config
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None  # inclusive bounds, as a number input takes them
+    maximum: float | None = None
+    bounds: str = ""  # as written: "> 0", "in [8, 512]"
+
+
+def _type_name(annotation: Any) -> tuple[str, tuple[Any, ...]]:
+    if get_origin(annotation) is Literal:
+        return "choice", get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return "config", ()
+    if annotation in (int, float, bool, str):
+        return annotation.__name__, ()
+    if get_origin(annotation) is list:
+        return "list", ()
+    optional = [a for a in get_args(annotation) if a is not type(None)]
+    if len(optional) == 1 and optional[0] in (int, float, str):
+        return f"{optional[0].__name__} or null", ()
+    return str(annotation), ()
+
+
+def field_spec(cls: type, name: str) -> FieldSpec:
+    info = cls.__pydantic_fields__[name]
+    kind, choices = _type_name(info.annotation)
+    default = info.get_default(call_default_factory=True)
+    low = high = None
+    signs = []
+    for constraint in info.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            value = getattr(constraint, attr, None)
+            if value is None:
+                continue
+            signs.append(f"{sign} {value:g}")
+            step = 1 if kind == "int" else 0  # an exclusive bound on an integer is the next integer
+            if attr in ("gt", "ge"):
+                low = value + (step if attr == "gt" else 0)
+            else:
+                high = value - (step if attr == "lt" else 0)
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return FieldSpec(name, info.title or name, " ".join((info.description or "").split()), str(extra.get("group", "")),
+                     default, kind, tuple(choices), low, high, ", ".join(signs))
+
+
+def field_specs(cls: type) -> Iterator[FieldSpec]:
+    """Every field of `cls`, nested configs flattened as `optim.lr`, in GROUPS order."""
+    specs = []
+    for name in cls.__pydantic_fields__:
+        spec = field_spec(cls, name)
+        if spec.type == "config":
+            nested = cls.__pydantic_fields__[name].annotation
+            parent_default = spec.default
+            for inner in field_specs(nested):
+                specs.append(dataclasses.replace(inner, name=f"{name}.{inner.name}",
+                                                 default=getattr(parent_default, inner.name)))
+        else:
+            specs.append(spec)
+    return iter(sorted(specs, key=lambda s: GROUPS.index(s.group) if s.group in GROUPS else len(GROUPS)))
+
+
+def describe_fields(kind: str) -> str:
+    """Every field of a run kind with its type, default, bounds and help, by group: `run --help-config KIND`."""
+    cls = config_class(kind)
+    out, group = [f"{kind} config fields (YAML/JSON keys; on the command line: key=value, optim.lr=1e-4)"], None
+    for spec in field_specs(cls):
+        if spec.group != group:
+            group = spec.group
+            out.append(f"\n{group}")
+        kind_text = spec.type + (f": {' | '.join(map(str, spec.choices))}" if spec.choices else "")
+        bounds = f", {spec.bounds}" if spec.bounds else ""
+        out.append(f"  {spec.name} ({kind_text}{bounds}) = {_shown(spec.default)}")
+        out.extend(textwrap.wrap(spec.help, 110, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(out)
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a run kind's config (types, bounds, defaults, titles, help, groups)."""
+    return TypeAdapter(config_class(kind)).json_schema()
+
+
+# --- loading and saving ------------------------------------------------------------------------------------------
+
+
+def config_class(kind: Any) -> type:
+    if kind not in _KINDS:
+        raise ConfigError(f"kind: must be one of {', '.join(_KINDS)} (got {_shown(kind)})")
+    return _KINDS[kind]
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build a config from plain data (a YAML/JSON file, a stored run row, a form); ConfigError names the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
+    cls = config_class(data.get("kind"))
+    if "optim" in data and not isinstance(data["optim"], dict | OptimConfig):
+        raise ConfigError(f"optim: must be a mapping (got {_shown(data['optim'])})")
+    return cls(**data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`optim.lr=1e-4` -> (["optim", "lr"], "1e-4" read as YAML: numbers, lists, null and booleans as written)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=1e-4")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def with_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`data` with `key=value` overrides applied (nested keys with dots); validation happens when it is built."""
+    out = json.loads(json.dumps(data, default=str))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a mapping")
+        node[path[-1]] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The plain data of a `.json`, `.yaml` or `.yml` config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except Exception as exc:  # JSON and YAML raise different types; both mean "unreadable"
+        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a config file, with optional `key=value` overrides; ConfigError names the file and the field."""
+    data = read_config_file(path)
+    try:
+        return config_from_dict(with_overrides(data, overrides) if overrides and isinstance(data, dict) else data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def config_to_json(config: RunConfig) -> str:
+    return json.dumps(config_to_dict(config), sort_keys=True)
+
+
+def with_seed(config: RunConfig, seed: int) -> RunConfig:
+    """The same config with another seed (several seeds launch several runs)."""
+    return dataclasses.replace(config, seed=seed, name=f"{config.name or config.kind}-s{seed}")
+
+
+# --- the evaluation schedule ---------------------------------------------------------------------------------------
 
 
 def eval_steps(total_steps: int, every: int, count: int, steps_per_epoch: int = 0) -> frozenset[int]:
@@ -212,66 +514,3 @@ def eval_steps(total_steps: int, every: int, count: int, steps_per_epoch: int = 
     else:
         steps = {max(1, round(i * total_steps / count)) for i in range(1, count + 1)}
     return frozenset(steps | {total_steps})
-
-
-RunConfig = PretrainConfig | FinetuneConfig
-_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
-
-
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Build a config from plain data; unknown keys and wrong kinds are errors, not silently dropped."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
-    kind = data.get("kind")
-    if kind not in _KINDS:
-        raise ConfigError(f"kind: {kind!r} is not one of {', '.join(_KINDS)}")
-    cls = _KINDS[kind]
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown field(s) for {kind}: {', '.join(unknown)}")
-    optim = data.get("optim")
-    if optim is not None:
-        if not isinstance(optim, dict):
-            raise ConfigError("optim must be a mapping")
-        optim_unknown = sorted(set(optim) - {f.name for f in dataclasses.fields(OptimConfig)})
-        if optim_unknown:
-            raise ConfigError(f"unknown field(s) in optim: {', '.join(optim_unknown)}")
-    try:
-        return cls(**data)
-    except TypeError as exc:  # a wrong type that the dataclass itself rejects
-        raise ConfigError(str(exc)) from exc
-
-
-def load_config(path: str | Path) -> RunConfig:
-    """Load a config from a `.json`, `.yaml` or `.yml` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # JSON and YAML raise different types; both mean "unreadable"
-        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
-    try:
-        return config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-
-
-def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    return asdict(config)
-
-
-def config_to_json(config: RunConfig) -> str:
-    return json.dumps(config_to_dict(config), sort_keys=True)
-
-
-def with_seed(config: RunConfig, seed: int) -> RunConfig:
-    """The same config with another seed (several seeds launch several runs)."""
-    return dataclasses.replace(config, seed=seed, name=f"{config.name or config.kind}-s{seed}")

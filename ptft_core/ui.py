@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -26,13 +26,11 @@ from ptft_core.config import (
     BUILTIN_CHECKPOINT,
     PRESETS,
     ConfigError,
-    Device,
-    FinetuneConfig,
     OptimConfig,
-    Optimizer,
     PretrainConfig,
     RunConfig,
-    Schedule,
+    config_class,
+    field_spec,
     with_seed,
 )
 from ptft_core.engine import Engine
@@ -192,9 +190,9 @@ def default_name(config: RunConfig) -> str:
 
 def build_configs(kind: str, fields: dict[str, Any], optim: dict[str, Any], seeds_text: str = "0") -> list[RunConfig]:
     """The validated configs a launch form describes, one per seed (ConfigError names the field at fault)."""
-    cls = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}[kind]
+    cls = config_class(kind)
     seeds = parse_seeds(seeds_text)
-    config = cls(**fields, optim=OptimConfig(**optim))
+    config = cls(**fields, optim=optim)  # a plain mapping: an error names optim.<field>
     if not config.name.strip():
         config = replace(config, name=default_name(config))
     if len(seeds) == 1:
@@ -511,37 +509,58 @@ def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None
     return f"run:{run_id}"
 
 
-def optim_inputs(defaults: OptimConfig, key: str) -> dict[str, Any]:
-    """Optimizer, learning rate, schedule, warmup, weight decay and clipping: OptimConfig's fields."""
+def config_input(where: Any, cls: type, name: str, key: str, options: Sequence[Any] | None = None,
+                 **widget: Any) -> Any:
+    """The widget of config field `name` of `cls` in `where` (st or a column), keyed `<key>-<name>`: its label,
+    help, bounds and default come from the field (config.field_spec), so forms never drift from the config.
+    `options` replaces a choice's values (e.g. the prepared datasets); `widget` adds or overrides widget
+    arguments (step, format, value for a nested config's own default, a tighter max_value...)."""
+    spec = field_spec(cls, name)
+    value = widget.pop("value", spec.default)
+    common = dict(label=widget.pop("label", spec.title), help=widget.pop("help", spec.help), key=f"{key}-{name}")
+    if spec.type == "bool":
+        return where.checkbox(value=value, **common, **widget)
+    if spec.type == "choice" or options is not None:
+        choices = list(options if options is not None else spec.choices)
+        return where.selectbox(options=choices, index=option_index(choices, value), **common, **widget)
+    if spec.type in ("int", "float"):
+        cast = int if spec.type == "int" else float
+        bounds = {"min_value": spec.minimum, "max_value": spec.maximum}
+        bounds |= {k: widget.pop(k) for k in ("min_value", "max_value") if k in widget}
+        numbers = {k: cast(v) for k, v in (*bounds.items(), ("step", widget.pop("step", None))) if v is not None}
+        return where.number_input(value=cast(value), **numbers, **common, **widget)
+    return where.text_input(value=value or "", **common, **widget)
+
+
+def optim_inputs(kind: str) -> dict[str, Any]:
+    """OptimConfig's fields, with `kind`'s defaults (pretraining starts from a larger learning rate)."""
+    key, defaults = kind, config_class(kind)().optim
     row = st.columns(3)
-    optimizers, schedules = get_args(Optimizer), get_args(Schedule)
     values = {
-        "optimizer": row[0].selectbox("Optimizer", optimizers, index=optimizers.index(defaults.optimizer),
-                                      key=f"{key}-optimizer"),
-        "lr": row[1].number_input("Learning rate", min_value=0.0, value=defaults.lr, step=defaults.lr / 10,
-                                  format="%.1e", key=f"{key}-lr"),
-        "schedule": row[2].selectbox("Schedule", schedules, index=schedules.index(defaults.schedule),
-                                     key=f"{key}-schedule"),
+        "optimizer": config_input(row[0], OptimConfig, "optimizer", key, value=defaults.optimizer),
+        "lr": config_input(row[1], OptimConfig, "lr", key, value=defaults.lr, step=defaults.lr / 10, format="%.1e"),
+        "schedule": config_input(row[2], OptimConfig, "schedule", key, value=defaults.schedule),
     }
     row = st.columns(3)
-    values["warmup_ratio"] = row[0].number_input("Warmup (share of steps)", min_value=0.0, max_value=0.99,
-                                                 value=defaults.warmup_ratio, step=0.01, key=f"{key}-warmup")
-    values["weight_decay"] = row[1].number_input("Weight decay", min_value=0.0, value=defaults.weight_decay,
-                                                 step=0.01, key=f"{key}-wd")
-    values["grad_clip"] = row[2].number_input("Gradient clip (0: off)", min_value=0.0, value=defaults.grad_clip,
-                                              step=0.5, key=f"{key}-clip")
+    values["warmup_ratio"] = config_input(row[0], OptimConfig, "warmup_ratio", key, value=defaults.warmup_ratio,
+                                          max_value=0.99, step=0.01)
+    values["weight_decay"] = config_input(row[1], OptimConfig, "weight_decay", key, value=defaults.weight_decay,
+                                          step=0.01)
+    values["grad_clip"] = config_input(row[2], OptimConfig, "grad_clip", key, value=defaults.grad_clip, step=0.5)
     return values
 
 
-def run_inputs(key: str) -> tuple[dict[str, Any], str]:
+def run_inputs(kind: str) -> tuple[dict[str, Any], str]:
     """Name, tags, device (config fields) and the seeds text (several seeds launch several runs)."""
+    cls = config_class(kind)
     row = st.columns([2, 2, 1, 1])
     fields = {
-        "name": row[0].text_input("Run name", key=f"{key}-name", placeholder="(a name is made from the choices)"),
-        "tags": parse_tags(row[1].text_input("Tags (comma-separated)", key=f"{key}-tags")),
-        "device": row[3].selectbox("Device", get_args(Device), key=f"{key}-device"),
+        "name": config_input(row[0], cls, "name", kind, placeholder="(a name is made from the choices)"),
+        "tags": parse_tags(config_input(row[1], cls, "tags", kind, label="Tags (comma-separated)")),
+        "device": config_input(row[3], cls, "device", kind),
     }
-    seeds = row[2].text_input("Seeds", value="0", key=f"{key}-seeds", help="e.g. 0,1,2: one run per seed")
+    seeds = row[2].text_input("Seeds", value=str(cls().seed), key=f"{kind}-seeds",
+                              help="e.g. 0,1,2: one run per seed")
     return fields, seeds
 
 

@@ -22,7 +22,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ptft_core import ui
-from ptft_core.config import FinetuneConfig, OptimConfig, PretrainConfig, config_from_dict, config_to_dict
+from ptft_core.config import (
+    FinetuneConfig,
+    OptimConfig,
+    PretrainConfig,
+    config_class,
+    config_from_dict,
+    config_to_dict,
+)
 from ptft_core.journal import MemoryLogger
 from ptft_core.store import Store
 
@@ -263,7 +270,7 @@ def test_pretrain_refuses_lr_zero_and_submits_nothing(lab):
     at.number_input(key="pretrain-lr").set_value(0.0)
     button(at, "Launch").click().run()
     assert not at.exception
-    assert "lr must be > 0" in texts(at.error)
+    assert "optim.lr: must be > 0 (got 0.0)" in texts(at.error)
     assert ui.engine_for(str(lab)).store.list_runs().empty
 
 
@@ -286,12 +293,46 @@ def test_finetune_refuses_a_zero_label_fraction_and_bad_seeds(lab):
     fraction = labelled(at.number_input, "Label fraction")
     fraction.set_value(0.0)
     button(at, "Launch").click().run()
-    assert "label_fraction must be in (0, 1]" in texts(at.error)
+    assert "label_fraction: must be > 0 (got 0.0)" in texts(at.error)
     fraction.set_value(0.5)
     at.text_input(key="finetune-seeds").set_value("one, two")
     button(at, "Launch").click().run()
     assert "seeds: expected comma-separated integers" in texts(at.error)
     assert ui.engine_for(str(lab)).store.list_runs().empty
+
+
+def form_values(at: AppTest, kind: str, fields: dict) -> dict:
+    """The values of the form's config widgets (keyed `<kind>-<field>`), by field name."""
+    out = {}
+    for widget in [*at.number_input, *at.selectbox, *at.checkbox, *at.text_input]:
+        name = (widget.key or "").removeprefix(f"{kind}-")
+        if widget.key and widget.key.startswith(f"{kind}-") and name in fields:
+            value = widget.value
+            out[name] = (None if value == "(none)" else ui.parse_tags(value) if name == "tags" else value)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["finetune", "pretrain"])
+def test_every_form_default_is_the_config_default(lab, kind):
+    """Every config widget of a launch form starts at its field's default (the optimizer's with the kind's own
+    defaults), the strategy-specific ones included; launched untouched, the form queues the default config."""
+    cls = config_class(kind)
+    defaults = config_to_dict(cls())
+    flat = {**{k: v for k, v in defaults.items() if k != "optim"}, **defaults["optim"]}
+    at = open_page(kind)
+    shown = form_values(at, kind, flat)
+    if kind == "finetune":
+        for strategy in ("freeze_bottom", "gradual_unfreeze", "discriminative"):
+            at.selectbox(key="finetune-strategy").set_value(strategy).run()
+            shown |= {k: v for k, v in form_values(at, kind, flat).items() if k not in shown}  # what it reveals
+        at.selectbox(key="finetune-strategy").set_value("full").run()
+        assert {"freeze_layers", "unfreeze_every_steps", "layer_decay", "dataset", "then_dataset"} <= set(shown)
+    assert len(shown) >= 15, sorted(shown)
+    assert shown == {name: flat[name] for name in shown}
+    button(at, "Launch").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    launched = json.loads(ui.engine_for(str(lab)).store.list_runs().iloc[0]["config"])
+    assert {**launched, "name": ""} == defaults
 
 
 @pytest.mark.slow
@@ -321,7 +362,7 @@ def test_finetune_launches_from_an_earlier_run_with_lineage_and_a_second_task(la
     at.radio(key="finetune-base-source").set_value(ui.SOURCE_RUN).run()
     at.selectbox(key="finetune-base-run").set_value("pt-0001")
     labelled(at.selectbox, "Then fine-tune on").set_value("tweets")
-    at.toggle[0].set_value(True)
+    at.checkbox(key="finetune-scratch").set_value(True)
     button(at, "Launch").click().run()
     assert not at.exception and not at.error, texts(at.error)
     store = ui.engine_for(str(lab_with_runs)).store

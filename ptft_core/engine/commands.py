@@ -1,8 +1,9 @@
 """The `run` and `runs ...` sub-commands of `python -m ptft_core`.
 
-`run CONFIG...` and `runs resume ID` start an engine in this process (headless: no dashboard) and print one
-progress line per run (step/total, rate, ETA) until the runs finish; exit code 0 if every run completed, 1
-otherwise. Ctrl-C cancels this command's runs (each saves a checkpoint: `runs resume ID` continues it).
+`run CONFIG... [key=value...]` and `runs resume ID` start an engine in this process (headless: no dashboard) and
+print one progress line per run (step/total, rate, ETA) until the runs finish; exit code 0 if every run
+completed, 1 otherwise. `key=value` overrides (`optim.lr=1e-4 seed=3`) apply to every config named;
+`run --help-config KIND` lists a kind's fields, `run --config-schema KIND` prints its JSON Schema. Ctrl-C cancels this command's runs (each saves a checkpoint: `runs resume ID` continues it).
 
 `runs list|show|export` only read the store (a read-only open: several can run at once, but not beside an
 engine, which holds the store's lock: they then fail with StoreLockedError naming the engine's PID).
@@ -27,14 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from ptft_core import paths
-from ptft_core.config import load_config, with_seed
+from ptft_core.config import ConfigError, describe_fields, json_schema, load_config, with_seed
 from ptft_core.journal import JOURNAL_NAME, read_events
 from ptft_core.store import TERMINAL, Store, StoreLockedError
 
 
 def add_run_commands(subparsers: argparse._SubParsersAction) -> None:
-    run = subparsers.add_parser("run", help="run configs through the engine, with progress and ETA")
-    run.add_argument("configs", nargs="+", type=Path, help="config files (.yaml, .yml or .json)")
+    run = subparsers.add_parser("run", help="run configs through the engine, with progress and ETA",
+                                usage="%(prog)s CONFIG [CONFIG ...] [key=value ...] [options]")
+    run.add_argument("items", nargs="*", metavar="CONFIG | key=value",
+                     help="config files (.yaml, .yml or .json), then overrides applied to each: "
+                          "optim.lr=1e-4 seed=3 corpus=[wiki,news]")
+    run.add_argument("--help-config", metavar="KIND", choices=["pretrain", "finetune"],
+                     help="print every field of a config kind (type, default, bounds, help) and exit")
+    run.add_argument("--config-schema", metavar="KIND", choices=["pretrain", "finetune"],
+                     help="print the JSON Schema of a config kind and exit")
     run.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds: one run per seed")
     run.add_argument("--priority", type=int, default=0, help="queue priority (higher first)")
     run.add_argument("--tag", action="append", default=[], help="tag the runs (repeatable)")
@@ -112,8 +120,23 @@ def _read_store(db: Path | None) -> Store | None:
 
 
 # -- run / resume: follow the runs until they finish -----------------------------------------------------------
+def split_run_items(items: list[str]) -> tuple[list[Path], list[str]]:
+    """(config files, key=value overrides): an item with '=' that is not an existing file is an override."""
+    files, overrides = [], []
+    for item in items:
+        (overrides if "=" in item and not Path(item).is_file() else files).append(item)
+    if not files:
+        raise ConfigError("run: name at least one config file (overrides such as optim.lr=1e-4 follow it)")
+    return [Path(f) for f in files], overrides
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    configs = [load_config(p) for p in args.configs]  # every ConfigError before any work
+    if args.help_config or args.config_schema:
+        print(describe_fields(args.help_config) if args.help_config
+              else json.dumps(json_schema(args.config_schema), indent=2))
+        return 0
+    files, overrides = split_run_items(args.items)
+    configs = [load_config(p, overrides) for p in files]  # every ConfigError before any work
     if args.seeds:
         configs = [with_seed(c, s) for c in configs for s in args.seeds]
     engine = _engine(args)

@@ -16,9 +16,9 @@ from ptft_core.config import BUILTIN_CHECKPOINT, OptimConfig
 from ptft_core.plots import TEMPLATE, arm_color, empty_figure, study_layout
 from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
 from ptft_core.studies.stats import (
+    Difference,
     attach,
     cell,
-    Difference,
     cells,
     first_values,
     fmt_stat,
@@ -57,8 +57,8 @@ QUICK_ARMS = ("dissimilar (sources)", "sources + replay 30%")
 PLAIN, SIMILAR, REPLAY = "dissimilar (sources)", "similar (tweets)", "sources + replay 30%"
 # Optimizer steps of (the movies stage, the second stage), the same for every arm. Quick: one epoch of each task's
 # 10 % at 16 a batch (movies 848 examples: 53 steps; sources 1,048: 66 steps): with 45 steps each the second
-# stage was still rising in every run when it stopped, so its drop was still growing. A head-only MLM run first gives MiniLM a reader for the
-# general-text probe, its encoder untouched.
+# stage was still rising in every run when it stopped, so its drop was still growing. A head-only MLM run first
+# gives MiniLM a reader for the general-text probe, its encoder untouched.
 STAGE_STEPS = {"quick": (53, 66), "full": (600, 600)}
 HEAD_STEPS = {"quick": 80, "full": 600}
 

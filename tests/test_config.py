@@ -1,0 +1,151 @@
+"""Configs people write by hand: coercion, one readable line per error naming the field, key=value overrides, the
+field listing and JSON Schema, and configs written by earlier versions (fixtures) loading unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ptft_core import paths
+from ptft_core.cli import main
+from ptft_core.config import (
+    GROUPS,
+    ConfigError,
+    FinetuneConfig,
+    OptimConfig,
+    PretrainConfig,
+    config_from_dict,
+    config_to_dict,
+    config_to_json,
+    describe_fields,
+    field_specs,
+    json_schema,
+    load_config,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "configs"
+
+
+def yaml_file(tmp_path: Path, body: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text("kind: finetune\nbase: minilm-l6\n" + body, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("body", "check"), [
+    ("optim: {lr: 1e-4}\n", lambda c: c.optim.lr == 1e-4),  # YAML reads 1e-4 (no dot) as a string
+    ("optim: {lr: 5e-5}\n", lambda c: c.optim.lr == 5e-5),
+    ("epochs: '3'\n", lambda c: c.epochs == 3),
+    ("label_fraction: '0.1'\nmax_steps: 40.0\n", lambda c: c.label_fraction == 0.1 and c.max_steps == 40),
+    ("tags: baseline\n", lambda c: c.tags == ["baseline"]),  # one name where a list is expected
+])
+def test_hand_written_values_coerce_when_their_meaning_is_clear(tmp_path, body, check):
+    config = load_config(yaml_file(tmp_path, body))
+    assert check(config), config
+    assert isinstance(config.optim.lr, float) and isinstance(config.epochs, int)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("epochs: three\n", "epochs: must be a whole number (got 'three')"),
+    ("epochs: 2.5\n", "epochs: must be a whole number (got 2.5)"),
+    ("optim: {lrr: 1e-4}\n", "optim.lrr: unknown field; did you mean 'lr'?"),
+    ("optim: {lr: -1}\n", "optim.lr: must be > 0 (got -1)"),
+    ("optim: 3\n", "optim: must be a mapping (got 3)"),
+    ("label_fracton: 0.1\n", "label_fracton: unknown field; did you mean 'label_fraction'?"),
+    ("zzz: 1\n", "zzz: unknown field"),
+    ("label_fraction: 0\n", "label_fraction: must be > 0 (got 0)"),
+    ("max_length: 1024\n", "max_length: must be <= 512 (got 1024)"),
+    ("strategy: frozen\n", "strategy: must be one of 'full', 'linear_probe', 'freeze_bottom', 'gradual_unfreeze' "
+                           "or 'discriminative' (got 'frozen')"),
+    ("scratch: maybe\n", "scratch: must be true or false (got 'maybe')"),
+    ("then_dataset: movies\n", "then_dataset: must differ from dataset (got 'movies' for both)"),
+    ("dataset: '  '\n", "dataset: must not be empty (got '  ')"),
+    ("epochs: 0\nseed: -1\n", "epochs: must be > 0 (got 0); seed: must be >= 0 (got -1)"),  # every problem at once
+])
+def test_each_error_names_the_field_and_what_is_wrong(tmp_path, body, message):
+    path = yaml_file(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_errors_of_the_other_kinds():
+    with pytest.raises(ConfigError, match=r"^kind: must be one of pretrain, finetune \(got 'train'\)$"):
+        config_from_dict({"kind": "train"})
+    with pytest.raises(ConfigError, match=r"^checkpoint_steps: must lie in \(0, max_steps=5\] \(got \[10\]\)$"):
+        PretrainConfig(max_steps=5, checkpoint_steps=[10])
+    with pytest.raises(ConfigError, match=r"^corpus: must have at least 1 item"):
+        PretrainConfig(corpus=[])
+    with pytest.raises(ConfigError, match=r"^warmup_ratio: must be < 1 \(got 1\)$"):
+        OptimConfig(warmup_ratio=1)
+    # dataclasses.replace validates too (the studies and the seeds loop build configs that way)
+    with pytest.raises(ConfigError, match=r"^epochs: must be > 0 \(got 0\)$"):
+        dataclasses.replace(FinetuneConfig(), epochs=0)
+
+
+def test_the_cli_exits_2_with_the_field_named_and_no_traceback(tmp_path):
+    path = yaml_file(tmp_path, "optim: {lrr: 1e-4}\n")
+    done = subprocess.run([sys.executable, "-m", "ptft_core", "run", str(path)], capture_output=True, text=True,
+                          timeout=120, cwd=paths.REPO_ROOT)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {path}: optim.lrr: unknown field; did you mean 'lr'?"
+
+
+def test_overrides_on_the_command_line(tmp_path, capsys):
+    path = yaml_file(tmp_path, "optim: {lr: 5e-5, warmup_ratio: 0.1}\nepochs: 1\n")
+    config = load_config(path, ["optim.lr=1e-4", "seed=3", "tags=[a, b]", "dropout=null", "then_dataset=tweets"])
+    assert (config.optim.lr, config.optim.warmup_ratio, config.seed, config.tags, config.dropout,
+            config.then_dataset, config.epochs) == (1e-4, 0.1, 3, ["a", "b"], None, "tweets", 1)
+    with pytest.raises(ConfigError, match="optim.lrr: unknown field; did you mean 'lr'"):
+        load_config(path, ["optim.lrr=1e-4"])
+    with pytest.raises(ConfigError, match="epochs: must be a whole number"):
+        load_config(path, ["epochs=three"])
+    assert main(["run", str(path), "seed"]) == 2  # neither a file nor key=value
+    assert "no such config file" in capsys.readouterr().err
+    assert main(["run", "seed=3"]) == 2
+    assert "name at least one config file" in capsys.readouterr().err
+
+
+def test_help_config_lists_every_field_with_type_default_and_help(capsys):
+    assert main(["run", "--help-config", "finetune"]) == 0
+    out = capsys.readouterr().out
+    for spec in field_specs(FinetuneConfig):
+        assert f"  {spec.name} (" in out, spec.name
+        assert spec.help, f"{spec.name} has no help"
+    assert "  optim.lr (float, > 0) = 5e-05" in out and "  label_fraction (float, > 0, <= 1) = 1.0" in out
+    assert [line for line in out.splitlines() if line in GROUPS] == list(GROUPS)  # grouped, in order
+    assert "  model (str) = 'tiny'" in describe_fields("pretrain")
+
+
+def test_json_schema_carries_types_bounds_defaults_help_and_groups(capsys):
+    assert main(["run", "--config-schema", "pretrain"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema == json_schema("pretrain")
+    props = json_schema("finetune")["properties"]
+    defaults = config_to_dict(FinetuneConfig())
+    for name, prop in props.items():
+        if name != "optim":
+            assert prop.get("default") == defaults[name], name
+        assert prop.get("description") and prop.get("group") in GROUPS, name
+    assert props["label_fraction"]["exclusiveMinimum"] == 0 and props["label_fraction"]["maximum"] == 1
+    assert props["strategy"]["enum"][0] == "full"
+    assert json_schema("finetune")["additionalProperties"] is False  # unknown keys are refused
+
+
+@pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_configs_written_by_earlier_versions_load(fixture):
+    """Run rows and checkpoints' ptft_config.json of earlier versions (2026-11-22: before eval_count,
+    eval_val_samples and freeze_encoder existed; 2026-12-01: the dataclass version): each loads, keeps every
+    value it stored, and the fields added since take their defaults."""
+    stored = json.loads((FIXTURES / fixture).read_text())
+    config = config_from_dict(stored)
+    again = config_to_dict(config)
+    assert {k: again[k] for k in stored} == stored
+    assert config_from_dict(json.loads(config_to_json(config))) == config
+    defaults = config_to_dict(type(config)())
+    assert {k: v for k, v in again.items() if k not in stored} == {k: defaults[k] for k in again if k not in stored}
