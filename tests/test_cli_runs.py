@@ -65,6 +65,16 @@ def test_run_with_seeds_then_list_show_export(lab, tmp_path, capsys):
     assert (tmp_path / "export.runs.json").exists()
 
 
+def test_run_applies_key_value_overrides_to_the_queued_config(lab, tmp_path, capsys):
+    assert main(["run", str(config_file(tmp_path)), "max_steps=8", "optim.lr=2e-3", "tags=[cli, override]",
+                 "--cpu-slots", "1"]) == 0
+    with Store(paths.db_path(), read_only=True) as store:
+        run = store.list_runs().iloc[0]
+    config = json.loads(run["config"])
+    assert (config["max_steps"], config["optim"]["lr"], config["tags"]) == (8, 2e-3, ["cli", "override"])
+    assert run["status"] == "completed" and "completed" in capsys.readouterr().out
+
+
 def test_bad_config_exits_2_before_any_work(lab, tmp_path, capsys):
     good = config_file(tmp_path)
     bad = config_file(tmp_path, "bad", max_steps=0)
