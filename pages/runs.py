@@ -24,8 +24,7 @@ def live() -> None:
     if running.empty:
         st.caption("No run is training right now.")
     for row in running.to_dict("records"):
-        step, total = row["step"] or 0, row["total_steps"]
-        done = min(step / total, 1.0) if total else 0.0
+        step, total, done = ui.run_progress(row)
         eta = ui.format_duration(ui.eta_seconds(row))
         st.progress(done, text=f"{ui.STATUS_ICONS['running']} **{row['name']}** · step {step:,}/{total or '?'} · "
                                f"{done:.0%} · ETA {eta} · {row['device'] or ''} · `{row['id']}`")

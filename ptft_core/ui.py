@@ -260,12 +260,26 @@ def throughput_for(model: str) -> tuple[float | None, str]:
     return None, "no measurement for this checkpoint"
 
 
+def count(value: Any) -> int | None:
+    """A step count from a run row: None for NULL, NaN or NA (a row read through pandas has them before the
+    run's first progress event, and a fine-tune without max_steps has no total until then)."""
+    if value is None or pd.isna(value):
+        return None
+    return int(value)
+
+
+def run_progress(row: dict[str, Any]) -> tuple[int, int | None, float]:
+    """(step, total steps or None, share done in [0, 1]) of a run row."""
+    step, total = count(row.get("step")) or 0, count(row.get("total_steps"))
+    return step, total, min(max(step / total, 0.0), 1.0) if total else 0.0
+
+
 def eta_seconds(row: dict[str, Any], now: datetime | None = None) -> float | None:
     """Seconds left for a running run at its rate so far (steps done in this attempt / time since it started)."""
-    step, total, started = row.get("step"), row.get("total_steps"), row.get("started_at")
+    (step, total, _), started = run_progress(row), row.get("started_at")
     if not step or not total or started is None or pd.isna(started):
         return None
-    done = step - (row.get("resume_step") or 0)
+    done = step - (count(row.get("resume_step")) or 0)
     elapsed = ((now or datetime.now(UTC)) - pd.Timestamp(started).to_pydatetime()).total_seconds()
     if done <= 0 or elapsed <= 0:
         return None
@@ -299,7 +313,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "status": runs["status"],
         "name": runs["name"],
         "kind": runs["kind"],
-        "progress": [(s or 0) / t if t else None for s, t in zip(runs["step"], runs["total_steps"], strict=True)],
+        "progress": [done if total else None for _, total, done in map(run_progress, runs.to_dict("records"))],
         "device": runs["device"],
         "created": runs["created_at"],
         "tags": [", ".join(t) for t in runs["tags"]],

@@ -197,6 +197,34 @@ def test_runs_page_shows_the_selected_run_with_its_error_config_and_log(lab_with
     assert "Cancel" not in {b.label for b in at.button}  # only queued or running runs can be cancelled
 
 
+def test_runs_page_shows_a_readopted_run_that_has_no_progress_yet(lab):
+    """A fine-tune without max_steps has no total until its first progress event. A dashboard restarted in that
+    window re-adopts the live worker and reads step and total as NULL: the Runs page crashed for every visitor
+    (st.progress of NaN: StreamlitValueOutOfRangeError). The worker here is a live process whose command line is
+    a worker's, so the engine's recovery adopts it as it would a real one."""
+    run_dir = lab / "runs" / "ft-live"
+    run_dir.mkdir(parents=True)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "ptft_core.worker",
+                               str(run_dir)])
+    try:
+        store = Store(lab / "ptft.duckdb")
+        config = FinetuneConfig(name="live", max_steps=0)
+        store.insert_run({"id": "ft-live", "name": "live", "kind": "finetune", "config": config_to_dict(config),
+                          "status": "queued", "total_steps": None, "step": None})
+        store.ingest_events([{"type": "status", "run_id": "ft-live", "seq": 1, "status": "running",
+                              "pid": worker.pid, "device": "cpu", "attempt": 1, "wall_time": time.time()}],
+                            {"ft-live": 0})
+        store.close()
+        at = open_page("runs")
+        assert not at.exception, at.exception
+        bars = [str(p.proto.text) for p in at.get("progress")]
+        assert any("**live** · step 0/? · 0% · ETA unknown" in b for b in bars), bars
+        assert ui.engine_for(str(lab)).store.get_run("ft-live")["status"] == "running"  # adopted, not failed
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 def test_runs_page_retry_queues_a_new_run_and_tags_are_saved(lab_with_runs):
     at = open_page("runs", {"run": "pt-0001"})
     button(at, "Retry").click().run()

@@ -149,3 +149,20 @@ def test_configs_written_by_earlier_versions_load(fixture):
     assert config_from_dict(json.loads(config_to_json(config))) == config
     defaults = config_to_dict(type(config)())
     assert {k: v for k, v in again.items() if k not in stored} == {k: defaults[k] for k in again if k not in stored}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", sorted(p.name for p in (paths.REPO_ROOT / "configs").glob("*.yaml")))
+def test_every_example_config_loads_and_trains(example, tmp_path):
+    """Each file in configs/ as a user runs it, cut to two steps per task by overrides (its checkpoint steps
+    with it): real models, real data, real steps."""
+    from ptft_core.journal import MemoryLogger
+    from ptft_core.training import run_finetune, run_pretrain
+
+    path = paths.REPO_ROOT / "configs" / example
+    kind = load_config(path).kind
+    config = load_config(path, ["max_steps=2", "eval_every=1"] + (["checkpoint_steps=[1]"] if kind == "pretrain"
+                                                                   else ["eval_train_samples=8", "probe_size=8"]))
+    logger = MemoryLogger()
+    assert (run_pretrain if kind == "pretrain" else run_finetune)(config, tmp_path, logger) == "completed"
+    assert max(e["step"] for e in logger.events if e["type"] == "metric") >= 2

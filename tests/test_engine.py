@@ -389,7 +389,15 @@ def test_real_training_cancel_and_resume(home, monkeypatch):
         engine.start()
         run_dir = engine.run_dir(run_id)
         wait_for(lambda: progress_step(run_dir) >= 12, 240, "real training to reach step 12", interval=0.2)
-        assert engine.cancel(run_id, wait=10) == "cancelled"
+        # The cancel must land mid-run whatever the machine's speed: the worker is frozen (SIGSTOP) while the
+        # cancel is sent, so its SIGTERM is pending before the next step and is handled the moment it continues.
+        pid = engine._active[run_id].handle.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            engine.cancel(run_id)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert engine.wait([run_id], timeout=60) == {run_id: "cancelled"}
         checkpoint = max(run_dir.glob("checkpoints/step-*/training_state.pt"))
         import torch
 
