@@ -3,7 +3,8 @@
 `run CONFIG... [key=value...]` and `runs resume ID` start an engine in this process (headless: no dashboard) and
 print one progress line per run (step/total, rate, ETA) until the runs finish; exit code 0 if every run
 completed, 1 otherwise. `key=value` overrides (`optim.lr=1e-4 seed=3`) apply to every config named;
-`run --help-config KIND` lists a kind's fields, `run --config-schema KIND` prints its JSON Schema. Ctrl-C cancels this command's runs (each saves a checkpoint: `runs resume ID` continues it).
+`run --help-config KIND` lists a kind's fields, `run --config-schema KIND` prints its JSON Schema. Ctrl-C cancels
+this command's runs (each saves a checkpoint: `runs resume ID` continues it).
 
 `runs list|show|export` only read the store (a read-only open: several can run at once, but not beside an
 engine, which holds the store's lock: they then fail with StoreLockedError naming the engine's PID).
