@@ -1,6 +1,6 @@
 """`python -m ptft_core ...`: the lab without the browser.
 
-Each room adds its own sub-commands (`data`, `run`/`runs`, `study`); this module only routes and turns the
+Each room adds its own sub-commands (`data`, `run`/`runs`, `study`, `serve`); this module only routes and turns the
 lab's own errors (bad config, bad data, a locked store) into one clear line and exit code 2, not a traceback.
 """
 
@@ -16,6 +16,7 @@ from ptft_core.config import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     from ptft_core.data.commands import add_data_commands
     from ptft_core.engine.commands import add_run_commands
+    from ptft_core.service.commands import add_service_commands
     from ptft_core.studies.commands import add_study_commands
 
     parser = argparse.ArgumentParser(prog="python -m ptft_core", description=__doc__.splitlines()[0])
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_run_commands(sub)
     add_study_commands(sub)
+    add_service_commands(sub)
     return parser
 
 
