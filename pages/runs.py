@@ -23,9 +23,10 @@ def live() -> None:
     queue = engine.queue()
     if running.empty:
         st.caption("No run is training right now.")
+    pace = store.seconds_per_step(list(running["id"]))
     for row in running.to_dict("records"):
         step, total, done = ui.run_progress(row)
-        eta = ui.format_duration(ui.eta_seconds(row))
+        eta = ui.format_duration(ui.eta_seconds(row, seconds_per_step=pace.get(row["id"])))
         st.progress(done, text=f"{ui.STATUS_ICONS['running']} **{row['name']}** · step {step:,}/{total or '?'} · "
                                f"{done:.0%} · ETA {eta} · {row['device'] or ''} · `{row['id']}`")
     if queue:

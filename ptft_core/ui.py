@@ -274,9 +274,13 @@ def run_progress(row: dict[str, Any]) -> tuple[int, int | None, float]:
     return step, total, min(max(step / total, 0.0), 1.0) if total else 0.0
 
 
-def eta_seconds(row: dict[str, Any], now: datetime | None = None) -> float | None:
-    """Seconds left for a running run at its rate so far (steps done in this attempt / time since it started)."""
+def eta_seconds(row: dict[str, Any], now: datetime | None = None,
+                seconds_per_step: float | None = None) -> float | None:
+    """Seconds left for a running run: its remaining steps at its measured pace (`Store.seconds_per_step`),
+    or, before it has logged two training steps, at its rate since it started."""
     (step, total, _), started = run_progress(row), row.get("started_at")
+    if total and seconds_per_step is not None:
+        return max(total - step, 0) * seconds_per_step
     if not step or not total or started is None or pd.isna(started):
         return None
     done = step - (count(row.get("resume_step")) or 0)

@@ -89,6 +89,31 @@ def test_resume_event_supersedes_later_rows_of_earlier_attempts(store):
     assert series["x"].tolist() == list(range(1, 21))  # continuous, no duplicates
 
 
+def test_seconds_per_step_is_the_latest_attempts_recent_pace(store):
+    """A resumed run's pace is its new attempt's (the first ran at 10 s a step, the second at 2), over its last
+    training steps only; several metrics logged at one step count once; a run with one step has no pace yet."""
+    add_run(store)
+    add_run(store, "r2")
+    store.ingest_events([metric("r1", i, i, 1.0, wall_time=10.0 * i) for i in range(1, 21)])
+    store.update_run("r1", attempt=2)
+    store.ingest_events([
+        {"type": "status", "run_id": "r1", "seq": 21, "status": "running", "attempt": 2},
+        {"type": "resume", "run_id": "r1", "seq": 22, "from_step": 10, "attempt": 2},
+        *[metric("r1", 22 + 2 * i, 10 + i, 1.0, wall_time=500.0 + 2 * i) for i in range(1, 31)],
+        *[metric("r1", 23 + 2 * i, 10 + i, 1e-3, name="lr", wall_time=500.0 + 2 * i) for i in range(1, 31)],
+        metric("r2", 1, 1, 1.0),
+    ])
+    # the last 50 steps of attempt 2 are its 30 steps 11..40, 2 s apart (earlier steps are ignored)
+    assert store.seconds_per_step(["r1", "r2", "nope"]) == {"r1": pytest.approx(2.0)}
+    assert store.seconds_per_step(["r1"], window=5) == {"r1": pytest.approx(2.0)}
+    assert store.seconds_per_step([]) == {}
+    # the ETA extrapolates that pace over the steps left
+    from ptft_core.ui import eta_seconds
+
+    assert eta_seconds({"step": 40, "total_steps": 100}, seconds_per_step=2.0) == 120.0
+    assert eta_seconds({"step": 40, "total_steps": None}, seconds_per_step=2.0) is None
+
+
 def test_migrates_a_version_1_database(tmp_path):
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))

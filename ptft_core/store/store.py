@@ -523,6 +523,23 @@ class Store:
         sql, params = series_sql(x, names, splits, max_points)
         return self.query(sql, [list(run_ids), *params])
 
+    def seconds_per_step(self, run_ids: Sequence[str], window: int = 50) -> dict[str, float]:
+        """Each run's measured pace over its last `window` logged training steps of its latest attempt (wall
+        seconds per step, evaluations and checkpoints in between included): what an ETA should extrapolate.
+        Runs with fewer than two such points are left out."""
+        if not run_ids:
+            return {}
+        rows = self._fetchall(
+            "WITH latest AS (SELECT run_id, max(attempt) AS attempt FROM metrics WHERE list_contains(?, run_id)"
+            "  GROUP BY run_id),"
+            " steps AS (SELECT m.run_id, m.step, max(m.wall_time) AS wall_time FROM metrics m"
+            "  JOIN latest USING (run_id) WHERE m.attempt = latest.attempt AND m.split = 'train'"
+            "  AND NOT m.superseded AND m.wall_time IS NOT NULL GROUP BY m.run_id, m.step),"
+            " recent AS (SELECT *, row_number() OVER (PARTITION BY run_id ORDER BY step DESC) AS k FROM steps)"
+            " SELECT run_id, (max(wall_time) - min(wall_time)) / (max(step) - min(step)) FROM recent"
+            " WHERE k <= ? GROUP BY run_id HAVING max(step) > min(step)", [list(run_ids), window])
+        return {run_id: float(rate) for run_id, rate in rows}
+
     def config_diff(self, run_ids: Sequence[str]) -> pd.DataFrame:
         """Flattened config keys (e.g. `optim.lr`) whose values differ between the runs; one column per run."""
         flat = {rid: flatten(self.get_run(rid)["config"]) for rid in run_ids}
