@@ -21,15 +21,9 @@ if not labelled:
     st.stop()
 
 st.subheader("Model and data")
-fields = {"base": ui.checkpoint_picker("Start from", "finetune-base", presets=True)}
-
-
-def field(where, name: str, **widget):
-    """The form's widget of FinetuneConfig.<name>: label, help, bounds and default from the config."""
-    fields[name] = ui.config_input(where, FinetuneConfig, name, "finetune", **widget)
-    return fields[name]
-
-
+field = ui.ConfigForm(FinetuneConfig, "finetune")  # label, help, bounds and default of each field from the config
+fields = field.values
+fields["base"] = ui.checkpoint_picker("Start from", "finetune-base", presets=True)
 field(st, "scratch", label="Scratch baseline: same architecture and tokenizer, random weights")
 row = st.columns(4)
 field(row[0], "dataset", options=labelled)

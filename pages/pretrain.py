@@ -13,14 +13,8 @@ st.caption("Masked-language-model pretraining. From scratch, a preset BERT learn
            "its weights from the corpus; further pretraining continues a checkpoint on new text (domain "
            "adaptation). The final checkpoint can then be fine-tuned.")
 
-fields = {}
-
-
-def field(where, name: str, **widget):
-    """The form's widget of PretrainConfig.<name>: label, help, bounds and default from the config."""
-    fields[name] = ui.config_input(where, PretrainConfig, name, "pretrain", **widget)
-    return fields[name]
-
+field = ui.ConfigForm(PretrainConfig, "pretrain")  # label, help, bounds and default of each field from the config
+fields = field.values
 
 st.subheader("Model")
 mode = st.radio("Start", ["From scratch", "Further pretraining of a checkpoint"], horizontal=True,

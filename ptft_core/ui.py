@@ -550,6 +550,18 @@ def config_input(where: Any, cls: type, name: str, key: str, options: Sequence[A
     return where.text_input(value=value or "", **common, **widget)
 
 
+class ConfigForm:
+    """A launch form's config widgets: `form(where, name, **widget)` renders field `name` of `cls` (config_input)
+    and keeps its value in `form.values`, the fields the config is built from."""
+
+    def __init__(self, cls: type, key: str):
+        self.cls, self.key, self.values = cls, key, {}
+
+    def __call__(self, where: Any, name: str, **widget: Any) -> Any:
+        self.values[name] = config_input(where, self.cls, name, self.key, **widget)
+        return self.values[name]
+
+
 def optim_inputs(kind: str) -> dict[str, Any]:
     """OptimConfig's fields, with `kind`'s defaults (pretraining starts from a larger learning rate)."""
     key, defaults = kind, config_class(kind)().optim
