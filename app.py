@@ -1,7 +1,7 @@
 """The ptft lab dashboard: `streamlit run app.py` (or `make run`).
 
-This file is the router and the frame around every page: page config, the navigation, the run engine (one per
-process, cached) and the sidebar's live status. The pages live in pages/ and hold only widgets; the work is in
+This file is the router and the frame around every page: page config, the navigation, the client of the lab
+service (one per process, cached; the service owns the engine and the run store) and the sidebar's live status. The pages live in pages/ and hold only widgets; the work is in
 ptft_core. Nothing here imports torch (the Inspect page loads it on demand).
 """
 
@@ -34,20 +34,21 @@ PAGES = {
 
 page = st.navigation(PAGES)
 ui.enter_frame([p for section in PAGES.values() for p in section])
-engine = ui.engine()
+with st.sidebar:
+    if ui.read_only():
+        st.warning("Read-only demo: launch, cancel and delete are off.", icon=":material/lock:")
+lab = ui.lab()
 
 
 @st.fragment(run_every=5)
 def sidebar_status() -> None:
-    active = engine.store.list_runs(status=list(ui.ACTIVE))
+    active = lab.list_runs(status=list(ui.ACTIVE))
     running = int((active["status"] == "running").sum())
     st.caption(f"{ui.STATUS_ICONS['running']} {running} running · {ui.STATUS_ICONS['queued']} "
                f"{len(active) - running} queued")
 
 
 with st.sidebar:
-    if ui.read_only():
-        st.warning("Read-only demo: launch, cancel and delete are off.", icon=":material/lock:")
     sidebar_status()
 
 page.run()

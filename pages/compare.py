@@ -10,14 +10,14 @@ from ptft_core.store import X_AXES
 
 ui.require_frame()
 
-store = ui.store()
+lab = ui.lab()
 BIND = {"bind": "query-params"}
 ANY = "(any)"
 NO_GROUP = "(none)"
 NOT_GROUPABLE = {"name", "seed", "tags"}
 
 st.title("Compare")
-runs_all = store.list_runs()
+runs_all = lab.list_runs()
 if runs_all.empty:
     st.info("No runs yet: launch some from Pretrain or Fine-tune, then compare them here.")
     st.stop()
@@ -62,12 +62,12 @@ controls = st.columns([2, 2, 1, 2])
 x = controls[0].selectbox("x-axis", X_AXES, format_func=plots.X_TITLES.get, key="x", **BIND)
 smoothing = controls[1].slider("Smoothing (EMA)", 0.0, 0.99, 0.0, 0.01, key="smooth", **BIND)
 log_y = controls[2].toggle("Log scale", key="log", **BIND)
-diff = store.config_diff(ids)
+diff = lab.config_diff(ids)
 group_keys = [k for k in diff.index if k not in NOT_GROUPABLE]
 group = controls[3].selectbox("Group by (mean ± std)", [NO_GROUP, *group_keys], key="group", **BIND,
                               help="Runs sharing this config value become one line with a ±1 std band (seeds)")
 group = None if group == NO_GROUP else group
-names = store.metric_names(ids)
+names = lab.metric_names(ids)
 metrics = [plots.metric_key(s, n) for s, n in zip(names["split"], names["name"], strict=True)]
 
 
@@ -94,7 +94,7 @@ with explore:
     chosen = st.multiselect("Metrics", metrics, default=[m for m in ("validation/accuracy", "validation/loss")
                                                          if m in metrics][:1] or metrics[:1], key="metrics", **BIND)
     facet = "metric" if st.checkbox("One panel per metric", value=len(chosen) > 1, key="facet") else None
-    data = ui.load_series(store, selected, pairs(chosen), x, group)
+    data = ui.load_series(lab, selected, pairs(chosen), x, group)
     ui.chart(plots.metric_figure(data, x=x, smoothing=smoothing, log_y=log_y, group="group" if group else None,
                                  group_title=group, facet=facet), figure_name("explore"), data, key="explore")
 
@@ -109,12 +109,12 @@ with convergence:
     else:
         split, name = metric.split("/", 1)
         higher = plots.higher_is_better(name)
-        by_step = ui.load_series(store, selected, [(split, name)], "step", group)
+        by_step = ui.load_series(lab, selected, [(split, name)], "step", group)
         bests = plots.best_points(by_step, higher)["value"]
         target = right.number_input(f"Target ({'reach at least' if higher else 'get down to'})",
                                     value=float(np.round(bests.mean(), 3)) if len(bests) else 0.0, step=0.01,
                                     format="%.3f", key="target", **BIND)
-        data = by_step if x == "step" else ui.load_series(store, selected, [(split, name)], x, group)
+        data = by_step if x == "step" else ui.load_series(lab, selected, [(split, name)], x, group)
         ui.chart(plots.metric_figure(data, x=x, smoothing=smoothing, log_y=log_y, group="group" if group else None,
                                      group_title=group, target=target, title=f"{metric} vs {plots.X_TITLES[x]}"),
                  figure_name("convergence"), data, key="convergence")
@@ -122,7 +122,7 @@ with convergence:
         table = pd.DataFrame({"run": list(ui.run_labels(selected).values()), f"best {name}": reached["best"].values,
                               "steps to target": reached["reached_at"].values})
         for axis, column in (("tokens_seen", "tokens to target"), ("wall_time", "time to target (s)")):
-            series = ui.load_series(store, selected, [(split, name)], axis)
+            series = ui.load_series(lab, selected, [(split, name)], axis)
             reached_at = plots.first_reach(series, target, higher).set_index("run_id")["reached_at"]
             table[column] = reached_at.reindex(ids).values
         st.dataframe(table, hide_index=True)
@@ -138,11 +138,11 @@ with overfitting:
         # The train-sample loss (no dropout, eval mode) is the fair counterpart of the validation loss; the
         # running training loss stands in for runs that have no train sample (pretraining).
         train_names = [("train", "eval_loss"), ("train", "loss")] if metric == "loss" else [("train", metric)]
-        train = ui.load_series(store, selected, train_names, x)
+        train = ui.load_series(lab, selected, train_names, x)
         if metric == "loss" and (train["name"] == "eval_loss").any():
             with_sample = set(train.loc[train["name"] == "eval_loss", "run_id"])
             train = train[(train["name"] == "eval_loss") | ~train["run_id"].isin(with_sample)]
-        validation = ui.load_series(store, selected, [("validation", metric)], x)
+        validation = ui.load_series(lab, selected, [("validation", metric)], x)
         fig = plots.overfitting_figure(train, validation, metric=metric, higher_better=plots.higher_is_better(metric),
                                        x=x, log_y=log_y)
         ui.chart(fig, figure_name("overfitting"),
@@ -156,7 +156,7 @@ with forgetting:
         st.info("No forgetting probes in these runs: fine-tune with the MLM or drift probe on, or with a second "
                 "task (Fine-tune page, 'Forgetting' and 'Sequential' sections).")
     else:
-        data = ui.load_series(store, selected, pairs(probes), x, group)
+        data = ui.load_series(lab, selected, pairs(probes), x, group)
         ui.chart(plots.metric_figure(data, x=x, smoothing=smoothing, log_y=log_y, group="group" if group else None,
                                      group_title=group, facet="metric"), figure_name("forgetting"), data,
                  key="forgetting")

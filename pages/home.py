@@ -7,7 +7,7 @@ from ptft_core import ui
 
 ui.require_frame()
 
-engine = ui.engine()
+lab = ui.lab()
 
 st.title(":material/science: ptft lab")
 st.markdown(
@@ -40,7 +40,7 @@ with steps[3].container(border=True):
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Recent runs")
-    runs = engine.store.list_runs()
+    runs = lab.list_runs()
     if runs.empty:
         st.info("No runs yet: start with step 1 above.")
     else:
@@ -48,14 +48,14 @@ with left:
         st.page_link("pages/runs.py", label=f"All {len(runs)} runs", icon=":material/list_alt:")
 with right:
     st.subheader("Devices")
-    devices = pd.DataFrame(engine.devices())
+    devices = pd.DataFrame(lab.devices())
     st.dataframe(
         devices.assign(busy=[f"{b}/{s}" for b, s in zip(devices["busy"], devices["slots"], strict=True)])[
             ["device", "description", "busy"]],
         hide_index=True,
     )
     st.subheader("Queue")
-    queue = engine.queue()
+    queue = lab.queue()
     if queue:
         st.dataframe(pd.DataFrame(queue)[["name", "kind", "priority", "needs"]], hide_index=True)
     else:

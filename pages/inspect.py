@@ -8,12 +8,12 @@ from ptft_core import inspect as model_inspect
 
 ui.require_frame()
 
-store = ui.store()
+lab = ui.lab()
 BIND = {"bind": "query-params"}
 EXAMPLE = "The film was slow at first, but the ending was surprisingly moving."
 
 st.title("Inspect")
-runs = store.list_runs(status="completed", kind="finetune")
+runs = lab.list_runs(status="completed", kind="finetune")
 if runs.empty:
     st.info("No completed fine-tuning run yet: this page opens the final checkpoint of one.")
     st.stop()
@@ -21,7 +21,7 @@ if runs.empty:
 labels = ui.run_labels(runs)
 run_id = st.selectbox("Fine-tuned run", runs["id"], format_func=lambda rid: f"{labels[rid]} · {rid}", key="run",
                       **BIND)
-config = store.get_run(run_id)["config"]
+config = lab.get_run(run_id)["config"]
 dataset = config.get("then_dataset") or config["dataset"]
 base = config["base"] + (" (scratch: random init)" if config.get("scratch") else "")
 st.caption(f"Base **{base}** · fine-tuned on **{dataset}** · strategy {config['strategy']} · "

@@ -55,7 +55,7 @@ cols[0].metric("Tokens seen", ui.format_count(tokens), help="steps x batch size 
 cols[1].metric("Time on CPU", ui.format_duration(seconds), help=source)
 cols[2].metric("Throughput", f"{ui.format_count(rate)} tokens/s" if rate else "unknown", help=source)
 st.caption(f"Throughput {source}; evaluation and checkpoints add a little. "
-           + ("A GPU run is much faster." if ui.engine().pool.has_gpu else ""))
+           + ("A GPU run is much faster." if ui.lab().has_gpu else ""))
 
 if fields["model"] is None:
     st.info("Choose the checkpoint to continue from.")

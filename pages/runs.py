@@ -9,8 +9,7 @@ from ptft_core.engine.engine import RESUMABLE
 
 ui.require_frame()
 
-engine = ui.engine()
-store = engine.store
+lab = ui.lab()
 
 st.title("Runs")
 
@@ -19,11 +18,11 @@ st.title("Runs")
 def live() -> None:
     """Progress bars with ETA of the running runs and the queue; reads only. When a run starts or ends, the
     whole page reruns so the table and the details follow."""
-    running = store.list_runs(status="running")
-    queue = engine.queue()
+    running = lab.list_runs(status="running")
+    queue = lab.queue()
     if running.empty:
         st.caption("No run is training right now.")
-    pace = store.seconds_per_step(list(running["id"]))
+    pace = lab.seconds_per_step(list(running["id"]))
     for row in running.to_dict("records"):
         step, total, done = ui.run_progress(row)
         eta = ui.format_duration(ui.eta_seconds(row, seconds_per_step=pace.get(row["id"])))
@@ -45,7 +44,7 @@ st.session_state["runs-full-run"] = True
 live()
 st.session_state["runs-full-run"] = False
 
-runs_all = store.list_runs()
+runs_all = lab.list_runs()
 if runs_all.empty:
     st.info("No runs yet: launch one from Pretrain or Fine-tune.")
     st.stop()
@@ -78,7 +77,7 @@ else:
 ui.set_params(run=run_id)
 
 # --- one run ------------------------------------------------------------------------------------------------------
-row = store.get_run(run_id)
+row = lab.get_run(run_id)
 st.divider()
 st.subheader(f"{ui.STATUS_ICONS.get(row['status'], '')} {row['name']}")
 st.caption(f"`{run_id}` · {row['kind']} · **{row['status']}** · device {row['device'] or '—'} · attempt "
@@ -88,7 +87,7 @@ st.caption(f"`{run_id}` · {row['kind']} · **{row['status']}** · device {row['
 if row["error"]:
     st.error(row["error"], icon=":material/error:")
 
-last = store.last_metrics(run_id)
+last = lab.last_metrics(run_id)
 headline = last[last["split"].isin(["validation", "test"])
                 & last["name"].isin(["accuracy", "f1", "loss", "perplexity"])]
 if not headline.empty:
@@ -97,14 +96,14 @@ if not headline.empty:
 
 
 def act(action, done: str) -> None:
-    """Run an engine action on this run and rerun; a refusal (wrong state, no checkpoint) shows as a message."""
+    """Run a lab action on this run and rerun; a refusal (wrong state, no checkpoint) shows as a message."""
     try:
         result = action(run_id)
     except (ValueError, KeyError, OSError) as exc:
         ui.show_error(f"Not done ({done.lower()})", exc)
         return
     st.session_state["runs-toast"] = f"{done}: {result}" if isinstance(result, str) else done
-    if action == engine.delete:
+    if action == lab.delete:
         ui.set_params(run=None)
     st.rerun()
 
@@ -117,43 +116,43 @@ if row["tags"] or row["notes"]:
 if not ui.read_only():
     actions = st.container(horizontal=True)
     if row["status"] in ui.ACTIVE and actions.button("Cancel", icon=":material/stop:"):
-        act(engine.cancel, "Cancel requested")
+        act(lab.cancel, "Cancel requested")
     if row["status"] in RESUMABLE and actions.button("Resume", icon=":material/play_arrow:",
                                                      help="Continue from the newest checkpoint"):
-        act(engine.resume, "Resumed")
+        act(lab.resume, "Resumed")
     if actions.button("Retry", icon=":material/replay:", help="A new run with the same config"):
-        act(engine.retry, "Queued a retry")
+        act(lab.retry, "Queued a retry")
     with actions.popover("Tags and note", icon=":material/sell:"), st.form(f"annotate-{run_id}", border=False):
         tags_text = st.text_input("Tags (comma-separated)", value=", ".join(row["tags"]))
         notes = st.text_area("Note", value=row["notes"] or "", height=80)
         if st.form_submit_button("Save tags and note"):
-            store.set_tags(run_id, ui.parse_tags(tags_text))
-            store.set_notes(run_id, notes)
+            lab.set_tags(run_id, ui.parse_tags(tags_text))
+            lab.set_notes(run_id, notes)
             st.session_state["runs-toast"] = "Saved tags and note"
             st.rerun()
     if row["status"] != "running":
         with actions.popover("Delete", icon=":material/delete:"):
             st.warning("This removes the run, its metrics and its checkpoints for good.")
             if st.button("Delete this run", type="primary"):
-                act(engine.delete, "Deleted")
+                act(lab.delete, "Deleted")
 
 curves, config, log, checkpoints = st.tabs(["Curves", "Config", "Log", "Checkpoints"])
 with curves:
-    names = store.metric_names([run_id])
+    names = lab.metric_names([run_id])
     keys = [(s, n) for s, n in zip(names["split"], names["name"], strict=True)
             if n in ("loss", "accuracy", "perplexity") and s in ("train", "validation")]
     if keys:
-        series = ui.load_series(store, runs_all[runs_all["id"] == run_id], keys, "step")
+        series = ui.load_series(lab, runs_all[runs_all["id"] == run_id], keys, "step")
         ui.chart(plots.metric_figure(series, facet="name"), f"{run_id}-curves")
     else:
         st.caption("No metrics logged yet.")
 with config:
     st.json(row["config"])
 with log:
-    tail = ui.log_tail(run_id)
+    tail = lab.log_tail(run_id)
     st.code(tail[-12_000:] or "(the worker has not written anything yet)", language="log")
 with checkpoints:
-    artifacts = store.artifacts(run_id)
+    artifacts = lab.artifacts(run_id)
     if artifacts.empty:
         st.caption("No checkpoint yet.")
     else:

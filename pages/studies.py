@@ -8,17 +8,15 @@ import streamlit as st
 
 from ptft_core import ui
 from ptft_core.studies.costs import estimate_seconds
-from ptft_core.studies.driver import driver_for, list_studies, study_progress, study_report
+from ptft_core.studies.driver import study_report
 from ptft_core.studies.report import report_html
 from ptft_core.studies.templates import STUDY_PRESETS, build_runs, list_templates
 
 ui.require_frame()
 
-engine = ui.engine()
-store = engine.store
+lab = ui.lab()  # the service drives launched studies: they move on with no page open
 read_only = ui.read_only()
-driver = None if read_only else driver_for(engine, start=True)  # moves launched studies along, in the background
-devices = engine.devices()
+devices = lab.devices()
 cpu_slots = max(1, sum(d["slots"] for d in devices if d["kind"] == "cpu"))
 has_gpu = any(d["kind"] == "cuda" for d in devices)
 
@@ -55,7 +53,7 @@ with tab_templates:
             name = cols[1].text_input("Name (optional)", key=f"name-{t.name}", placeholder=f"{t.name} ({preset})")
             if cols[2].button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch-{t.name}"):
                 try:
-                    study_id = driver.launch(t.name, preset, name=name.strip() or None)
+                    study_id = lab.launch_study(t.name, preset, name=name.strip() or None)
                 except (ValueError, OSError) as exc:
                     ui.show_error("Not launched", exc)
                 else:
@@ -67,7 +65,7 @@ with tab_studies:
 
     @st.fragment(run_every=5)
     def progress_table() -> None:
-        studies = list_studies(store, engine.runs_dir)
+        studies = lab.list_studies()
         if studies.empty:
             st.info("No study yet: launch one from Templates.")
             return
@@ -77,7 +75,7 @@ with tab_studies:
                      hide_index=True)
 
     progress_table()
-    studies = list_studies(store, engine.runs_dir)
+    studies = lab.list_studies()
     if studies.empty:
         st.stop()
     ids = studies["id"].tolist()
@@ -85,8 +83,8 @@ with tab_studies:
     selected = st.selectbox("Report of", ids, index=ui.option_index(ids, ui.param("study")),
                             format_func=lambda sid: f"{names[sid]} · {sid}")
     ui.set_params(study=selected)
-    progress = study_progress(store, selected, engine.runs_dir, driver.running_evals() if driver else ())
-    report = study_report(store, selected, engine.runs_dir)
+    progress = lab.study_progress(selected)
+    report = study_report(lab, selected, lab.runs_dir)
 
     st.header(report.title)
     st.markdown(f"*{report.question}*")

@@ -43,3 +43,13 @@ def run_dir(run_id: str) -> Path:
 
 def db_path() -> Path:
     return home() / "ptft.duckdb"
+
+
+def service_file(lab_home: Path | None = None) -> Path:
+    """Where a running `serve` announces itself (url, pid, started); absent when none runs."""
+    return (lab_home or home()) / "service.json"
+
+
+def service_log(lab_home: Path | None = None) -> Path:
+    """The output of a service started by a client (`make run`, the dashboard, a CLI command)."""
+    return (lab_home or home()) / "service.log"

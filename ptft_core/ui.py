@@ -1,9 +1,11 @@
-"""What the dashboard's pages share (this is not a page): the cached engine, read-only mode, URL query params,
+"""What the dashboard's pages share (this is not a page): the lab client, read-only mode, URL query params,
 form -> config builders, launch estimates, run labels and formatting. Never imports torch.
 
-The engine is one per process and per `PTFT_HOME` (`st.cache_resource`): it owns the run store, launches the
-workers and ingests their journals in its own thread, so every page and every browser session reads the same
-live store. Pages read through `engine().store` and act through the engine's methods; nothing here writes SQL.
+The dashboard is a client of the lab service (`ptft_core.client`): one `LabClient` per process, home, role and
+token (`st.cache_resource`). The service owns the engine and the run store, so every page, every browser
+session, the read-only demo and the CLI see the same live lab, and a `kill -9` of Streamlit changes nothing for
+the runs. The editor dashboard starts a service (detached) when none runs; the demo only reads, with the viewer
+token. Pages read and act through `lab()`; nothing here writes SQL or opens the store.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from ptft_core.config import (
     field_spec,
     with_seed,
 )
-from ptft_core.engine import Engine
-from ptft_core.store import Store, StoreLockedError, flatten
+from ptft_core.client import TOKEN_ENV, LabClient, ServiceUnavailable, connect
+from ptft_core.store.store import flatten
 
 READ_ONLY_ENV = "PTFT_READ_ONLY"
+DEMO_TOKEN_ENV = "PTFT_DEMO_TOKEN_REQUIRED"  # set by `demo` when it serves beyond loopback: visitors bring a token
 ACTIVE = ("queued", "running")
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
                 "completed": ":material/check_circle:", "failed": ":material/error:",
@@ -62,34 +65,58 @@ def read_only() -> bool:
     return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _close_engine(engine: Engine) -> None:
-    engine.close()
+def _close_lab(client: LabClient) -> None:
+    client.close()
 
 
-@st.cache_resource(show_spinner="Starting the run engine…", on_release=_close_engine)
-def engine_for(home: str) -> Engine:
-    """The started engine of a lab home, one per process (closing it leaves its workers running)."""
-    return Engine(home=home).start()
+@st.cache_resource(show_spinner="Connecting to the lab service…", on_release=_close_lab)
+def lab_for(home: str, role: str, token: str | None) -> LabClient:
+    """The client of a lab home's service, one per process, role and token; the editor's starts the service
+    (detached: it outlives this server) when none runs."""
+    return connect(Path(home), role=role, start=role == "editor", token=token)
 
 
-def engine() -> Engine:
-    """The engine of the current `PTFT_HOME`. If another process holds the run store, the page shows why and
-    stops (the next rerun tries again)."""
+def _demo_token() -> str | None:
+    """The viewer token a demo visitor brings (`?token=` in the link, or typed), when the demo requires one."""
+    if not os.environ.get(DEMO_TOKEN_ENV):
+        return os.environ.get(TOKEN_ENV)
+    token = st.query_params.get("token") or st.session_state.get("demo-token")
+    if token:
+        return token
+    st.info("This demo needs the viewer token of the lab (in the link you were given, or ask its owner).",
+            icon=":material/key:")
+    with st.form("demo-token-form"):
+        typed = st.text_input("Viewer token", type="password")
+        if st.form_submit_button("Open the demo") and typed.strip():
+            st.session_state["demo-token"] = typed.strip()
+            st.rerun()
+    st.stop()
+    return None
+
+
+def lab() -> LabClient:
+    """The lab of the current `PTFT_HOME`. If no service answers (or the token is refused), the page says why
+    and stops; the next rerun tries again."""
+    role = "viewer" if read_only() else "editor"
+    token = _demo_token() if role == "viewer" else None
     try:
-        return engine_for(str(paths.home()))
-    except StoreLockedError as exc:
-        st.error(f"The run store is locked: {exc}")
-        st.stop()
-        raise  # st.stop() raises; this line only tells type checkers that nothing returns here
+        client = lab_for(str(paths.home()), role, token)
+        if token is not None:
+            client.whoami()  # a wrong token stops here, not halfway through a page
+        return client
+    except PermissionError:
+        st.session_state.pop("demo-token", None)
+        st.error("The token was refused: ask the lab's owner for the viewer link.", icon=":material/key_off:")
+    except ServiceUnavailable as exc:
+        st.error(f"The lab service is not running: {exc}", icon=":material/cloud_off:")
+    lab_for.clear()
+    st.stop()
+    raise AssertionError("st.stop() raises")  # for type checkers: nothing returns here
 
 
-def store() -> Store:
-    return engine().store
-
-
-def release_engines() -> None:
-    """Close every cached engine (their workers go on; tests call this between lab homes)."""
-    engine_for.clear()
+def release_labs() -> None:
+    """Drop every cached client (tests call this between lab homes; the services go on)."""
+    lab_for.clear()
 
 
 # --- the app frame ----------------------------------------------------------------------------------------------
@@ -206,13 +233,8 @@ def parent_of(spec: str) -> str | None:
 
 
 def launch(configs: Sequence[RunConfig], parent: str | None = None) -> list[str]:
-    """Queue the configs; several seeds of one config become a study, so Compare can pick them together."""
-    eng = engine()
-    study = None
-    if len(configs) > 1:
-        study = f"study-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
-        eng.store.create_study(study, configs[0].name or configs[0].kind)
-    return [eng.submit(config, parent=parent, study=study) for config in configs]
+    """Queue the configs; several seeds of one config become a group (a study), so Compare picks them together."""
+    return lab().submit_group(configs, parent=parent)
 
 
 # --- estimates and formatting -------------------------------------------------------------------------------------
@@ -254,7 +276,7 @@ def throughput_for(model: str) -> tuple[float | None, str]:
         return CPU_TOKENS_PER_S[model], f"measured for {model} on 2 CPU cores"
     run_id = parent_of(model)
     if run_id:
-        series = store().metric_series([run_id], names=["tokens_per_s"], splits=["train"])
+        series = lab().metric_series([run_id], names=["tokens_per_s"], splits=["train"])
         if len(series):
             return float(series["value"].median()), f"measured by run {run_id}"
     return None, "no measurement for this checkpoint"
@@ -344,7 +366,7 @@ def points_per_series(n_series: int) -> int:
     return int(min(2000, max(200, POINTS_PER_FIGURE // max(n_series, 1))))
 
 
-def load_series(source: Store, runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str,
+def load_series(source: LabClient, runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str,
                 group_key: str | None = None) -> pd.DataFrame:
     """The long metric frame of `runs` (a `list_runs` frame) for exact (split, name) pairs, downsampled in the
     store, with `label` and, when grouping, `group` (the runs' `group_key` config value) joined; runs keep the
@@ -368,16 +390,6 @@ def load_series(source: Store, runs: pd.DataFrame, metrics: Sequence[tuple[str, 
                    for rid, c in zip(runs["id"], runs["config"], strict=True)}
         df["group"] = df["run_id"].map(configs)
     return df.drop(columns=["run_rank", "metric_rank"]).reset_index(drop=True)
-
-
-def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
-    """The end of a run's worker.log (stdout and stderr of its worker)."""
-    path = Path(engine().run_dir(run_id)) / "worker.log"
-    if not path.is_file():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - max_bytes))
-        return f.read().decode("utf-8", "replace")
 
 
 # --- data room helpers --------------------------------------------------------------------------------------------
@@ -516,7 +528,7 @@ def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None
         spec = st.text_input("Hugging Face hub id or local folder", key=f"{key}-hub",
                              placeholder="prajjwal1/bert-tiny  or  /path/to/model")
         return spec.strip() or None
-    runs = store().list_runs(status="completed")
+    runs = lab().list_runs(status="completed")
     if runs.empty:
         st.info("No completed run yet: its final checkpoint is what a later run starts from.")
         return None

@@ -67,3 +67,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+def stop_lab(home: Path) -> None:
+    """Cancel what a test left queued or running in the lab service of `home`, then stop the service."""
+    from ptft_core.client import ServiceUnavailable, connect, find_service, stop_service
+
+    if find_service(home) is None:
+        return
+    try:
+        with connect(home) as lab:
+            active = list(lab.list_runs(status=["queued", "running"])["id"])
+            for run_id in active:
+                lab.cancel(run_id)
+            if active:
+                lab.wait(active, timeout=60)
+    except ServiceUnavailable:
+        pass
+    stop_service(home)

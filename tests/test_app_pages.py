@@ -22,6 +22,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ptft_core import ui
+from ptft_core.client import connect, start_service
 from ptft_core.config import (
     FinetuneConfig,
     OptimConfig,
@@ -32,6 +33,7 @@ from ptft_core.config import (
 )
 from ptft_core.journal import MemoryLogger
 from ptft_core.store import Store
+from tests.conftest import stop_lab
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -45,15 +47,15 @@ T0 = 1_700_000_000.0
 
 @pytest.fixture
 def lab(home, monkeypatch):
-    """A lab home whose engine launches the stand-in trainer on CPU only; the engine is closed afterwards."""
+    """A lab home whose service (started by the first page a test opens, as the dashboard does) launches the
+    stand-in trainer on CPU only; its runs are cancelled and the service stopped afterwards."""
     monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")
     monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.01")
     monkeypatch.setenv("PTFT_GPUS", "none")
     monkeypatch.delenv(ui.READ_ONLY_ENV, raising=False)
     yield home
-    engine = ui.engine_for(str(home))
-    engine.stop(cancel_running=True)
-    ui.release_engines()
+    ui.release_labs()
+    stop_lab(home)
 
 
 def metric(run_id: str, seq: int, step: int, split: str, name: str, value: float, epoch: float,
@@ -127,6 +129,7 @@ def lab_with_runs(lab):
                                                      "scratch": True}), skill=0.6, tags=("demo",))
     add_run(store, lab, "ft-0005", FinetuneConfig(name="broken", dataset="tweets"), status="failed")
     store.close()
+    start_service(lab)  # the read-only pages start none: they are viewers of a running lab
     return lab
 
 
@@ -219,7 +222,7 @@ def test_runs_page_shows_a_readopted_run_that_has_no_progress_yet(lab):
         assert not at.exception, at.exception
         bars = [str(p.proto.text) for p in at.get("progress")]
         assert any("**live** · step 0/? · 0% · ETA unknown" in b for b in bars), bars
-        assert ui.engine_for(str(lab)).store.get_run("ft-live")["status"] == "running"  # adopted, not failed
+        assert connect(lab).get_run("ft-live")["status"] == "running"  # adopted, not failed
     finally:
         worker.kill()
         worker.wait()
@@ -229,7 +232,7 @@ def test_runs_page_retry_queues_a_new_run_and_tags_are_saved(lab_with_runs):
     at = open_page("runs", {"run": "pt-0001"})
     button(at, "Retry").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    store = ui.engine_for(str(lab_with_runs)).store
+    store = connect(lab_with_runs)
     assert len(store.list_runs(kind="pretrain")) == 2
     at = open_page("runs", {"run": "pt-0001"})
     at.session_state["runs-active"] = ("a-run-that-just-ended",)  # a run ends as the person presses Save
@@ -252,7 +255,7 @@ def test_runs_page_deletes_after_confirmation(lab_with_runs):
     at = open_page("runs", {"run": "ft-0005"})
     button(at, "Delete this run").click().run()
     assert not at.exception
-    assert not ui.engine_for(str(lab_with_runs)).store.has_run("ft-0005")
+    assert not connect(lab_with_runs).has_run("ft-0005")
     assert not (lab_with_runs / "runs" / "ft-0005").exists()
 
 
@@ -299,7 +302,7 @@ def test_pretrain_refuses_lr_zero_and_submits_nothing(lab):
     button(at, "Launch").click().run()
     assert not at.exception
     assert "optim.lr: must be > 0 (got 0.0)" in texts(at.error)
-    assert ui.engine_for(str(lab)).store.list_runs().empty
+    assert connect(lab).list_runs().empty
 
 
 def test_pretrain_shows_the_estimate_and_launches_one_run_per_seed(lab):
@@ -311,7 +314,7 @@ def test_pretrain_shows_the_estimate_and_launches_one_run_per_seed(lab):
     button(at, "Launch").click().run()
     assert not at.exception and not at.error, texts(at.error)
     assert "Queued 2 runs" in texts(at.success)
-    runs = ui.engine_for(str(lab)).store.list_runs()
+    runs = connect(lab).list_runs()
     assert sorted(runs["name"]) == ["mlm-tiny-s0", "mlm-tiny-s1"]
     assert runs["study"].nunique() == 1 and runs["study"].notna().all()
 
@@ -326,7 +329,7 @@ def test_finetune_refuses_a_zero_label_fraction_and_bad_seeds(lab):
     at.text_input(key="finetune-seeds").set_value("one, two")
     button(at, "Launch").click().run()
     assert "seeds: expected comma-separated integers" in texts(at.error)
-    assert ui.engine_for(str(lab)).store.list_runs().empty
+    assert connect(lab).list_runs().empty
 
 
 def form_values(at: AppTest, kind: str, fields: dict) -> dict:
@@ -359,7 +362,7 @@ def test_every_form_default_is_the_config_default(lab, kind):
     assert shown == {name: flat[name] for name in shown}
     button(at, "Launch").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    launched = json.loads(ui.engine_for(str(lab)).store.list_runs().iloc[0]["config"])
+    launched = json.loads(connect(lab).list_runs().iloc[0]["config"])
     assert {**launched, "name": ""} == defaults
 
 
@@ -375,7 +378,7 @@ def test_finetune_form_defaults_draw_a_readable_accuracy_curve(lab, tmp_path):
     labelled(at.number_input, "Epochs").set_value(1)
     button(at, "Launch").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    config = json.loads(ui.engine_for(str(lab)).store.list_runs().iloc[0]["config"])
+    config = json.loads(connect(lab).list_runs().iloc[0]["config"])
     assert (config["dataset"], config["label_fraction"], config["epochs"]) == ("movies", 0.1, 1)
     logger = MemoryLogger()
     assert run_finetune(config_from_dict({**config, "base": "tiny"}), tmp_path, logger) == "completed"
@@ -393,7 +396,7 @@ def test_finetune_launches_from_an_earlier_run_with_lineage_and_a_second_task(la
     at.checkbox(key="finetune-scratch").set_value(True)
     button(at, "Launch").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    store = ui.engine_for(str(lab_with_runs)).store
+    store = connect(lab_with_runs)
     row = store.list_runs().iloc[0]
     config = json.loads(row["config"])
     assert config["base"] == "run:pt-0001" and config["then_dataset"] == "tweets" and config["scratch"]
@@ -435,6 +438,7 @@ def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs
     monkeypatch.setenv(ui.READ_ONLY_ENV, "1")
     at = open_page(page)
     assert not at.exception
+    assert at.title, "the page rendered (from the running service), not stopped"
     labels = {b.label for b in [*at.button, *at.get("form_submit_button")]}
     assert not labels & {"Launch", "Cancel", "Resume", "Retry", "Delete this run", "Save tags and note",
                          "Register dataset"}
@@ -461,8 +465,6 @@ def test_no_page_imports_torch(lab_with_runs):
         at.run()
         at.switch_page(f"pages/{{page}}.py").run()
         assert not at.exception, at.exception
-        from ptft_core import ui, paths
-        ui.engine_for(str(paths.home())).close()
         print("TORCH" if "torch" in sys.modules else "NO-TORCH", page)
     """)
     empty = lab_with_runs.parent / "empty-lab"
@@ -475,6 +477,7 @@ def test_no_page_imports_torch(lab_with_runs):
                              timeout=120, env={**os.environ, "PTFT_HOME": str(lab)})
         assert out.returncode == 0, out.stderr[-2000:]
         assert f"NO-TORCH {page}" in out.stdout, out.stdout + out.stderr[-2000:]
+    stop_lab(empty)
 
 
 # --- inspect with a real model ------------------------------------------------------------------------------------
@@ -484,13 +487,13 @@ def test_no_page_imports_torch(lab_with_runs):
 def test_inspect_opens_a_real_fine_tuned_run(lab, monkeypatch):
     """A real tiny fine-tune through the engine (seconds), then the three Inspect views on its checkpoint."""
     monkeypatch.delenv("PTFT_TRAINER")
-    engine = ui.engine_for(str(lab))
+    engine = connect(lab, start=True)
     run_id = engine.submit(FinetuneConfig(
         name="tiny-amazon", base="tiny", dataset="amazon", label_fraction=0.05, max_length=32, batch_size=16,
         epochs=1, max_steps=4, eval_every=2, log_every=1, eval_train_samples=16, probe_corpus="news",
         probe_size=8, optim=OptimConfig(lr=1e-3, warmup_ratio=0.0)))
     start = time.monotonic()
-    assert engine.wait([run_id], timeout=300)[run_id] == "completed", ui.log_tail(run_id)
+    assert engine.wait([run_id], timeout=300)[run_id] == "completed", engine.log_tail(run_id)
     at = open_page("inspect")
     assert not at.exception and not at.error, texts(at.error)
     assert chart_count(at) == 3  # base and fine-tuned attention side by side, then their difference

@@ -27,12 +27,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ptft_core.client import start_service
 from ptft_core.config import FinetuneConfig, PretrainConfig, config_to_dict
 from ptft_core.studies import report as rp
 from ptft_core.studies import stats
 from ptft_core.studies.costs import estimate_seconds
 from ptft_core.studies.driver import Plan, StudyData, StudyDriver, run_states, study_progress, study_report
 from ptft_core.studies.templates import STUDY_PRESETS, TEMPLATES, build_runs
+from tests.conftest import stop_lab
 
 REPO = Path(__file__).resolve().parent.parent
 PREPARED = Path(os.environ.get("PTFT_DATA_SOURCE") or REPO / "data")
@@ -365,13 +367,13 @@ def test_the_room_and_its_page_never_import_torch(home):
         at.switch_page("pages/studies.py")
         at = at.run()
         assert not at.exception, at.exception
+        assert at.title and not at.error, [e.value for e in at.error]  # rendered from the service, not stopped
         labels = [b.label for b in at.button]
         assert sys.argv[1] != "1" or "Launch" not in labels, labels
         assert sys.argv[1] == "1" or labels.count("Launch") == int(sys.argv[2]), labels
-        from ptft_core import ui, paths
-        ui.engine_for(str(paths.home())).close()
         print("TORCH" if "torch" in sys.modules else "NO-TORCH")
     """)
+    start_service(home)  # the read-only page is a viewer of a running service; the editor's finds the same one
     for read_only in ("1", "0"):
         env = {**os.environ, "PTFT_HOME": str(home), "PTFT_GPUS": "none", "PTFT_READ_ONLY": read_only}
         out = subprocess.run([sys.executable, "-c", script, read_only, str(len(TEMPLATES))], capture_output=True,
@@ -379,6 +381,7 @@ def test_the_room_and_its_page_never_import_torch(home):
                              timeout=240, env=env)
         assert out.returncode == 0, out.stdout + out.stderr[-3000:]
         assert "NO-TORCH" in out.stdout, out.stdout + out.stderr[-2000:]
+    stop_lab(home)
 
 
 # --- the six studies, end to end (CI form) ----------------------------------------------------------------------------

@@ -3,7 +3,10 @@ recovery, ingestion) and the run store, and serves the HTTP API (api.py) on uvic
 
 The socket is bound before anything is announced; then `PTFT_HOME/service.json` (url, pid, started) tells
 clients on this machine where the service is, and the tokens in `PTFT_HOME/service-tokens.json` (0600) let
-them in. Ctrl-C or SIGTERM stop it; the workers go on and the next engine re-adopts them.
+them in. The service also drives the studies (`StudyDriver` in a thread): they move on with no browser open
+and pick up where the store stands after a restart. Ctrl-C or SIGTERM stop it; the workers go on and the next
+engine re-adopts them. `serve --detach` makes sure one runs (starts it in the background if none does) and
+returns: what `make run` does before the dashboard.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-SERVICE_NAME = "service.json"
+from ptft_core import paths
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +31,8 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8765, help="port (0: any free one; service.json says which)")
     serve.add_argument("--db", type=Path, default=None, help="the run store (default: PTFT_HOME/ptft.duckdb)")
     serve.add_argument("--cpu-slots", type=int, default=None, help="concurrent CPU runs (default: cores / 2)")
+    serve.add_argument("--detach", action="store_true",
+                       help="start the service in the background unless one runs for this home, then return")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -35,14 +41,21 @@ def _stop_requested(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _ensure_service(args)
     import uvicorn
 
     from ptft_core.engine import Engine
     from ptft_core.service.api import create_app
     from ptft_core.service.tokens import TOKENS_NAME, load_or_create
+    from ptft_core.studies.driver import driver_for
 
+    # A stop requested while starting up still runs the cleanup below (uvicorn installs its own handlers later,
+    # and hands the signal back to this one when it has shut down).
+    signal.signal(signal.SIGTERM, _stop_requested)
     engine = Engine(cpu_slots=args.cpu_slots, db_path=args.db)  # takes the store's lock, or fails naming its owner
-    service_file = engine.home / SERVICE_NAME
+    service_file = paths.service_file(engine.home)
+    driver = driver_for(engine)
     try:
         tokens = load_or_create(engine.home)
         sock = socket.create_server((args.host, args.port))
@@ -52,13 +65,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": datetime.now(UTC).isoformat()}))
         tmp.replace(service_file)  # announced whole, once the socket accepts connections
         engine.start()
+        driver.start()
         print(f"ptft service on {url} (tokens: {engine.home / TOKENS_NAME})", flush=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(engine, tokens), log_level="warning"))
-        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for the handler that was
-        # there before: this one, so the cleanup below runs and a requested stop exits 0.
-        signal.signal(signal.SIGTERM, _stop_requested)
+        server = uvicorn.Server(uvicorn.Config(create_app(engine, tokens, driver), log_level="warning"))
         server.run(sockets=[sock])
     finally:
         service_file.unlink(missing_ok=True)
+        driver.stop()
         engine.close()
+    return 0
+
+
+def _ensure_service(args: argparse.Namespace) -> int:
+    from ptft_core.client import find_service, start_service
+
+    info = find_service()
+    if info is None:
+        extra = [*(["--db", str(args.db)] if args.db else []),
+                 *(["--cpu-slots", str(args.cpu_slots)] if args.cpu_slots else [])]
+        info, _ = start_service(args=extra)
+        print(f"started the lab service on {info['url']} (pid {info['pid']}; log: {paths.service_log()})")
+    else:
+        print(f"the lab service runs on {info['url']} (pid {info['pid']})")
     return 0

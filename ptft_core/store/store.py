@@ -27,6 +27,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from ptft_core import paths
 from ptft_core.store import schema
@@ -554,29 +556,17 @@ class Store:
         return df
 
     # -- export / import -------------------------------------------------------------------------------------
+    def metric_rows(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """Every stored metric row of the runs (superseded ones included, flagged), by run and seq: the export."""
+        return self.query(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics WHERE list_contains(?, run_id)"
+                          " ORDER BY run_id, seq", [list(run_ids)])
+
     def export_metrics(self, run_ids: Sequence[str], path: str | Path) -> Path:
         """Writes the runs' metric rows to `.csv` or `.parquet` (by suffix), and their run rows beside it in
         `<stem>.runs.json`, which `import_run` reads back. Returns the metrics file's path."""
-        path = Path(path)
-        if path.suffix not in (".csv", ".parquet"):
-            raise ValueError(f"{path}: the export format follows the suffix: .csv or .parquet")
-        ids = list(run_ids)
-        for rid in ids:
-            self.get_run(rid)  # KeyError on an unknown id, before writing anything
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fmt = "(FORMAT csv, HEADER true)" if path.suffix == ".csv" else "(FORMAT parquet)"
-        with self._cursor() as con:
-            con.execute(
-                f"COPY (SELECT {', '.join(METRIC_COLUMNS)} FROM metrics WHERE list_contains(?, run_id)"
-                f" ORDER BY run_id, seq) TO '{_sql_path(path)}' {fmt}", [ids],
-            )
-        rows = [self._exportable(self.get_run(rid)) for rid in ids]
-        runs_json(path).write_text(json.dumps(rows, indent=1), encoding="utf-8")
-        return path
-
-    @staticmethod
-    def _exportable(row: dict[str, Any]) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+        check_export_path(path)
+        rows = [self.get_run(rid) for rid in run_ids]  # KeyError on an unknown id, before writing anything
+        return write_export(self.metric_rows(list(run_ids)), rows, path)
 
     def import_run(self, path: str | Path, runs_path: str | Path | None = None) -> list[str]:
         """Imports runs exported by `export_metrics` (metrics file + its `.runs.json`); idempotent.
@@ -605,6 +595,27 @@ class Store:
                 f" FROM {reader}('{_sql_path(path)}') WHERE list_contains(?, run_id) ON CONFLICT DO NOTHING", [ids],
             )
         return ids
+
+
+def check_export_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"{path}: the export format follows the suffix: .csv or .parquet")
+    return path
+
+
+def write_export(metrics: pd.DataFrame, runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """The export files of `export_metrics` (also written by the lab client from the service's answers)."""
+    path = check_export_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(metrics, preserve_index=False)
+    if path.suffix == ".csv":
+        pa_csv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    exportable = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in runs]
+    runs_json(path).write_text(json.dumps(exportable, indent=1), encoding="utf-8")
+    return path
 
 
 def runs_json(metrics_path: Path) -> Path:

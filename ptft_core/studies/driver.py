@@ -276,13 +276,13 @@ def study_progress(store, study_id: str, runs_dir: Path | None = None,
                          len(states), counts, finished, remaining, failed, cross)
 
 
-def list_studies(store, runs_dir: Path | None = None) -> pd.DataFrame:
+def list_studies(store, runs_dir: Path | None = None, running_evals: Iterable[str] = ()) -> pd.DataFrame:
     """One row per study, newest first, with its progress (for the page and `study --status`)."""
     studies = store.list_studies()
     rows = []
     for study in studies.to_dict("records"):
         try:
-            p = study_progress(store, study["id"], runs_dir)
+            p = study_progress(store, study["id"], runs_dir, running_evals)
         except (KeyError, ValueError, ConfigError) as exc:  # a study row another tool wrote
             log.debug("skipping study %s: %s", study["id"], exc)
             continue
