@@ -65,7 +65,7 @@ with tab_studies:
 
     @st.fragment(run_every=5)
     def progress_table() -> None:
-        studies = lab.list_studies()
+        studies = lab.study_table()
         if studies.empty:
             st.info("No study yet: launch one from Templates.")
             return
@@ -75,7 +75,7 @@ with tab_studies:
                      hide_index=True)
 
     progress_table()
-    studies = lab.list_studies()
+    studies = lab.study_table()
     if studies.empty:
         st.stop()
     ids = studies["id"].tolist()

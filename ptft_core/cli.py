@@ -29,15 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's input: reported in one line with exit code 2."""
+    """Errors caused by the user's input or the lab's state: reported in one line with exit code 2."""
+    from ptft_core.client import ServiceUnavailable
     from ptft_core.data.errors import DataError
     from ptft_core.store import StoreLockedError
 
-    return ConfigError, DataError, StoreLockedError
+    return ConfigError, DataError, StoreLockedError, ServiceUnavailable, PermissionError
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request to the lab service
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

@@ -67,20 +67,21 @@ def find_service(home: Path | None = None) -> dict[str, Any] | None:
     return info if _serving(int(info.get("pid") or 0)) else None
 
 
-def start_service(home: Path | None = None, args: Sequence[str] = (), detach: bool = True,
+def start_service(home: Path | None = None, args: Sequence[str] = (),
                   timeout: float = START_TIMEOUT) -> tuple[dict[str, Any], subprocess.Popen]:
     """Start `python -m ptft_core serve --port 0` for `home` and wait until it announces itself.
 
-    `detach=True` puts it in a session of its own (it outlives the caller: the dashboard's service must survive a
-    `kill -9` of Streamlit); otherwise it is the caller's child, for a command's lifetime. Its output goes to
-    `PTFT_HOME/service.log`. If another service wins the store first (two starts at once), that one is returned.
+    It runs in a session of its own: the dashboard's service survives a `kill -9` of Streamlit, and a Ctrl-C in
+    a terminal does not stop the service a CLI command started (the command cancels its runs through it, then
+    stops it). Its output goes to `PTFT_HOME/service.log`. If another service wins the store first (two starts
+    at once), that one is returned.
     """
     home = Path(home or paths.home())
     env = {**os.environ, "PTFT_HOME": str(home), "PYTHONPATH": paths.child_pythonpath(os.environ)}
     with paths.service_log(home).open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ptft_core", "serve", "--port", "0", *args],
                                 cwd=paths.REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=detach)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = find_service(home)
@@ -285,14 +286,16 @@ class LabClient:
     def seconds_per_step(self, run_ids: Sequence[str]) -> dict[str, float]:
         return self._json("POST", "/api/query/seconds-per-step", json={"run_ids": list(run_ids)})
 
+    def metric_rows(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        return _frame(self._call("POST", "/api/query/metric-rows", json={"run_ids": list(run_ids)}))
+
     def export_metrics(self, run_ids: Sequence[str], path: str | Path) -> Path:
         """The store's export (metrics file + `<stem>.runs.json`), written here from the service's answers."""
         from ptft_core.store.store import check_export_path, write_export
 
         check_export_path(path)
         rows = [self.get_run(r) for r in run_ids]  # KeyError on an unknown id, before writing anything
-        metrics = _frame(self._call("POST", "/api/query/metric-rows", json={"run_ids": list(run_ids)}))
-        return write_export(metrics, rows, path)
+        return write_export(self.metric_rows(run_ids), rows, path)
 
     # -- runs: control (Engine's signatures) ---------------------------------------------------------------------
     def submit(self, config: RunConfig | dict, priority: int = 0, parent: str | None = None,
@@ -339,8 +342,9 @@ class LabClient:
             time.sleep(interval)
 
     # -- studies ---------------------------------------------------------------------------------------------------
-    def list_studies(self) -> pd.DataFrame:
-        """One row per study with its progress (the service's `list_studies`, its running evaluations known)."""
+    def study_table(self) -> pd.DataFrame:
+        """One row per study with its progress: the service's `studies.driver.list_studies`, which knows the
+        cross-domain evaluations it runs."""
         return _frame(self._call("GET", "/api/studies"))
 
     def get_study(self, study_id: str) -> dict[str, Any]:

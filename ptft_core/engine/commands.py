@@ -1,18 +1,20 @@
-"""The `run` and `runs ...` sub-commands of `python -m ptft_core`.
+"""The `run` and `runs ...` sub-commands of `python -m ptft_core`: clients of the lab service.
 
-`run CONFIG... [key=value...]` and `runs resume ID` start an engine in this process (headless: no dashboard) and
-print one progress line per run (step/total, rate, ETA) until the runs finish; exit code 0 if every run
-completed, 1 otherwise. `key=value` overrides (`optim.lr=1e-4 seed=3`) apply to every config named;
-`run --help-config KIND` lists a kind's fields, `run --config-schema KIND` prints its JSON Schema. Ctrl-C cancels
-this command's runs (each saves a checkpoint: `runs resume ID` continues it).
+Every command talks to the service that runs for `PTFT_HOME` (`make run` starts one; so does the dashboard).
+When none runs, `run` and `runs resume` start one for the command's lifetime (stopped when the command ends;
+the workers go on and the next service re-adopts them), so one command still does everything with nothing to
+configure. `runs list|show|export` then read the store directly (a read-only open), and `runs cancel|delete`
+open an engine of their own that launches nothing.
 
-`runs list|show|export` only read the store (a read-only open: several can run at once, but not beside an
-engine, which holds the store's lock: they then fail with StoreLockedError naming the engine's PID).
+`run CONFIG... [key=value...]` and `runs resume ID` print one progress line per run (step/total, rate, ETA)
+until the runs finish; exit code 0 if every run completed, 1 otherwise. `key=value` overrides (`optim.lr=1e-4
+seed=3`) apply to every config named; `run --help-config KIND` lists a kind's fields, `run --config-schema KIND`
+prints its JSON Schema. Ctrl-C cancels this command's runs (each saves a checkpoint: `runs resume ID`
+continues it).
 
-`runs cancel ID` works either way. If no engine holds the store, it opens one (which does not launch queued
-runs) and cancels directly. If an engine (the dashboard, a `run` command) holds it, the store cannot be
-written from here: the command leaves `RUN_DIR/cancel.request`, which the owning engine honours on its next
-poll (queued or running), and also sends SIGTERM to the run's worker itself (PID from the journal, checked
+An engine that is not a service (a test's, an older `ptft`) holds the store's lock: the reads then fail with
+StoreLockedError naming its PID, and `runs cancel ID` leaves `RUN_DIR/cancel.request`, which that engine
+honours on its next poll, and also sends SIGTERM to the run's worker itself (PID from the journal, checked
 against the process's command line), so the run stops even if that engine is busy.
 """
 
@@ -25,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ from ptft_core import paths
 from ptft_core.config import ConfigError, describe_fields, json_schema, load_config, with_seed
 from ptft_core.journal import JOURNAL_NAME, read_events
 from ptft_core.store import TERMINAL, Store, StoreLockedError
+
+CANCEL_WAIT = 15.0  # seconds a cancel waits for the run's final status: the engine's grace (8 s) and a margin
 
 
 def add_run_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -107,17 +112,54 @@ def _engine(args: argparse.Namespace, **kwargs: Any):
     return Engine(cpu_slots=args.cpu_slots, db_path=args.db, **kwargs)
 
 
-def _read_store(db: Path | None) -> Store | None:
+@contextlib.contextmanager
+def lab_session(args: argparse.Namespace) -> Iterator[Any]:
+    """The client of the lab service; when none runs, one started for this command and stopped at its end."""
+    from ptft_core.client import connect, find_service, start_service
+
+    started = None
+    if find_service() is None:
+        extra = [*(["--db", str(args.db)] if args.db else []),
+                 *(["--cpu-slots", str(args.cpu_slots)] if args.cpu_slots else [])]
+        _, started = start_service(args=extra)
+    lab = connect()
+    try:
+        yield lab
+    finally:
+        lab.close()
+        if started is not None:  # stopped cleanly: it closes the store; the workers go on
+            started.terminate()
+            started.wait(timeout=60)
+
+
+def running_lab():
+    """The client of the running service, or None."""
+    from ptft_core.client import connect, find_service
+
+    return connect() if find_service() is not None else None
+
+
+@contextlib.contextmanager
+def read_source(db: Path | None) -> Iterator[Any]:
+    """What the read-only commands query: the running service, else the store itself (read-only), else None."""
+    lab = running_lab()
+    if lab is not None:
+        with lab:
+            yield lab
+        return
     path = db or paths.db_path()
     if not path.exists():
-        return None
+        yield None
+        return
     try:
-        return Store(path, read_only=True)
+        store = Store(path, read_only=True)
     except RuntimeError as exc:  # an older schema: migrate once with a read-write open
         if isinstance(exc, StoreLockedError):
             raise
         Store(path).close()
-        return Store(path, read_only=True)
+        store = Store(path, read_only=True)
+    with store:
+        yield store
 
 
 # -- run / resume: follow the runs until they finish -----------------------------------------------------------
@@ -140,52 +182,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     configs = [load_config(p, overrides) for p in files]  # every ConfigError before any work
     if args.seeds:
         configs = [with_seed(c, s) for c in configs for s in args.seeds]
-    engine = _engine(args)
-    ids = []
-    try:
-        ids = [engine.submit(c, priority=args.priority, tags=args.tag) for c in configs]
-        for run_id, config in zip(ids, configs, strict=True):
-            print(f"queued {run_id} ({config.kind}{', ' + config.name if config.name else ''})", flush=True)
-        engine.start()
-        if args.detach:
-            while any(engine.store.get_run(r)["status"] == "queued" for r in ids):
-                time.sleep(engine.poll_interval)
-            print("detached: the workers go on; the next engine (dashboard or `run`) ingests their results")
-            return 0
-        return follow(engine, ids)
-    except KeyboardInterrupt:
-        _cancel_all(engine, ids)
-        raise
-    finally:
-        engine.close()
+    with lab_session(args) as lab:
+        ids = []
+        try:
+            ids = [lab.submit(c, priority=args.priority, tags=args.tag) for c in configs]
+            for run_id, config in zip(ids, configs, strict=True):
+                print(f"queued {run_id} ({config.kind}{', ' + config.name if config.name else ''})", flush=True)
+            if args.detach:
+                while any(lab.get_run(r)["status"] == "queued" for r in ids):
+                    time.sleep(0.5)
+                print("detached: the workers go on; the lab service (or the next one) ingests their results")
+                return 0
+            return follow(lab, ids)
+        except KeyboardInterrupt:
+            _cancel_all(lab, ids)
+            raise
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    try:
-        engine.resume(args.run_id)
-        print(f"resuming {args.run_id} (attempt {engine.store.get_run(args.run_id)['attempt']})", flush=True)
-        engine.start()
-        return follow(engine, [args.run_id])
-    except KeyboardInterrupt:
-        _cancel_all(engine, [args.run_id])
-        raise
-    except (KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        engine.close()
+    with lab_session(args) as lab:
+        try:
+            lab.resume(args.run_id)
+            print(f"resuming {args.run_id} (attempt {lab.get_run(args.run_id)['attempt']})", flush=True)
+            return follow(lab, [args.run_id])
+        except KeyboardInterrupt:
+            _cancel_all(lab, [args.run_id])
+            raise
+        except (KeyError, ValueError) as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
 
 
-def _cancel_all(engine, ids: list[str]) -> None:
+def _cancel_all(lab, ids: list[str]) -> None:
     print("\ncancelling (each run saves a checkpoint; `runs resume ID` continues it)...", file=sys.stderr)
     for run_id in ids:
-        engine.cancel(run_id)
+        lab.cancel(run_id)
     with contextlib.suppress(TimeoutError):
-        engine.wait(ids, timeout=engine.cancel_grace + 5)
+        lab.wait(ids, timeout=CANCEL_WAIT)
 
 
-def follow(engine, run_ids: list[str], interval: float = 2.0, out=print) -> int:
+def follow(lab, run_ids: list[str], interval: float = 2.0, out=print) -> int:
     """Print progress lines until every run is final; 0 if all completed, else 1."""
     first: dict[str, tuple[float, int]] = {}
     shown: dict[str, Any] = {}
@@ -194,9 +230,9 @@ def follow(engine, run_ids: list[str], interval: float = 2.0, out=print) -> int:
         for run_id in run_ids:
             if run_id in done:
                 continue
-            row = engine.store.get_run(run_id)
+            row = lab.get_run(run_id)
             status, step, total = row["status"], row["step"] or 0, row["total_steps"]
-            if status in TERMINAL and run_id not in engine.active_runs():
+            if status in TERMINAL:
                 done[run_id] = status
                 took = ""
                 if row["started_at"] and row["finished_at"]:
@@ -233,17 +269,22 @@ def _clock(seconds: float) -> str:
 
 # -- cancel ---------------------------------------------------------------------------------------------------
 def cmd_cancel(args: argparse.Namespace) -> int:
+    lab = running_lab()
     try:
-        engine = _engine(args, launch_queued=False)
-    except StoreLockedError as locked:
-        return _cancel_without_store(args.run_id, locked)
-    try:
-        status = engine.cancel(args.run_id, wait=engine.cancel_grace + 5)
+        if lab is not None:
+            with lab:
+                lab.cancel(args.run_id)
+                status = lab.wait([args.run_id], timeout=CANCEL_WAIT)[args.run_id]
+        else:
+            try:
+                engine = _engine(args, launch_queued=False)
+            except StoreLockedError as locked:
+                return _cancel_without_store(args.run_id, locked)
+            with engine:
+                status = engine.cancel(args.run_id, wait=CANCEL_WAIT)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    finally:
-        engine.close()
     print(f"{args.run_id}: {status}")
     return 0
 
@@ -282,12 +323,11 @@ def worker_pid(run_dir: Path) -> int | None:
 
 # -- read-only commands ---------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    store = _read_store(args.db)
-    if store is None:
-        print("no runs yet")
-        return 0
-    with store:
-        df = store.list_runs(status=args.status, kind=args.kind, tag=args.tag)
+    with read_source(args.db) as source:
+        if source is None:
+            print("no runs yet")
+            return 0
+        df = source.list_runs(status=args.status, kind=args.kind, tag=args.tag)
     if df.empty:
         print("no runs")
         return 0
@@ -307,18 +347,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store = _read_store(args.db)
-    if store is None:
-        print(f"error: no run {args.run_id!r} (no store yet)", file=sys.stderr)
-        return 2
-    with store:
+    with read_source(args.db) as source:
+        if source is None:
+            print(f"error: no run {args.run_id!r} (no store yet)", file=sys.stderr)
+            return 2
         try:
-            row = store.get_run(args.run_id)
+            row = source.get_run(args.run_id)
         except KeyError as exc:
             print(f"error: {exc.args[0]}", file=sys.stderr)
             return 2
-        last = store.last_metrics(args.run_id)
-        artifacts = store.artifacts(args.run_id)
+        last = source.last_metrics(args.run_id)
+        artifacts = source.artifacts(args.run_id)
     config = row.pop("config")
     for key, value in row.items():
         print(f"{key:>15}: {value if value is not None else ''}")
@@ -334,13 +373,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    store = _read_store(args.db)
-    if store is None:
-        print("error: no store yet", file=sys.stderr)
-        return 2
-    with store:
+    with read_source(args.db) as source:
+        if source is None:
+            print("error: no store yet", file=sys.stderr)
+            return 2
         try:
-            path = store.export_metrics(args.run_ids, args.out)
+            path = source.export_metrics(args.run_ids, args.out)
         except (KeyError, ValueError) as exc:
             print(f"error: {exc.args[0]}", file=sys.stderr)
             return 2
@@ -349,13 +387,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    engine = _engine(args, launch_queued=False)
+    lab = running_lab()
     try:
-        engine.delete(args.run_id)
+        with lab if lab is not None else _engine(args, launch_queued=False) as owner:
+            owner.delete(args.run_id)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    finally:
-        engine.close()
     print(f"deleted {args.run_id}")
     return 0

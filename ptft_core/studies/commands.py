@@ -2,14 +2,16 @@
 
     study --list                                   the templates: question, runs and estimated time per preset
     study NAME --preset quick|full [--tiny-for-tests] [--name TEXT] [--out report.html]
-                                                   launch a study in this process (an engine of its own, like
-                                                   `run`), follow it to the end, print its conclusions
-    study status [STUDY_ID]                        the studies in the store and their progress
+                                                   launch a study through the lab service, follow it to the
+                                                   end, print its conclusions
+    study status [STUDY_ID]                        the studies and their progress
     study report STUDY_ID --out report.html        write a study's report as one self-contained HTML file
 
-`study NAME` holds the run store while it runs (like `run`); Ctrl-C cancels the study's queued and running
-runs. `status` and `report` open the store read-only (they fail, naming the holder, while an engine owns it;
-use the dashboard's Studies page then). Exit codes: 0 when every run completed, 1 otherwise, 2 on bad input.
+The service drives the study (its dependent runs and evaluations): it goes on with no browser open, after
+this command ends (`--detach`) and across a restart of the service. With no service running, `study NAME`
+starts one for its lifetime (like `run`); Ctrl-C cancels the study's queued and running runs. `status` and
+`report` ask the running service, or read the store when none runs. Exit codes: 0 when every run completed,
+1 otherwise, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ def add_study_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="CI form: a tiny model, a few steps per run, one seed (tests the machinery only)")
     study.add_argument("--name", default=None, help="the study's name (default: template and preset)")
     study.add_argument("--out", type=Path, default=None, help="write the report here (.html)")
+    study.add_argument("--detach", action="store_true",
+                       help="return once the study is launched (the running service goes on with it)")
     study.add_argument("--db", type=Path, default=None, help="the run store (default: PTFT_HOME/ptft.duckdb)")
     study.add_argument("--cpu-slots", type=int, default=None, help="concurrent CPU runs (default: cores / 2)")
     study.set_defaults(handler=cmd_study)
@@ -104,46 +109,40 @@ def _slots(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace, name: str) -> int:
-    from ptft_core.engine import Engine
-    from ptft_core.studies.driver import driver_for, study_report
+    from ptft_core.engine.commands import lab_session
+    from ptft_core.studies.driver import study_report
     from ptft_core.studies.report import report_html
 
     print(f"study {name} --preset {args.preset}{' (tiny, for tests)' if args.tiny_for_tests else ''}: "
           f"{estimate_line(name, args.preset, _slots(args), args.tiny_for_tests)}", flush=True)
-    engine = Engine(cpu_slots=args.cpu_slots, db_path=args.db)
-    driver = driver_for(engine)
-    study_id = None
-    try:
-        study_id = driver.launch(name, args.preset, tiny=args.tiny_for_tests, name=args.name)
+    with lab_session(args) as lab:
+        study_id = lab.launch_study(name, args.preset, tiny=args.tiny_for_tests, name=args.name)
         print(f"study {study_id} launched", flush=True)
-        engine.start()
-        shown: dict[str, str] = {}
-
-        def show(progress: dict[str, Any]) -> None:
-            for sid, p in progress.items():
-                line = f"[{sid}] {p.line()}" + (f"; about {_duration(p.remaining_s)} left" if not p.finished else "")
-                if shown.get(sid) != p.line():
-                    shown[sid] = p.line()
-                    print(line, flush=True)
-
-        driver.wait(study_id, interval=2.0, on_progress=show)
-        report = study_report(engine.store, study_id, engine.runs_dir)
-        print_report(report)
-        if args.out:
-            _write(args.out, report_html(report))
-        return 0 if report.status == "complete" else 1
-    except KeyboardInterrupt:
-        if study_id is not None:
+        if args.detach:
+            print(f"detached: the lab service drives it; `study status {study_id}` shows where it stands")
+            return 0
+        try:
+            shown = None
+            while True:
+                progress = lab.study_progress(study_id)
+                if progress.line() != shown:
+                    shown = progress.line()
+                    print(f"[{study_id}] {shown}" + ("" if progress.finished else
+                                                    f"; about {_duration(progress.remaining_s)} left"), flush=True)
+                if progress.finished:
+                    break
+                time.sleep(2.0)
+        except KeyboardInterrupt:
             print("\ncancelling the study's runs (each saves a checkpoint)...", file=sys.stderr)
-            ids = [r for r in engine.store.list_runs(study=study_id, status=["queued", "running"])["id"]]
-            for run_id in ids:
-                engine.cancel(run_id)
+            ids = lab.cancel_study(study_id)
             with contextlib.suppress(TimeoutError):
-                engine.wait(ids, timeout=engine.cancel_grace + 5)
-        raise
-    finally:
-        driver.stop()
-        engine.close()
+                lab.wait(ids, timeout=15)
+            raise
+        report = study_report(lab, study_id, lab.runs_dir)
+    print_report(report)
+    if args.out:
+        _write(args.out, report_html(report))
+    return 0 if report.status == "complete" else 1
 
 
 def print_report(report) -> None:
@@ -167,22 +166,16 @@ def _write(path: Path, text: str) -> None:
     print(f"wrote {path} ({len(text) / 1e6:.1f} MB, self-contained)")
 
 
-def _read_store(db: Path | None):
-    from ptft_core.store import Store
-
-    path = db or paths.db_path()
-    if not path.exists():
-        raise ConfigError(f"no run store at {path} yet")
-    return Store(path, read_only=True)
-
-
 def cmd_report(args: argparse.Namespace, study_id: str) -> int:
+    from ptft_core.engine.commands import read_source
     from ptft_core.studies.driver import study_report
     from ptft_core.studies.report import report_html
 
-    with _read_store(args.db) as store:
+    with read_source(args.db) as source:
+        if source is None:
+            raise ConfigError(f"no run store at {args.db or paths.db_path()} yet")
         try:
-            report = study_report(store, study_id)
+            report = study_report(source, study_id, paths.runs_dir())
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
     print_report(report)
@@ -191,11 +184,16 @@ def cmd_report(args: argparse.Namespace, study_id: str) -> int:
 
 
 def cmd_status(args: argparse.Namespace, study_id: str | None) -> int:
+    from ptft_core.client import LabClient
+    from ptft_core.engine.commands import read_source
     from ptft_core.studies.driver import list_studies, study_progress
 
-    with _read_store(args.db) as store:
+    with read_source(args.db) as source:
+        if source is None:
+            raise ConfigError(f"no run store at {args.db or paths.db_path()} yet")
+        service = isinstance(source, LabClient)  # the service knows the evaluations it runs; a store does not
         if study_id is None:
-            df = list_studies(store)
+            df = source.study_table() if service else list_studies(source)
             if df.empty:
                 print("no studies yet")
                 return 0
@@ -204,7 +202,7 @@ def cmd_status(args: argparse.Namespace, study_id: str | None) -> int:
             print(df[["id", "name", "progress", "remaining"]].to_string(index=False))
             return 0
         try:
-            p = study_progress(store, study_id)
+            p = source.study_progress(study_id) if service else study_progress(source, study_id)
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
     print(f"{p.study_id} {p.name}: {p.line()}" + ("" if p.finished else f"; about {_duration(p.remaining_s)} left"))
