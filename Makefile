@@ -1,15 +1,19 @@
 # Two commands on a fresh machine: `make run` (dashboard on http://localhost:8501) and `make test`.
+# `make demo`: a read-only dashboard of the same lab on http://localhost:8502 (DEMO_HOST=0.0.0.0 to share it).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
+DEMO_PORT ?= 8502
+DEMO_HOST ?= localhost
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup data run test test-fast lint bench browser clean
+.PHONY: setup data service run demo test test-fast lint bench browser clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .  # the `ptft` command
 	rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP)
@@ -18,9 +22,17 @@ setup: $(STAMP)
 data: setup
 	$(BIN)/python -m ptft_core data prepare
 
-run: data
-	$(BIN)/python -m streamlit run app.py --server.port $(PORT) --server.address localhost \
-		--server.headless true --browser.gatherUsageStats false
+# The lab service (engine + run store + API) runs in the background and outlives the dashboard: queued runs and
+# studies move on with no page open, and the CLI and the demo are its clients too. `ptft serve --detach` starts
+# it unless one runs for this home; it stops with SIGTERM (its pid is in data/service.json).
+service: data
+	$(BIN)/python -m ptft_core serve --detach
+
+run: service
+	$(BIN)/python -m streamlit run app.py --server.port $(PORT) --server.address localhost --server.headless true
+
+demo: service
+	$(BIN)/python -m ptft_core demo --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 # Debian's chromium drives the end-to-end tests (Playwright cannot download its own browser offline).
 browser:
@@ -48,4 +60,4 @@ bench: data
 		$(BIN)/python -m bench.gpu_bench; else echo "no CUDA here: bench.gpu_bench skipped"; fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache ptft.egg-info

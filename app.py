@@ -1,8 +1,9 @@
 """The ptft lab dashboard: `streamlit run app.py` (or `make run`).
 
 This file is the router and the frame around every page: page config, the navigation, the client of the lab
-service (one per process, cached; the service owns the engine and the run store) and the sidebar's live status. The pages live in pages/ and hold only widgets; the work is in
-ptft_core. Nothing here imports torch (the Inspect page loads it on demand).
+service (one per process, cached; the service owns the engine and the run store) and the sidebar's live
+status. The pages live in pages/ and hold only widgets; the work is in ptft_core. Nothing here imports torch
+(the Inspect page loads it on demand).
 """
 
 import streamlit as st

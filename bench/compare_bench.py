@@ -1,12 +1,14 @@
 """The Compare page's chart at scale: 100 runs x 10,000 points each of validation loss.
 
 Times, each the median of several repeats after one warm-up:
-- the store query, downsampled in DuckDB to the page's per-series budget, with labels and a config group joined
-  (`ptft_core.ui.load_series`, what the page calls);
+- the page's query (`ptft_core.ui.load_series`: downsampled in DuckDB to the page's per-series budget, labels
+  and a config group joined) two ways, one after the other in this run: on the store opened in this process,
+  and through the lab service (`serve` on loopback, the client's Arrow IPC answer), which is how the page gets
+  it now;
 - the figure builder alone (`ptft_core.plots.metric_figure`): plain lines, EMA smoothing (a faint raw line under
   each smoothed one), and grouped by a config key (mean +/- std bands);
 - the figure's JSON (what `st.plotly_chart` sends to the browser), for scale.
-Target: query + figure < 1 s.
+Target: query + figure < 1 s, through the service.
 
 `python -m bench.compare_bench` prints the table; `python -m bench compare` runs it in the project's harness.
 Entry point: `run() -> list[dict]`.
@@ -14,6 +16,7 @@ Entry point: `run() -> list[dict]`.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -25,6 +28,7 @@ import pandas as pd
 
 from bench import row
 from ptft_core import plots, ui
+from ptft_core.client import connect, start_service, stop_service
 from ptft_core.config import FinetuneConfig, config_to_dict
 from ptft_core.store import Store
 
@@ -71,25 +75,37 @@ def ms_row(metric: str, seconds: float, target: float | None = None) -> dict:
 
 
 def run() -> list[dict]:
-    with tempfile.TemporaryDirectory(prefix="ptft-compare-bench-") as tmp, Store(Path(tmp) / "bench.db") as store:
-        runs = fill_store(store)
-        metric = [("validation", "loss")]
-        per_series = ui.points_per_series(RUNS)
-        query_s, data = timed(lambda: ui.load_series(store, runs, metric, "step", group_key="optim.lr"))
-        rows = [ms_row(f"store query + join: {RUNS} runs x {POINTS:,} pts -> {per_series} pts/series "
-                    f"({len(data):,} rows)", query_s)]
-        figures = {
-            "lines": lambda: plots.metric_figure(data, x="step"),
-            "EMA 0.6 (raw + smoothed)": lambda: plots.metric_figure(data, x="step", smoothing=0.6),
-            f"grouped by optim.lr ({GROUPS} mean ± std bands)": lambda: plots.metric_figure(
-                data, x="step", group="group", group_title="optim.lr"),
-        }
-        for name, build in figures.items():
-            figure_s, fig = timed(build)
-            json_s, _ = timed(fig.to_json)
-            rows.append(ms_row(f"figure builder alone, {name} ({len(fig.data)} traces)", figure_s))
-            rows.append(ms_row(f"query + figure, {name}", query_s + figure_s, TARGET_S))
-            rows.append(ms_row(f"figure to JSON, {name}", json_s))
+    metric = [("validation", "loss")]
+    per_series = ui.points_per_series(RUNS)
+    with tempfile.TemporaryDirectory(prefix="ptft-compare-bench-") as tmp:
+        home = Path(tmp)
+        with Store(home / "ptft.duckdb") as store:
+            runs = fill_store(store)
+            direct_s, _ = timed(lambda: ui.load_series(store, runs, metric, "step", group_key="optim.lr"))
+        os.environ.pop("PTFT_TRAINER", None)
+        start_service(home)  # the store is closed: the service opens it, as under `make run`
+        try:
+            with connect(home) as lab:
+                runs = lab.list_runs()
+                query_s, data = timed(lambda: ui.load_series(lab, runs, metric, "step", group_key="optim.lr"))
+        finally:
+            stop_service(home)
+    rows = [ms_row(f"query in this process (store opened here): {RUNS} runs x {POINTS:,} pts -> {per_series} "
+                   f"pts/series ({len(data):,} rows)", direct_s),
+            ms_row("query through the lab service (HTTP on loopback, Arrow IPC): the page's path", query_s),
+            row(NAME, "service / in-process query time", query_s / direct_s, "x", None, digits=2)]
+    figures = {
+        "lines": lambda: plots.metric_figure(data, x="step"),
+        "EMA 0.6 (raw + smoothed)": lambda: plots.metric_figure(data, x="step", smoothing=0.6),
+        f"grouped by optim.lr ({GROUPS} mean ± std bands)": lambda: plots.metric_figure(
+            data, x="step", group="group", group_title="optim.lr"),
+    }
+    for name, build in figures.items():
+        figure_s, fig = timed(build)
+        json_s, _ = timed(fig.to_json)
+        rows.append(ms_row(f"figure builder alone, {name} ({len(fig.data)} traces)", figure_s))
+        rows.append(ms_row(f"service query + figure, {name}", query_s + figure_s, TARGET_S))
+        rows.append(ms_row(f"figure to JSON, {name}", json_s))
     return rows
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import data, paths, plots
+from ptft_core.client import TOKEN_ENV, LabClient, ServiceUnavailable, connect
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
     PRESETS,
@@ -35,7 +36,6 @@ from ptft_core.config import (
     field_spec,
     with_seed,
 )
-from ptft_core.client import TOKEN_ENV, LabClient, ServiceUnavailable, connect
 from ptft_core.store.store import flatten
 
 READ_ONLY_ENV = "PTFT_READ_ONLY"
@@ -80,8 +80,9 @@ def _demo_token() -> str | None:
     """The viewer token a demo visitor brings (`?token=` in the link, or typed), when the demo requires one."""
     if not os.environ.get(DEMO_TOKEN_ENV):
         return os.environ.get(TOKEN_ENV)
-    token = st.query_params.get("token") or st.session_state.get("demo-token")
-    if token:
+    if st.query_params.get("token"):  # kept for the session: moving to another page drops the link's params
+        st.session_state["demo-token"] = st.query_params["token"]
+    if token := st.session_state.get("demo-token"):
         return token
     st.info("This demo needs the viewer token of the lab (in the link you were given, or ask its owner).",
             icon=":material/key:")
@@ -101,8 +102,8 @@ def lab() -> LabClient:
     token = _demo_token() if role == "viewer" else None
     try:
         client = lab_for(str(paths.home()), role, token)
-        if token is not None:
-            client.whoami()  # a wrong token stops here, not halfway through a page
+        if token is not None and client.whoami()["role"] != "viewer":  # a wrong token stops here, not mid-page
+            raise PermissionError("the demo takes the viewer token only")
         return client
     except PermissionError:
         st.session_state.pop("demo-token", None)

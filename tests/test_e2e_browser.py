@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_lab
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,7 +160,15 @@ def screenshot(page, name: str) -> None:
 # --- the journey -----------------------------------------------------------------------------------------------------
 
 
-def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
+@pytest.fixture
+def lab_home(home):
+    """The test's lab home; the lab service a dashboard started for it (detached) is stopped afterwards."""
+    yield home
+    stop_lab(home)
+
+
+def test_launch_watch_compare_inspect_then_read_only(lab_home, tmp_path, browser):
+    home = lab_home
     log = tmp_path / "streamlit.log"
     page = browser.new_page(viewport=VIEWPORT)
     with streamlit_server(home, log) as url:
@@ -225,7 +235,8 @@ def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
         assert not page.get_by_test_id("stException").count()
         screenshot(page, "inspect")
 
-    # The same lab, read-only: everything can be seen, nothing can be launched, cancelled or deleted.
+    # The same lab, read-only (a viewer of the service the first dashboard started, which outlived it): everything
+    # can be seen, nothing can be launched, cancelled or deleted.
     with streamlit_server(home, log, read_only=True) as url:
         open_page(page, f"{url}/finetune")
         page.get_by_text("Read-only demo mode").wait_for(timeout=30_000)
@@ -236,3 +247,72 @@ def test_launch_watch_compare_inspect_then_read_only(home, tmp_path, browser):
         open_page(page, f"{url}/compare?runs={run_ids[0]}")
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1",
                                timeout=60_000)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the demo server did not come up: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def progress_step(page, run_id: str) -> int:
+    bar = page.get_by_test_id("stProgress").filter(has_text=run_id)
+    bar.wait_for(timeout=60_000)
+    return int(re.search(r"step ([\d,]+)/", bar.inner_text()).group(1).replace(",", ""))
+
+
+def test_demo_shows_the_lab_training_live_and_changes_nothing(lab_home, tmp_path, browser, monkeypatch):
+    """`ptft demo --host 0.0.0.0` beside a lab that trains: a visitor without the viewer token gets a prompt, the
+    editor token is refused, the viewer link shows the run training live (its step moves on the Runs page with
+    no reload), and no control that changes anything is there."""
+    from ptft_core.client import connect, read_token, start_service
+
+    monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")  # a long, slow stand-in run: training throughout
+    monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.25")
+    monkeypatch.setenv("PTFT_GPUS", "none")
+    start_service(lab_home)
+    lab = connect(lab_home)
+    run_id = lab.submit({"kind": "pretrain", "name": "live-demo", "max_steps": 2000, "eval_every": 50})
+    log = tmp_path / "demo.log"
+    port = free_port()
+    with open(log, "ab") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "ptft_core", "demo", "--host", "0.0.0.0", "--port", str(port)],
+                                cwd=REPO, env=os.environ, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, demo, log)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(f"{url}/runs")
+        page.get_by_text("This demo needs the viewer token").wait_for(timeout=90_000)
+        assert page.locator("h1", has_text="Runs").count() == 0
+
+        page.goto(f"{url}/runs?token={read_token(lab_home, 'editor')}")
+        page.get_by_text("The token was refused").wait_for(timeout=60_000)
+
+        open_page(page, f"{url}/runs?run={run_id}&token={read_token(lab_home, 'viewer')}")
+        first = progress_step(page, run_id)
+        page.wait_for_function(  # the live fragment redraws the bar: no reload, no click
+            """([id, first]) => [...document.querySelectorAll("[data-testid='stProgress']")].some(
+                   bar => bar.innerText.includes(id) && parseInt(bar.innerText.match(/step ([\\d,]+)\\//)[1]
+                                                              .replace(/,/g, '')) > first)""",
+            arg=[run_id, first], timeout=60_000)
+        for label in ("Launch", "Cancel", "Resume", "Retry", "Delete", "Tags and note"):
+            assert page.get_by_role("button", name=label).count() == 0, label
+        page.get_by_text("Read-only demo").first.wait_for(timeout=10_000)
+        page.get_by_role("link", name="Studies").click()  # another page, same session: the token is kept
+        page.locator("h1", has_text="Studies").wait_for(timeout=60_000)
+        settle(page)
+        assert page.get_by_role("button", name="Launch").count() == 0
+        assert not page.get_by_test_id("stException").count()
+        assert lab.get_run(run_id)["status"] == "running"  # the demo changed nothing
+    finally:
+        demo.terminate()
+        demo.wait(timeout=30)

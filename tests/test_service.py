@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import re
 
 import httpx
 import pandas as pd

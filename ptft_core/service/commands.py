@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +35,12 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--detach", action="store_true",
                        help="start the service in the background unless one runs for this home, then return")
     serve.set_defaults(handler=cmd_serve)
+
+    demo = subparsers.add_parser("demo", help="a read-only dashboard of the running lab, for stakeholders")
+    demo.add_argument("--host", default="localhost",
+                      help="address to serve (default: this machine only; 0.0.0.0: visitors need the viewer link)")
+    demo.add_argument("--port", type=int, default=8502, help="port (default 8502; the lab's dashboard is on 8501)")
+    demo.set_defaults(handler=cmd_demo)
 
 
 def _stop_requested(signum: int, frame: object) -> None:
@@ -74,6 +81,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         driver.stop()
         engine.close()
     return 0
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Replace this process with a read-only Streamlit dashboard: a viewer client of the running service."""
+    from ptft_core.client import TOKEN_ENV, ServiceUnavailable, find_service, read_token
+    from ptft_core.ui import DEMO_TOKEN_ENV, READ_ONLY_ENV
+
+    if find_service() is None:
+        raise ServiceUnavailable(f"no lab service runs for {paths.home()}: start it first (`make run`, or "
+                                 "`ptft serve --detach`); the demo shows that lab, read-only")
+    viewer = read_token(role="viewer")
+    env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, DEMO_TOKEN_ENV)}
+    env[READ_ONLY_ENV] = "1"
+    link = f"http://{args.host}:{args.port}/"
+    if args.host in LOOPBACK:
+        env[TOKEN_ENV] = viewer  # only this machine can reach it: the server itself carries the viewer token
+    else:
+        env[DEMO_TOKEN_ENV] = "1"  # beyond loopback every visitor brings the token (the link, or a prompt)
+        link += f"?token={viewer}"
+    print(f"read-only demo of {paths.home()} on {link}", flush=True)
+    os.chdir(paths.REPO_ROOT)  # .streamlit/config.toml: no Deploy button, no file watcher
+    argv = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(args.port),
+            "--server.address", args.host, "--server.headless", "true"]
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached: execve replaces this process
 
 
 def _ensure_service(args: argparse.Namespace) -> int:

@@ -21,7 +21,6 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from ptft_core import paths
 from ptft_core.config import ConfigError
