@@ -8,7 +8,8 @@ CLIENTS clients (threads of this process, each its own `LabClient`) poll every P
 polls: the run list, the training run's row, its loss series. That is about twice the rate of a dashboard's live
 parts (Streamlit fragments every 2 s), per client. Latency is measured per request, from the client's side.
 Training speed per phase: steps per wall second from the run's own logged steps (step and wall time of its
-train-loss rows inside the phase).
+train-loss rows inside the phase). CPU use per phase (cores' worth) of the service, of the clients (this
+process) and of the training worker says where the machine's time went.
 
 Targets (issue 12): 0 errors, p95 < 200 ms, training speed under load within 10 % of idle.
 
@@ -26,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from bench import row
 from ptft_core import paths
-from ptft_core.client import connect, start_service, stop_service
+from ptft_core.client import connect, find_service, start_service, stop_service
 
 NAME = "service"
 CLIENTS = 20
@@ -61,6 +63,12 @@ def poll(home: Path, run_id: str, stop: threading.Event, latencies: list[float],
             stop.wait(max(0.0, POLL_S - (time.perf_counter() - began)))
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process and its threads (children excluded: none here)."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def steps_per_s(lab, run_id: str, t0: float, t1: float) -> float:
     rows = lab.metric_rows([run_id])
     rows = rows[(rows["split"] == "train") & (rows["name"] == "loss") & rows["wall_time"].between(t0, t1)]
@@ -85,8 +93,12 @@ def run() -> list[dict]:
             phases: dict[str, tuple[float, float]] = {}
             latencies: list[float] = []
             errors: list[str] = []
+            processes = {"service": psutil.Process(find_service(home)["pid"]), "clients (this process)":
+                         psutil.Process(), "training worker": psutil.Process(lab.get_run(run_id)["pid"])}
+            cpu: dict[str, dict[str, float]] = {}
             for phase in ("idle", "loaded", "idle again"):
                 start = time.time()
+                before = {name: cpu_seconds(p) for name, p in processes.items()}
                 stop = threading.Event()
                 threads = [threading.Thread(target=poll, args=(home, run_id, stop, latencies, errors))
                            for _ in range(CLIENTS if phase == "loaded" else 0)]
@@ -97,6 +109,8 @@ def run() -> list[dict]:
                 for t in threads:
                     t.join()
                 phases[phase] = (start, time.time())
+                cpu[phase] = {name: (cpu_seconds(p) - before[name]) / (time.time() - start)
+                              for name, p in processes.items()}
             speed = {p: steps_per_s(lab, run_id, *window) for p, window in phases.items()}
             lab.cancel(run_id)
             lab.wait([run_id], timeout=60)
@@ -115,7 +129,8 @@ def run() -> list[dict]:
         row(NAME, "training speed, idle (mean of the idle phases before and after)", idle, "steps/s", None, 2),
         row(NAME, "training speed, idle before / idle after", speed["idle"] / speed["idle again"], "x", None, 3),
         row(NAME, "training speed under load / idle", speed["loaded"] / idle, "x", ">= 0.9", 3),
-    ] + ([row(NAME, f"first error: {errors[0][:120]}", 0, "", None)] if errors else [])
+    ] + [row(NAME, f"CPU use, {phase}: {name}", share, "cores", None, 2)
+         for phase in ("idle", "loaded") for name, share in cpu[phase].items()] + ([row(NAME, f"first error: {errors[0][:120]}", 0, "", None)] if errors else [])
 
 
 if __name__ == "__main__":

@@ -5,13 +5,17 @@ one is 401, a viewer token on a write is 403, an unknown run or study id is 404 
 store, never joined into a path), an action the run's state refuses (resume without a checkpoint, delete while
 running) is 409. Tables travel as Arrow IPC streams (typed: timestamps, lists), not row-by-row JSON; single
 rows and small answers as JSON. Reads that name many runs are POSTs under /api/query/ (a viewer may make
-them: they change nothing). Nothing here imports torch.
+them: they change nothing). Answers that come from the store alone are kept until the store's next write
+(`AnswerCache`), so many clients polling the same view cost one query per change. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,19 +86,51 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records", date_format="iso"))
 
 
-def arrow_response(frame: pd.DataFrame) -> Response:
+def arrow_bytes(frame: pd.DataFrame) -> bytes:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM)
+    return sink.getvalue().to_pybytes()
+
+
+class AnswerCache:
+    """Answers of store reads, kept until the store's next write (`Store.revision`): twenty clients polling the
+    same run list cost one query per change of the store, not twenty. A write during a computation labels the
+    answer with the revision seen before it, so the next request recomputes; nothing stale outlives a change."""
+
+    def __init__(self, store, size: int = 512):
+        self.store = store
+        self.size = size
+        self._answers: OrderedDict[tuple, tuple[int, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        revision = self.store.revision
+        with self._lock:
+            hit = self._answers.get(key)
+            if hit is not None and hit[0] == revision:
+                self._answers.move_to_end(key)
+                return hit[1]
+        answer = compute()
+        with self._lock:
+            self._answers[key] = (revision, answer)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+        return answer
 
 
 def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
     app = FastAPI(title="ptft lab service", docs_url=None, redoc_url=None)
     store = engine.store
+    cache = AnswerCache(store)
 
-    def role(request: Request) -> str:
+    def arrow(key: tuple, frame: Callable[[], pd.DataFrame]) -> Response:
+        return Response(cache.get(key, lambda: arrow_bytes(frame())), media_type=ARROW_STREAM)
+
+    # The token checks are `async`: run on the event loop, not handed to the thread pool (one hop less per request).
+    async def role(request: Request) -> str:
         header = request.headers.get("authorization", "")
         token = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token")
         found = tokens.role_of(token)
@@ -102,13 +138,13 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
             raise HTTPException(401, "a valid token is required", headers={"WWW-Authenticate": "Bearer"})
         return found
 
-    def editor(found: str = Depends(role)) -> str:
+    async def editor(found: str = Depends(role)) -> str:
         if found != "editor":
             raise HTTPException(403, "this token may only read")
         return found
 
     def known(run_id: str) -> str:
-        if not store.has_run(run_id):
+        if not cache.get(("known", run_id), lambda: store.has_run(run_id)):
             raise HTTPException(404, f"no run {run_id!r}")
         return run_id
 
@@ -127,7 +163,7 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
 
     # -- the lab ------------------------------------------------------------------------------------------------
     @app.get("/api/whoami")
-    def whoami(found: str = Depends(role)) -> dict[str, str]:
+    async def whoami(found: str = Depends(role)) -> dict[str, str]:
         return {"role": found, "home": str(engine.home)}
 
     @app.get("/api/devices", dependencies=read)
@@ -136,25 +172,26 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
 
     @app.get("/api/queue", dependencies=read)
     def queue() -> list[dict[str, Any]]:
-        return records(pd.DataFrame(engine.queue()))
+        return cache.get(("queue",), lambda: records(pd.DataFrame(engine.queue())))
 
     # -- runs ------------------------------------------------------------------------------------------------------
     @app.get("/api/runs", dependencies=read)
     def list_runs(status: Repeated = None, kind: str | None = None, tag: str | None = None,
                   study: str | None = None) -> Response:
-        return arrow_response(store.list_runs(status=status, kind=kind, tag=tag, study=study))
+        key = ("runs", tuple(status or ()), kind, tag, study)
+        return arrow(key, lambda: store.list_runs(status=status, kind=kind, tag=tag, study=study))
 
     @app.get("/api/runs/{run_id}", dependencies=read)
     def get_run(run_id: str) -> dict[str, Any]:
-        return records(pd.DataFrame([store.get_run(known(run_id))]))[0]
+        return cache.get(("run", known(run_id)), lambda: records(pd.DataFrame([store.get_run(run_id)]))[0])
 
     @app.get("/api/runs/{run_id}/last-metrics", dependencies=read)
     def last_metrics(run_id: str) -> Response:
-        return arrow_response(store.last_metrics(known(run_id)))
+        return arrow(("last", known(run_id)), lambda: store.last_metrics(run_id))
 
     @app.get("/api/runs/{run_id}/artifacts", dependencies=read)
     def artifacts(run_id: str) -> Response:
-        return arrow_response(store.artifacts(known(run_id)))
+        return arrow(("artifacts", known(run_id)), lambda: store.artifacts(run_id))
 
     @app.get("/api/runs/{run_id}/log", dependencies=read, response_class=PlainTextResponse)
     def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
@@ -222,28 +259,33 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
     # -- queries over many runs (reads, so viewers may make them) --------------------------------------------------
     @app.post("/api/query/series", dependencies=read)
     def metric_series(body: SeriesQuery) -> Response:
+        ids = known_runs(body.run_ids)
+        key = ("series", tuple(ids), tuple(body.names or ()), body.names is None, tuple(body.splits or ()),
+               body.splits is None, body.x, body.max_points)
         try:
-            frame = store.metric_series(known_runs(body.run_ids), body.names, body.splits, x=body.x,
-                                        max_points=body.max_points)
+            return arrow(key, lambda: store.metric_series(ids, body.names, body.splits, x=body.x,
+                                                          max_points=body.max_points))
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return arrow_response(frame)
 
     @app.post("/api/query/metric-names", dependencies=read)
     def metric_names(body: RunSelection) -> Response:
-        return arrow_response(store.metric_names(known_runs(body.run_ids)))
+        ids = known_runs(body.run_ids)
+        return arrow(("names", tuple(ids)), lambda: store.metric_names(ids))
 
     @app.post("/api/query/config-diff", dependencies=read)
     def config_diff(body: RunSelection) -> Response:
-        return arrow_response(store.config_diff(known_runs(body.run_ids)).reset_index())
+        ids = known_runs(body.run_ids)
+        return arrow(("diff", tuple(ids)), lambda: store.config_diff(ids).reset_index())
 
     @app.post("/api/query/seconds-per-step", dependencies=read)
     def seconds_per_step(body: RunSelection) -> dict[str, float]:
-        return store.seconds_per_step(known_runs(body.run_ids))
+        ids = known_runs(body.run_ids)
+        return cache.get(("pace", tuple(ids)), lambda: store.seconds_per_step(ids))
 
     @app.post("/api/query/metric-rows", dependencies=read)
     def metric_rows(body: RunSelection) -> Response:
-        return arrow_response(store.metric_rows(known_runs(body.run_ids)))
+        return Response(arrow_bytes(store.metric_rows(known_runs(body.run_ids))), media_type=ARROW_STREAM)
 
     # -- studies ---------------------------------------------------------------------------------------------------
     def known_study(study_id: str) -> dict[str, Any]:
@@ -254,7 +296,8 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
 
     @app.get("/api/studies", dependencies=read)
     def studies() -> Response:
-        return arrow_response(list_studies(store, engine.runs_dir, driver.running_evals()))
+        return Response(arrow_bytes(list_studies(store, engine.runs_dir, driver.running_evals())),
+                        media_type=ARROW_STREAM)
 
     @app.get("/api/studies/{study_id}", dependencies=read)
     def get_study(study_id: str) -> dict[str, Any]:

@@ -132,6 +132,9 @@ class Store:
                 raise locked from None
             raise
         self._write_lock = threading.RLock()
+        # Counts committed write transactions: a reader that saw the same revision would read the same answer
+        # (the lab service keeps its answers to polling clients until it moves).
+        self.revision = 0
         self._pool: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._pool_size = pool_size
@@ -176,6 +179,7 @@ class Store:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+            self.revision += 1  # under the write lock
 
     def query(self, sql: str, params: Sequence[Any] | dict | None = None) -> pd.DataFrame:
         """A read query as a DataFrame (for tests, exports and one-off questions)."""
