@@ -130,7 +130,8 @@ def run() -> list[dict]:
         row(NAME, "training speed, idle before / idle after", speed["idle"] / speed["idle again"], "x", None, 3),
         row(NAME, "training speed under load / idle", speed["loaded"] / idle, "x", ">= 0.9", 3),
     ] + [row(NAME, f"CPU use, {phase}: {name}", share, "cores", None, 2)
-         for phase in ("idle", "loaded") for name, share in cpu[phase].items()] + ([row(NAME, f"first error: {errors[0][:120]}", 0, "", None)] if errors else [])
+         for phase in ("idle", "loaded") for name, share in cpu[phase].items()
+         ] + ([row(NAME, f"first error: {errors[0][:120]}", 0, "", None)] if errors else [])
 
 
 if __name__ == "__main__":
