@@ -59,11 +59,12 @@ def fill_store(store: Store) -> pd.DataFrame:
     return store.list_runs()
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    """Median seconds of REPEATS calls after one warm-up, and the last result."""
+def timed(fn: Callable[[], object], setup: Callable[[], object] = lambda: None) -> tuple[float, object]:
+    """Median seconds of REPEATS calls after one warm-up (each after an untimed `setup()`), and the last result."""
     result = fn()
     times = []
     for _ in range(REPEATS):
+        setup()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
@@ -87,7 +88,10 @@ def run() -> list[dict]:
         try:
             with connect(home) as lab:
                 runs = lab.list_runs()
-                query_s, data = timed(lambda: ui.load_series(lab, runs, metric, "step", group_key="optim.lr"))
+                # A note written before each repeat moves the store on: every timed query is computed afresh,
+                # as for the first person to open this view (the service keeps answers until the next write).
+                query_s, data = timed(lambda: ui.load_series(lab, runs, metric, "step", group_key="optim.lr"),
+                                      setup=lambda: lab.set_notes(runs["id"][0], str(time.time())))
         finally:
             stop_service(home)
     rows = [ms_row(f"query in this process (store opened here): {RUNS} runs x {POINTS:,} pts -> {per_series} "

@@ -51,6 +51,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the Streamlit server did not come up: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def streamlit_server(home: Path, log: Path, read_only: bool = False) -> Iterator[str]:
     """`streamlit run app.py` on a free port for `home`; yields its URL once /_stcore/health answers."""
@@ -69,17 +83,7 @@ def streamlit_server(home: Path, log: Path, read_only: bool = False) -> Iterator
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Streamlit server did not come up: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_healthy(url, server, log)
         yield url
     finally:
         server.terminate()
@@ -247,20 +251,6 @@ def test_launch_watch_compare_inspect_then_read_only(lab_home, tmp_path, browser
         open_page(page, f"{url}/compare?runs={run_ids[0]}")
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1",
                                timeout=60_000)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"the demo server did not come up: {log.read_text()[-3000:]}")
-        time.sleep(0.5)
 
 
 def progress_step(page, run_id: str) -> int:
