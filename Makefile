@@ -50,7 +50,7 @@ test-fast: data
 lint: setup
 	$(BIN)/python -m ruff check .
 
-# Store, logging and Compare benches (a minute), then the training-throughput ones (ptft against the loops a user
+# Store, logging, Compare and service benches (about five minutes), then the training-throughput ones (ptft against the loops a user
 # would write; about 20 minutes on a 2-core CPU), then bf16/MFU where CUDA is present. Results: bench/results/.
 bench: data
 	$(BIN)/python -m bench

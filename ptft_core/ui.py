@@ -72,8 +72,12 @@ def _close_lab(client: LabClient) -> None:
 @st.cache_resource(show_spinner="Connecting to the lab service…", on_release=_close_lab)
 def lab_for(home: str, role: str, token: str | None) -> LabClient:
     """The client of a lab home's service, one per process, role and token; the editor's starts the service
-    (detached: it outlives this server) when none runs."""
-    return connect(Path(home), role=role, start=role == "editor", token=token)
+    (detached: it outlives this server) when none runs. A token a demo visitor brought is checked once, here:
+    a wrong one (PermissionError) is not cached, and the demo takes the viewer token only."""
+    client = connect(Path(home), role=role, start=role == "editor", token=token)
+    if token is not None and client.whoami()["role"] != role:
+        raise PermissionError(f"the {'demo' if role == 'viewer' else 'lab'} takes the {role} token only")
+    return client
 
 
 def _demo_token() -> str | None:
@@ -101,16 +105,13 @@ def lab() -> LabClient:
     role = "viewer" if read_only() else "editor"
     token = _demo_token() if role == "viewer" else None
     try:
-        client = lab_for(str(paths.home()), role, token)
-        if token is not None and client.whoami()["role"] != "viewer":  # a wrong token stops here, not mid-page
-            raise PermissionError("the demo takes the viewer token only")
-        return client
+        return lab_for(str(paths.home()), role, token)
     except PermissionError:
         st.session_state.pop("demo-token", None)
         st.error("The token was refused: ask the lab's owner for the viewer link.", icon=":material/key_off:")
     except ServiceUnavailable as exc:
         st.error(f"The lab service is not running: {exc}", icon=":material/cloud_off:")
-    lab_for.clear()
+        lab_for.clear()
     st.stop()
     raise AssertionError("st.stop() raises")  # for type checkers: nothing returns here
 
