@@ -116,12 +116,11 @@ def _engine(args: argparse.Namespace, **kwargs: Any):
 def lab_session(args: argparse.Namespace) -> Iterator[Any]:
     """The client of the lab service; when none runs, one started for this command and stopped at its end."""
     from ptft_core.client import connect, find_service, start_service
+    from ptft_core.service.commands import serve_args
 
     started = None
     if find_service() is None:
-        extra = [*(["--db", str(args.db)] if args.db else []),
-                 *(["--cpu-slots", str(args.cpu_slots)] if args.cpu_slots else [])]
-        _, started = start_service(args=extra)
+        _, started = start_service(args=serve_args(args))
     lab = connect()
     try:
         yield lab

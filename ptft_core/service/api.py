@@ -86,6 +86,11 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records", date_format="iso"))
 
 
+def record(row: dict[str, Any]) -> dict[str, Any]:
+    """One row (a run, a study, a progress) as JSON-safe values, the same way as `records`."""
+    return records(pd.DataFrame([row]))[0]
+
+
 def arrow_bytes(frame: pd.DataFrame) -> bytes:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     sink = pa.BufferOutputStream()
@@ -183,7 +188,7 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
 
     @app.get("/api/runs/{run_id}", dependencies=read)
     def get_run(run_id: str) -> dict[str, Any]:
-        return cache.get(("run", known(run_id)), lambda: records(pd.DataFrame([store.get_run(run_id)]))[0])
+        return cache.get(("run", known(run_id)), lambda: record(store.get_run(run_id)))
 
     @app.get("/api/runs/{run_id}/last-metrics", dependencies=read)
     def last_metrics(run_id: str) -> Response:
@@ -301,7 +306,7 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
 
     @app.get("/api/studies/{study_id}", dependencies=read)
     def get_study(study_id: str) -> dict[str, Any]:
-        return records(pd.DataFrame([known_study(study_id)]))[0]
+        return record(known_study(study_id))
 
     @app.get("/api/studies/{study_id}/progress", dependencies=read)
     def progress(study_id: str) -> dict[str, Any]:
@@ -310,7 +315,7 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
             found = study_progress(store, study_id, engine.runs_dir, driver.running_evals())
         except KeyError as exc:  # a study row without a plan
             raise HTTPException(409, str(exc.args[0])) from None
-        return records(pd.DataFrame([asdict(found)]))[0]
+        return record(asdict(found))
 
     @app.post("/api/studies", status_code=201, dependencies=write)
     def launch_study(body: StudyLaunch) -> dict[str, str]:

@@ -114,14 +114,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0  # not reached: execve replaces this process
 
 
+def serve_args(args: argparse.Namespace) -> list[str]:
+    """The `serve` options a command's own `--db` and `--cpu-slots` ask of a service it starts."""
+    return [*(["--db", str(args.db)] if args.db else []),
+            *(["--cpu-slots", str(args.cpu_slots)] if args.cpu_slots else [])]
+
+
 def _ensure_service(args: argparse.Namespace) -> int:
     from ptft_core.client import find_service, start_service
 
     info = find_service()
     if info is None:
-        extra = [*(["--db", str(args.db)] if args.db else []),
-                 *(["--cpu-slots", str(args.cpu_slots)] if args.cpu_slots else [])]
-        info, _ = start_service(args=extra)
+        info, _ = start_service(args=serve_args(args))
         print(f"started the lab service on {info['url']} (pid {info['pid']}; log: {paths.service_log()})")
     else:
         print(f"the lab service runs on {info['url']} (pid {info['pid']})")
