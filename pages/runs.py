@@ -51,7 +51,7 @@ if runs_all.empty:
 
 filters = st.columns([2, 1, 2])
 statuses = filters[0].multiselect("Status", ["queued", "running", "completed", "failed", "cancelled", "interrupted"])
-kind = filters[1].selectbox("Kind", ["all", "pretrain", "finetune"])
+kind = filters[1].selectbox("Kind", ["all", "pretrain", "finetune", "evaluate"])
 tags = sorted({t for ts in runs_all["tags"] for t in ts})
 tag = filters[2].selectbox("Tag", ["all", *tags])
 runs = runs_all
@@ -86,6 +86,8 @@ st.caption(f"`{run_id}` · {row['kind']} · **{row['status']}** · device {row['
            + (f" · study `{row['study']}`" if row["study"] else ""))
 if row["error"]:
     st.error(row["error"], icon=":material/error:")
+if row["status"] == "queued" and (waits := next((q["waits_for"] for q in lab.queue() if q["id"] == run_id), None)):
+    st.info(f"Waiting for the {waits}: it starts when that checkpoint is saved.", icon=":material/hourglass_top:")
 
 last = lab.last_metrics(run_id)
 headline = last[last["split"].isin(["validation", "test"])

@@ -261,8 +261,37 @@ class FinetuneConfig:
         return self
 
 
-RunConfig = PretrainConfig | FinetuneConfig
-_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+EVALUATE_SPLIT = "transfer"  # an evaluate run's metrics: split "transfer", names "<metric>@<dataset>"
+
+
+@_config_errors
+@dataclass(config=_MODEL)
+class EvaluateConfig:
+    """Scores a fine-tuned classifier on other datasets' test splits: cross-domain evaluation, a run of its own on
+    the same workers and device pool as training (it waits for its model's checkpoint like any dependent run)."""
+
+    kind: Literal["evaluate"] = _field("run", "Kind", "evaluate")
+    """The run kind."""
+    name: str = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty)."""
+    model: NonBlank = _field("model and data", "Classifier")
+    """The fine-tuned classifier to score: run:<run_id> (a fine-tune's final, best checkpoint) or a Hugging Face
+    folder holding a sequence classifier."""
+    datasets: Names = _field("model and data", "Datasets", min_length=1)
+    """Labelled datasets whose test split is scored; their label names must be the classifier's."""
+    max_length: int = _field("model and data", "Max length (tokens, 0: the model's run)", 0, ge=0, le=512)
+    """Texts are truncated to this many tokens; 0 takes the fine-tune's own max_length (128 for a folder)."""
+    device: Device = _field("run", "Device", "auto")
+    """Where to evaluate; auto: a GPU when there is one."""
+    seed: int = _field("run", "Seed", 0, ge=0)
+    """Unused by the scores (evaluation is deterministic); kept so seeds group like other runs."""
+    tags: Names = _field("run", "Tags", [])
+    """Free labels to find and group runs by."""
+
+
+RunConfig = PretrainConfig | FinetuneConfig | EvaluateConfig
+_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig}
+CHECKPOINT_FIELD = {"pretrain": "model", "finetune": "base", "evaluate": "model"}  # what each kind starts from
 
 
 # --- errors ----------------------------------------------------------------------------------------------------------
@@ -302,6 +331,9 @@ def describe_errors(exc: ValidationError, cls: type) -> str:
         if kind in ("unexpected_keyword_argument", "extra_forbidden"):
             close = difflib.get_close_matches(str(loc[-1]), _fields_at(cls, loc[:-1]), n=1, cutoff=0.6)
             lines.append(f"{where}: unknown field" + (f"; did you mean {close[0]!r}?" if close else ""))
+            continue
+        if kind in ("missing", "missing_argument"):
+            lines.append(f"{where}: required (no default)")
             continue
         if kind == "value_error":  # a cross-field check: its message already names the field
             lines.append(str(ctx.get("error", error["msg"])))
@@ -400,7 +432,8 @@ def describe_fields(kind: str) -> str:
             out.append(f"\n{group}")
         kind_text = spec.type + (f": {' | '.join(map(str, spec.choices))}" if spec.choices else "")
         bounds = f", {spec.bounds}" if spec.bounds else ""
-        out.append(f"  {spec.name} ({kind_text}{bounds}) = {_shown(spec.default)}")
+        default = "(required)" if spec.default is PydanticUndefined else f"= {_shown(spec.default)}"
+        out.append(f"  {spec.name} ({kind_text}{bounds}) {default}")
         out.extend(textwrap.wrap(spec.help, 110, initial_indent="      ", subsequent_indent="      "))
     return "\n".join(out)
 

@@ -123,15 +123,14 @@ def resolve_checkpoint(spec: str) -> str:
             raise CheckpointError(f"the built-in checkpoint {spec!r} is not prepared: "
                                   "run python -m ptft_core data prepare")
         return str(path)
-    if spec.startswith("run:"):
-        run_id, _, name = spec[4:].partition("/")
-        folder = paths.run_dir(run_id) / "checkpoints"
-        path = folder / (name or "final")
-        if not (path / "config.json").is_file():
-            available = sorted(p.name for p in folder.glob("*") if (p / "config.json").is_file())
-            raise CheckpointError(f"{spec}: no checkpoint {path.name!r} in run {run_id!r}; available: "
+    reference = paths.run_checkpoint(spec)
+    if reference is not None:
+        run_id, name = reference
+        if not paths.checkpoint_saved(paths.run_dir(run_id), name):
+            available = paths.saved_checkpoints(paths.run_dir(run_id))
+            raise CheckpointError(f"{spec}: no checkpoint {name!r} in run {run_id!r}; available: "
                                   f"{', '.join(available) or 'none (is the run finished?)'}")
-        return str(path)
+        return str(paths.checkpoint_dir(paths.run_dir(run_id), name))
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

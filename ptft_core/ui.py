@@ -231,7 +231,8 @@ def build_configs(kind: str, fields: dict[str, Any], optim: dict[str, Any], seed
 
 def parent_of(spec: str) -> str | None:
     """The run a `run:<id>[/step-<N>]` model spec descends from (the lineage shown on Runs)."""
-    return spec[4:].split("/", 1)[0] if spec.startswith("run:") else None
+    reference = paths.run_checkpoint(spec)
+    return reference[0] if reference else None
 
 
 def launch(configs: Sequence[RunConfig], parent: str | None = None) -> list[str]:

@@ -15,7 +15,7 @@ What it does, in order:
 
 Torch threads follow `PTFT_THREADS` (set by the engine from cores / slots); the device follows `PTFT_DEVICE`.
 
-The trainer is `ptft_core.training.run_pretrain` or `run_finetune` by the config's kind, imported lazily.
+The trainer is `ptft_core.training.run_<kind>` (pretrain, finetune, evaluate) by the config's kind, imported lazily.
 Test seam: the environment variable `PTFT_TRAINER=module:function` replaces it with any function of the same
 signature, `fn(config, run_dir, logger, *, should_stop, resume, device) -> "completed" | "cancelled"`. The
 engine tests use `PTFT_TRAINER=tests.fake_trainer:run`, a real loop (journal, checkpoints, resume, should_stop)

@@ -3,7 +3,8 @@
 It is a real loop with the real trainer's contract, minus the model: one step every `PTFT_FAKE_STEP_S`
 seconds (default 0.05), train `loss` and `lr` logged through the real `JournalWriter` at every step,
 `progress {step, total_steps}` events, a validation `loss` and a checkpoint every `eval_every` steps (and at
-`checkpoint_steps`, on a stop request and at the end), `should_stop()` honoured after the current step, and
+`checkpoint_steps`, on a stop request and at the end; `final` when it completes), `should_stop()` honoured
+after the current step, and
 `resume=True` continuing from the newest `checkpoints/step-<N>/training_state.pt` (a pickle of the loop's
 state, not a torch file: the tests stay free of torch's import time).
 
@@ -30,12 +31,13 @@ def loss_at(seed: int, step: int) -> float:
     return 5.0 * math.exp(-step / 20.0) + 0.5 + 0.05 * random.Random(seed * 1_000_003 + step).random()
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
-    folder = Path(run_dir) / "checkpoints" / f"step-{step}"
+def save_checkpoint(run_dir: Path, step: int, state: dict, name: str | None = None) -> Path:
+    folder = Path(run_dir) / "checkpoints" / (name or f"step-{step}")
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / STATE_FILE).write_bytes(pickle.dumps(state))
+    (tmp / "config.json").write_text("{}", encoding="utf-8")  # what marks a whole checkpoint (paths.checkpoint_saved)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
@@ -56,8 +58,8 @@ def run(config, run_dir, logger, *, should_stop: Callable[[], bool] = lambda: Fa
     run_dir = Path(run_dir)
     step_s = float(os.environ.get("PTFT_FAKE_STEP_S", "0.05"))
     fail_at = int(os.environ.get("PTFT_FAKE_FAIL_AT", "0"))
-    total = config.max_steps or 20
-    every = max(1, config.eval_every)
+    total = getattr(config, "max_steps", 0) or 20  # an evaluate config has neither: the defaults
+    every = max(1, getattr(config, "eval_every", 1))
     extra = set(getattr(config, "checkpoint_steps", []) or [])
     step, tokens = 0, 0
     if resume:
@@ -94,4 +96,5 @@ def run(config, run_dir, logger, *, should_stop: Callable[[], bool] = lambda: Fa
             if step % every and step not in extra:
                 checkpoint()
             return "cancelled"
+    save_checkpoint(run_dir, step, {"step": step, "tokens_seen": tokens, "seed": config.seed}, name="final")
     return "completed"

@@ -75,8 +75,12 @@ def test_each_error_names_the_field_and_what_is_wrong(tmp_path, body, message):
 
 
 def test_errors_of_the_other_kinds():
-    with pytest.raises(ConfigError, match=r"^kind: must be one of pretrain, finetune \(got 'train'\)$"):
+    with pytest.raises(ConfigError, match=r"^kind: must be one of pretrain, finetune, evaluate \(got 'train'\)$"):
         config_from_dict({"kind": "train"})
+    with pytest.raises(ConfigError, match=r"^model: required \(no default\); datasets: required \(no default\)$"):
+        config_from_dict({"kind": "evaluate"})
+    with pytest.raises(ConfigError, match=r"^datasets: must have at least 1 item"):
+        config_from_dict({"kind": "evaluate", "model": "run:ft-1", "datasets": []})
     with pytest.raises(ConfigError, match=r"^checkpoint_steps: must lie in \(0, max_steps=5\] \(got \[10\]\)$"):
         PretrainConfig(max_steps=5, checkpoint_steps=[10])
     with pytest.raises(ConfigError, match=r"^corpus: must have at least 1 item"):
@@ -157,12 +161,19 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
     """Each file in configs/ as a user runs it, cut to two steps per task by overrides (its checkpoint steps
     with it): real models, real data, real steps."""
     from ptft_core.journal import MemoryLogger
-    from ptft_core.training import run_finetune, run_pretrain
+    from ptft_core.training import run_evaluate, run_finetune, run_pretrain
 
     path = paths.REPO_ROOT / "configs" / example
     kind = load_config(path).kind
+    logger = MemoryLogger()
+    if kind == "evaluate":  # it scores a fine-tune: a two-step one of the first example, as a folder
+        tuned = load_config(paths.REPO_ROOT / "configs" / "finetune_full.yaml", ["max_steps=2", "probe_size=8"])
+        assert run_finetune(tuned, tmp_path / "ft", MemoryLogger()) == "completed"
+        config = load_config(path, [f"model={tmp_path / 'ft' / 'checkpoints' / 'final'}"])
+        assert run_evaluate(config, tmp_path / "ev", logger) == "completed"
+        assert {e["name"] for e in logger.events if e["type"] == "metric"} >= {"accuracy@amazon", "accuracy@tweets"}
+        return
     config = load_config(path, ["max_steps=2", "eval_every=1"] + (["checkpoint_steps=[1]"] if kind == "pretrain"
                                                                    else ["eval_train_samples=8", "probe_size=8"]))
-    logger = MemoryLogger()
     assert (run_pretrain if kind == "pretrain" else run_finetune)(config, tmp_path, logger) == "completed"
     assert max(e["step"] for e in logger.events if e["type"] == "metric") >= 2

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ptft_core import paths
-from ptft_core.config import ConfigError, PretrainConfig
+from ptft_core.config import ConfigError, FinetuneConfig, PretrainConfig
 from ptft_core.engine import Engine, Gpu, Launcher
 from ptft_core.journal import JournalWriter, read_events
 from ptft_core.store import Store
@@ -149,6 +149,55 @@ def test_gpu_runs_wait_for_a_gpu_and_cpu_runs_backfill(lab):
         assert [d["busy"] for d in engine.devices()] == [1, 1]
     with Engine(cpu_slots=1, launcher=StubLauncher()) as engine, pytest.raises(ConfigError, match="cuda"):
         engine.submit(fake(device="cuda"))
+
+
+def save_fake_checkpoint(engine: Engine, run_id: str, name: str) -> None:
+    folder = engine.run_dir(run_id) / "checkpoints" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+
+
+def test_a_run_waits_for_the_checkpoint_it_starts_from(lab):
+    launcher = StubLauncher()
+    with Engine(cpu_slots=2, launcher=launcher) as engine:
+        parent = engine.submit(fake(steps=20, checkpoint_steps=[10]))
+        child = engine.submit(FinetuneConfig(base=f"run:{parent}/step-10"))
+        late = engine.submit(fake(model=f"run:{parent}"), priority=9)  # its final checkpoint; first in the queue
+        assert engine.store.get_run(child)["parent_run"] == parent  # the lineage, from the config
+        engine.step()
+        assert [h.run_dir.name for h in launcher.launched] == [parent]  # a slot is free, but no checkpoint yet
+        waits = {q["id"]: q["waits_for"] for q in engine.queue()}
+        assert waits == {late: f"checkpoint final of {parent}", child: f"checkpoint step-10 of {parent}"}
+        save_fake_checkpoint(engine, parent, "step-10")
+        engine.step()
+        assert [h.run_dir.name for h in launcher.launched] == [parent, child]
+        assert engine.store.get_run(late)["status"] == "queued"
+        save_fake_checkpoint(engine, parent, "final")
+        launcher.launched[0].code = 0
+        engine.step()
+        assert [h.run_dir.name for h in launcher.launched] == [parent, child, late]
+
+
+def test_a_run_fails_with_the_reason_when_its_parent_ends_without_the_checkpoint(lab):
+    launcher = StubLauncher()
+    with Engine(cpu_slots=1, launcher=launcher) as engine:
+        parent = engine.submit(fake(steps=20, checkpoint_steps=[10]))
+        engine.step()
+        save_fake_checkpoint(engine, parent, "step-5")
+        child = engine.submit(fake(model=f"run:{parent}/step-10"))
+        grandchild = engine.submit(FinetuneConfig(base=f"run:{child}"))
+        engine.cancel(parent)
+        launcher.launched[0].code = 0  # exits without a final status: failed
+        engine.step()
+        row = engine.store.get_run(child)
+        assert row["status"] == "failed" and launcher.launched[-1].run_dir.name == parent
+        assert f"run {parent} cancelled without checkpoint 'step-10' (it has step-5)" in row["error"], row["error"]
+        engine.step()  # the failure runs down the lineage
+        assert engine.store.get_run(grandchild)["status"] == "failed"
+        assert f"run {child} failed without checkpoint 'final'" in engine.store.get_run(grandchild)["error"]
+        with pytest.raises(ConfigError, match="base: run:pt-nope: there is no run 'pt-nope'"):
+            engine.submit(FinetuneConfig(base="run:pt-nope"))
+        assert len(launcher.launched) == 1
 
 
 def test_corrupt_and_truncated_journal_lines_are_skipped(lab, caplog):

@@ -1,4 +1,5 @@
-"""Fine-tuning: batching, schedules, subsets, a real tiny run, early stopping, exact resume, the end-to-end chain."""
+"""Fine-tuning: batching, schedules, subsets, a real tiny run, early stopping, exact resume, the end-to-end chain,
+and the evaluate run kind (cross-domain scores of a fine-tune)."""
 
 import json
 
@@ -9,9 +10,9 @@ from tiny_runs import tiny_finetune, tiny_pretrain
 from transformers import AutoModelForSequenceClassification
 
 from ptft_core import paths
-from ptft_core.config import FinetuneConfig, OptimConfig, eval_steps, load_config
+from ptft_core.config import ConfigError, EvaluateConfig, FinetuneConfig, OptimConfig, eval_steps, load_config
 from ptft_core.journal import MemoryLogger
-from ptft_core.training import run_finetune, run_pretrain
+from ptft_core.training import run_evaluate, run_finetune, run_pretrain
 from ptft_core.training.common import build_scheduler, length_grouped_batches, pad_batch
 from ptft_core.training.finetune import stratified_subset
 
@@ -156,11 +157,37 @@ def test_a_fine_tune_beats_chance(home, tmp_path):
     assert logger.values("accuracy", "test")[0] > 0.6
 
 
+@pytest.mark.slow
+def test_an_evaluate_run_scores_a_fine_tune_on_other_domains(home):
+    """The evaluate run kind: a fine-tune's final checkpoint on other test splits, at the fine-tune's length."""
+    assert run_finetune(tiny_finetune(max_steps=2), paths.run_dir("ft"), MemoryLogger()) == "completed"
+    logger = MemoryLogger()
+    config = EvaluateConfig(model="run:ft", datasets=["movies", "nyt"])
+    assert run_evaluate(config, paths.run_dir("ev"), logger) == "completed"
+    scores = {(e["step"], e["name"]): e["value"] for e in logger.events
+              if e["type"] == "metric" and e["split"] == "transfer"}
+    for step, dataset in enumerate(["movies", "nyt"], start=1):
+        assert 0 <= scores[(step, f"accuracy@{dataset}")] <= 1 and scores[(step, f"loss@{dataset}")] > 0
+    assert [(e["step"], e["total_steps"]) for e in logger.events if e["type"] == "progress"] == [(0, 2), (1, 2),
+                                                                                                (2, 2)]
+    # A stop lands between datasets; labels that are not the classifier's fail before anything is scored.
+    stopped = MemoryLogger()
+    calls = []
+    assert run_evaluate(config, paths.run_dir("ev2"), stopped, should_stop=lambda: calls.append(1) or len(calls) > 1) \
+        == "cancelled"
+    assert {e["name"] for e in stopped.events if e["type"] == "metric"} >= {"accuracy@movies"}
+    assert not any(e["name"].endswith("@nyt") for e in stopped.events if e["type"] == "metric")
+    refused = MemoryLogger()
+    with pytest.raises(ConfigError, match="sources's labels"):
+        run_evaluate(EvaluateConfig(model="run:ft", datasets=["movies", "sources"]), paths.run_dir("ev3"), refused)
+    assert refused.events == []
+
+
 def test_example_configs_are_valid():
     files = sorted((paths.REPO_ROOT / "configs").glob("*.yaml"))
-    assert len(files) >= 9
+    assert len(files) >= 10
     kinds = {load_config(f).kind for f in files}
-    assert kinds == {"pretrain", "finetune"}
+    assert kinds == {"pretrain", "finetune", "evaluate"}
 
 
 def test_eval_schedule_by_count_or_interval():

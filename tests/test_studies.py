@@ -1,7 +1,7 @@
 """Studies: plans, dependencies, reports and the page.
 
 Fast tests: the report math on synthetic frames (mean ± std, differences, steps to target, the transfer matrix,
-incomplete studies), every template's plan and estimate, the HTML export, the CLI's `--list`, blocked
+incomplete studies), every template's plan and estimate, the HTML export, the CLI's `--list`, failed
 dependents (an engine that launches nothing), and the page under AppTest without torch.
 
 Slow tests: all six studies in their CI form (`--tiny-for-tests`: a tiny model, a few steps per run, one seed)
@@ -311,7 +311,7 @@ def test_cli_lists_templates_with_estimates(capsys):
     assert "is not a template" in capsys.readouterr().out
 
 
-def test_a_dependent_of_a_cancelled_parent_is_blocked_and_reported(home, monkeypatch):
+def test_the_dependents_of_a_cancelled_parent_fail_with_the_reason_and_are_reported(home, monkeypatch):
     """No process runs: the engine launches nothing; the pretraining run is cancelled while queued."""
     from ptft_core.engine import Engine
 
@@ -320,16 +320,22 @@ def test_a_dependent_of_a_cancelled_parent_is_blocked_and_reported(home, monkeyp
         driver = StudyDriver(engine)
         study = driver.launch("how_much_pretraining", "quick", tiny=True)
         runs = engine.store.list_runs(study=study)
-        assert runs["tags"].tolist() == [["study-key:pretrain"]]  # the fine-tunes wait for its checkpoints
+        assert len(runs) == 4  # the whole plan at once; the engine holds the fine-tunes
+        pt = runs[runs["kind"] == "pretrain"]["id"].iloc[0]
+        waits = {q["id"]: q["waits_for"] for q in engine.queue()}
+        assert waits.pop(pt) is None and all(w.endswith(f"of {pt}") for w in waits.values()), waits
         progress = study_progress(engine.store, study, engine.runs_dir)
-        assert progress.counts == {"queued": 1, "waiting": 3} and not progress.finished
-        engine.cancel(runs["id"].iloc[0])
+        assert progress.counts == {"queued": 4} and not progress.finished
+        engine.cancel(pt)
+        engine.step()
         assert driver.tick() == []
         progress = study_progress(engine.store, study, engine.runs_dir)
-        assert progress.counts == {"cancelled": 1, "blocked": 3} and progress.finished
+        assert progress.counts == {"cancelled": 1, "failed": 3} and progress.finished
+        assert all(f"run {pt} cancelled without checkpoint" in f["error"] for f in progress.failed
+                   if f["status"] == "failed"), progress.failed
         report = study_report(engine.store, study, engine.runs_dir)
         assert report.status == "incomplete" and report.status_line.startswith("incomplete: 0 of 4 runs finished")
-        assert sorted(report.failed["status"]) == ["blocked", "blocked", "blocked", "cancelled"]
+        assert sorted(report.failed["status"]) == ["cancelled", "failed", "failed", "failed"]
         assert report.conclusions["findings"] == []
 
 
@@ -340,15 +346,18 @@ def test_a_checkpoint_on_disk_releases_its_dependents(home, monkeypatch):
     with Engine(home=home, cpu_slots=1, launch_queued=False) as engine:
         driver = StudyDriver(engine)
         study = driver.launch("how_much_pretraining", "quick", tiny=True)
-        pt = engine.store.list_runs(study=study)["id"].iloc[0]
+        runs = engine.store.list_runs(study=study)
+        pt = runs[runs["kind"] == "pretrain"]["id"].iloc[0]
         folder = engine.run_dir(pt) / "checkpoints" / "step-1"
         folder.mkdir(parents=True)
         (folder / "config.json").write_text("{}")
-        submitted = driver.tick()
-        assert len(submitted) == 2  # step 0 (re-initialised) and step 1 start from step-1; final still waits
-        for run_id in submitted:
+        waiting = [q for q in engine.queue() if q["waits_for"]]
+        # Step 0 (re-initialised) and step 1 start from step-1, now on disk; only the final one still waits.
+        assert [q["waits_for"] for q in waiting] == [f"checkpoint final of {pt}"]
+        for run_id in runs["id"]:
             row = engine.store.get_run(run_id)
-            assert row["parent_run"] == pt and row["config"]["base"] == f"run:{pt}/step-1"
+            if run_id != pt:
+                assert row["parent_run"] == pt and row["config"]["base"].startswith(f"run:{pt}")
         assert driver.tick() == []  # no double submit
 
 

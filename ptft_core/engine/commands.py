@@ -62,7 +62,7 @@ def add_run_commands(subparsers: argparse._SubParsersAction) -> None:
 
     ls = sub.add_parser("list", help="the runs in the store, newest first")
     ls.add_argument("--status")
-    ls.add_argument("--kind", choices=["pretrain", "finetune"])
+    ls.add_argument("--kind", choices=["pretrain", "finetune", "evaluate"])
     ls.add_argument("--tag")
     ls.add_argument("--db", type=Path, default=None)
     ls.set_defaults(handler=cmd_list)

@@ -10,7 +10,9 @@ called directly by tests and by `wait()` when no thread runs):
    (a signal or a non-zero code: failed, with the worker.log tail; a cancel we sent: cancelled);
 5. a worker whose heartbeat file is older than `heartbeat_timeout` is killed and failed ("no heartbeat");
    a cancelled worker still alive after `cancel_grace` seconds gets SIGKILL;
-6. queued runs are launched into free slots (priority, then FIFO; see scheduler.py).
+6. queued runs are launched into free slots (priority, then FIFO; see scheduler.py), except those whose config
+   starts from another run's checkpoint (`run:<id>[/step-<N>]`) that does not exist yet: they wait, and fail with
+   the reason once that run has ended without it.
 
 Recovery when an engine opens a store: runs still marked running have their journals ingested from the stored
 offset; a run whose journal ends with a final status takes it (a worker that completed while no engine was
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ptft_core import paths
-from ptft_core.config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from ptft_core.config import CHECKPOINT_FIELD, ConfigError, RunConfig, config_from_dict, config_to_dict
 from ptft_core.engine import scheduler
 from ptft_core.engine.devices import DevicePool, Gpu
 from ptft_core.engine.launcher import EXIT_UNKNOWN, Launcher, LocalSubprocessLauncher
@@ -52,7 +54,7 @@ RESUMABLE = ("interrupted", "cancelled", "failed")
 
 def new_run_id(kind: str) -> str:
     """Sortable, readable and unique: `pt-20250102-153045-1a2b3c` (pt: pretrain, ft: finetune)."""
-    prefix = {"pretrain": "pt", "finetune": "ft"}.get(kind, kind[:2])
+    prefix = {"pretrain": "pt", "finetune": "ft", "evaluate": "ev"}.get(kind, kind[:2])
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
@@ -165,13 +167,22 @@ class Engine:
 
     def submit(self, config: RunConfig | dict, priority: int = 0, parent: str | None = None,
                study: str | None = None, tags: Iterable[str] = (), name: str | None = None) -> str:
-        """Queue a run; returns its id. The config is validated first (ConfigError names the field)."""
+        """Queue a run; returns its id. The config is validated first (ConfigError names the field); a config
+        that starts from a run's checkpoint (`run:<id>[/step-<N>]`) needs that run to exist, waits in the queue
+        until the checkpoint does, and fails with the reason if the run ends without it. `parent` defaults to
+        that run."""
         # Re-validated even when already a config object: dataclasses can be mutated after construction.
         config = config_from_dict(config if isinstance(config, dict) else config_to_dict(config))
         if config.device == "cuda" and not self.pool.has_gpu:
             raise ConfigError("device: 'cuda' requested but this machine has no CUDA device (use auto or cpu)")
         data = config_to_dict(config)
         with self._lock:
+            dependency = scheduler.depends_on(data)
+            if dependency is not None:
+                known = self.store.statuses([dependency[0]])
+                if not known:
+                    raise ConfigError(self._missing_dependency(data, *dependency, known))
+                parent = parent or dependency[0]
             run_id = new_run_id(config.kind)
             while self.store.has_run(run_id):
                 run_id = new_run_id(config.kind)
@@ -182,7 +193,8 @@ class Engine:
             self.store.insert_run({
                 "id": run_id, "name": name or config.name or run_id, "kind": config.kind, "parent_run": parent,
                 "study": study, "config": data, "status": "queued", "priority": int(priority),
-                "tags": sorted({*tags, *config.tags}), "total_steps": config.max_steps or None, "step": 0,
+                "tags": sorted({*tags, *config.tags}), "total_steps": getattr(config, "max_steps", 0) or None,
+                "step": 0,
             })
         self._wake.set()
         return run_id
@@ -273,8 +285,11 @@ class Engine:
     def queue(self) -> list[dict[str, Any]]:
         """Queued runs in launch order, with the slot kind each waits for."""
         rows = scheduler.queue_order(self.store.runs_with_status("queued"))
+        waiting = self._waiting(rows)
         return [{"id": r["id"], "name": r["name"], "kind": r["kind"], "priority": r["priority"],
-                 "attempt": r["attempt"], "queued_at": r["queued_at"], "needs": scheduler.slot_kind(r, self.pool)}
+                 "attempt": r["attempt"], "queued_at": r["queued_at"], "needs": scheduler.slot_kind(r, self.pool),
+                 "waits_for": (f"checkpoint {waiting[r['id']][1]} of {waiting[r['id']][0]}"
+                               if r["id"] in waiting else None)}
                 for r in rows]
 
     def active_runs(self) -> list[str]:
@@ -295,8 +310,9 @@ class Engine:
             for run_id, code in exited.items():
                 self._finish(self._active.pop(run_id), code)
             self._watch()
+            queued = self._startable(self.store.runs_with_status("queued"))
             if self.launch_queued:
-                self._launch_ready()
+                self._launch_ready(queued)
 
     def _ingest(self) -> None:
         events: list[dict[str, Any]] = []
@@ -371,8 +387,49 @@ class Engine:
                 self.store.update_run(active.run_id, heartbeat=from_epoch(beat))
                 active.heartbeat_saved = beat
 
-    def _launch_ready(self) -> None:
-        queued = self.store.runs_with_status("queued")
+    def _waiting(self, queued: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+        """Queued runs whose starting checkpoint is not on disk yet: run id -> (parent id, checkpoint name). A
+        resumed run is never waiting: it starts from its own checkpoint."""
+        waiting = {}
+        for run in queued:
+            dependency = scheduler.depends_on(run["config"])
+            if (dependency is not None and run["resume_step"] is None
+                    and not paths.checkpoint_saved(self.run_dir(dependency[0]), dependency[1])):
+                waiting[run["id"]] = dependency
+        return waiting
+
+    def _missing_dependency(self, config: dict[str, Any], parent: str, checkpoint: str,
+                            statuses: dict[str, str]) -> str | None:
+        """Why the checkpoint `config` starts from will never exist, or None while it still may (it exists, or
+        its run is queued or running). Read after the status: a run's checkpoints are on disk before its final
+        status is, so a terminal status and no checkpoint means none is coming."""
+        field = CHECKPOINT_FIELD[config["kind"]]
+        status = statuses.get(parent)
+        if status is None:
+            return f"{field}: {config[field]}: there is no run {parent!r} in this lab"
+        if status not in TERMINAL or paths.checkpoint_saved(self.run_dir(parent), checkpoint):
+            return None
+        saved = paths.saved_checkpoints(self.run_dir(parent))
+        return (f"{field}: {config[field]}: run {parent} {status} without checkpoint {checkpoint!r} (it has "
+                f"{', '.join(saved) or 'none'})")
+
+    def _startable(self, queued: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The queued runs that may start; a waiting run whose parent ended without its checkpoint fails."""
+        waiting = self._waiting(queued)
+        if not waiting:
+            return queued
+        statuses = self.store.statuses({parent for parent, _ in waiting.values()})
+        for run in queued:
+            if run["id"] not in waiting:
+                continue
+            problem = self._missing_dependency(run["config"], *waiting[run["id"]], statuses)
+            if problem:
+                log.info("run %s failed before it started: %s", run["id"], problem)
+                self.store.update_run(run["id"], status="failed", finished_at=now(),
+                                      error=f"its starting checkpoint will never exist: {problem}")
+        return [run for run in queued if run["id"] not in waiting]
+
+    def _launch_ready(self, queued: list[dict[str, Any]]) -> None:
         if not queued:
             return
         for run, slots in scheduler.pick(queued, self.pool):

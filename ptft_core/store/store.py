@@ -318,6 +318,10 @@ class Store:
         df["tags"] = [list(t) if t is not None else [] for t in df["tags"]]
         return df
 
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """run id -> status, in one query; unknown ids are absent."""
+        return dict(self._fetchall("SELECT id, status FROM runs WHERE list_contains(?, id)", [list(run_ids)]))
+
     def runs_with_status(self, *statuses: str) -> list[dict[str, Any]]:
         """Runs in these states, in queue order (priority, then FIFO)."""
         return self._run_rows("WHERE list_contains(?, status) ORDER BY priority DESC, queued_at, id",

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ptft_core.config import BUILTIN_CHECKPOINT, FinetuneConfig, PretrainConfig, eval_steps
+from ptft_core.config import BUILTIN_CHECKPOINT, EvaluateConfig, FinetuneConfig, PretrainConfig, eval_steps
 
 if TYPE_CHECKING:
     from ptft_core.studies.templates import PlannedRun
@@ -68,7 +68,7 @@ def dataset_shape(name: str) -> tuple[dict[str, int], float]:
         return DATASET_FALLBACK.get(name, ({"train": 5000, "validation": 500, "test": 500}, 30.0))
 
 
-def finetune_seconds(config: FinetuneConfig, family: str, cross_eval: tuple[str, ...] = ()) -> float:
+def finetune_seconds(config: FinetuneConfig, family: str) -> float:
     cost = COSTS[family]
     total = PROCESS_START_S
     tasks = [(config.dataset, config.epochs)] + ([(config.then_dataset, config.then_epochs)]
@@ -93,11 +93,15 @@ def finetune_seconds(config: FinetuneConfig, family: str, cross_eval: tuple[str,
         first_val = validation
         if index == len(tasks) - 1:
             total += splits.get("test", 0) * tokens * cost.eval_s_per_token
-    if cross_eval:
-        total += PROCESS_START_S
-        for dataset in cross_eval:
-            splits, mean_tokens = dataset_shape(dataset)
-            total += splits.get("test", 0) * min(config.max_length, mean_tokens + 2) * cost.eval_s_per_token
+    return total
+
+
+def evaluate_seconds(config: EvaluateConfig, family: str, max_length: int) -> float:
+    """A cross-domain evaluation: one process, each dataset's test split scored once at `max_length`."""
+    total = PROCESS_START_S
+    for dataset in config.datasets:
+        splits, mean_tokens = dataset_shape(dataset)
+        total += splits.get("test", 0) * min(max_length, mean_tokens + 2) * COSTS[family].eval_s_per_token
     return total
 
 
@@ -117,15 +121,20 @@ def run_seconds(runs: list[PlannedRun], device: str = "cpu") -> dict[str, float]
     """Estimated seconds per planned run (GPU: compute divided by a rough GPU_SPEEDUP, process start kept)."""
     out: dict[str, float] = {}
     family_of: dict[str, str] = {}  # planned key -> the model family its checkpoints are
+    configs = {run.key: run.config for run in runs}
     for run in runs:
         c = run.config
         inherited = family_of.get(run.base_from.key) if run.base_from else None
         if isinstance(c, PretrainConfig):
             family = c.model if c.model in COSTS else inherited or BUILTIN_CHECKPOINT
             seconds = pretrain_seconds(c, family)
+        elif isinstance(c, EvaluateConfig):
+            family = inherited or BUILTIN_CHECKPOINT
+            trained = configs.get(run.base_from.key) if run.base_from else None
+            seconds = evaluate_seconds(c, family, c.max_length or getattr(trained, "max_length", 128))
         else:
             family = inherited or (c.base if c.base in COSTS else BUILTIN_CHECKPOINT)
-            seconds = finetune_seconds(c, family, run.cross_eval)
+            seconds = finetune_seconds(c, family)
         family_of[run.key] = family
         if device == "cuda":
             seconds = PROCESS_START_S + (seconds - PROCESS_START_S) / GPU_SPEEDUP

@@ -10,12 +10,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ptft_core.config import BUILTIN_CHECKPOINT
+from ptft_core.config import BUILTIN_CHECKPOINT, EvaluateConfig
 from ptft_core.plots import TEMPLATE, arm_color, study_layout
 from ptft_core.studies.report import Findings, chance_rate, finetune_runs, seed_note
 from ptft_core.studies.stats import finite_or_none, pts, transfer_matrix
 from ptft_core.studies.templates import (
     SENTIMENT_DOMAINS,
+    BaseFrom,
     PlannedRun,
     ft_config,
     report_for,
@@ -54,8 +55,13 @@ def build(preset: str, tiny: bool) -> list[PlannedRun]:
                                    scratch=scratch, dataset=domain, seed=seed,
                                    label_fraction=DOMAIN_FRACTIONS_QUICK[domain] if quick else 1.0,
                                    epochs=1 if quick else 3)
-                runs.append(PlannedRun(f"{arm}/{domain}/s{seed}", config,
-                                       {"arm": arm, "domain": domain, "seed": seed}, cross_eval=others))
+                key, labels = f"{arm}/{domain}/s{seed}", {"arm": arm, "domain": domain, "seed": seed}
+                runs.append(PlannedRun(key, config, labels))
+                # Its final checkpoint scored on the other domains: a run of its own, after the fine-tune.
+                # (`model` names the planned key until the driver puts the fine-tune's run id there.)
+                runs.append(PlannedRun(f"{key}/other-domains", EvaluateConfig(
+                    name=f"{config.name}-on-others", model=f"run:{key}", datasets=list(others), seed=seed), labels,
+                    BaseFrom(key)))
     return runs
 
 

@@ -1,40 +1,28 @@
-"""The study driver: launches a study's plan through the engine, submitting each run once its parent's checkpoint
-exists, and runs the cross-domain evaluations; plus the read side (progress, the data a report is built from).
+"""The study driver: launches a study's plan through the engine and moves it along; plus the read side (progress,
+the data a report is built from).
 
-Dependencies without engine support. The engine queues runs but knows nothing of "after": a fine-tune of
-`run:<pretrain id>/step-<N>` can only start once that checkpoint is on disk. So a study is stored as a plan
-(`studies.config`: every planned run's config, labels and `base_from`), and `StudyDriver.tick()` — called by
-a background thread (`start()`), by the CLI's wait loop or by a page — derives each planned run's state from
-the store and the run folders, and submits the runs that became ready:
+A study is stored as a plan (`studies.config`: every planned run's config, labels and `base_from`), and the
+runs carry their planned key as tag `study-key:<key>`. Launching submits the whole plan at once, parents
+first: a planned run that starts from another's checkpoint is submitted with `run:<parent run id>[/step-<N>]`
+as its base, and the engine's scheduler holds it until that checkpoint exists (or fails it, with the reason,
+when the parent ended without it). Cross-domain evaluation is a run of its own (kind `evaluate`) that starts
+from a fine-tune's final checkpoint, so it queues, runs and recovers like any other run.
 
-    planned run -> no run yet:  parent's checkpoint exists (or parent completed)  -> submit (parent=that run)
-                                parent failed/cancelled/interrupted without it    -> "blocked" (never submitted)
-                                otherwise                                         -> "waiting"
-               -> its run (tag `study-key:<key>`): the run's own status
+`StudyDriver.tick()` — called by the service's background thread (`start()`) or a wait loop — only repairs:
+a planned run with no run yet (a launch cut short by a crash, or a parent retried later) is submitted once its
+parent has a run. Nothing but the runs themselves is state, so a driver can stop and start (or run in another
+process later) without losing track. Ticks in one process are serialised by a lock (no double submits).
 
-Nothing but the runs themselves is state, so a driver can stop and start (or run in another process later)
-without losing track: the next tick picks up where the store stands. A blocked run unblocks by itself if its
-parent is resumed and finishes. Ticks in one process are serialised by a lock (no double submits).
-
-Cross-domain evaluation (the domain-shift study) has no run kind of its own: after a fine-tune completes, the
-driver starts `python -m ptft_core.studies.driver cross-eval RUN_DIR ...` (one at a time, one thread), which
-scores the final checkpoint on other datasets' test splits and appends the results to the run's own journal
-(split "transfer", names "<metric>@<dataset>"); when it exits the driver ingests the new journal lines into the
-store, exactly as the engine ingests a run. A failure leaves `RUN_DIR/cross_eval.failed` (no retry loop).
-
-This module never imports torch, except inside `cross_evaluate` (the subprocess).
+This module never imports torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import json
 import logging
 import os
 import platform
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -46,19 +34,17 @@ from typing import Any
 import pandas as pd
 
 from ptft_core import paths
-from ptft_core.config import ConfigError, FinetuneConfig, config_to_dict
-from ptft_core.journal import JOURNAL_NAME, read_events
+from ptft_core.config import CHECKPOINT_FIELD, ConfigError, EvaluateConfig, FinetuneConfig, config_to_dict
 from ptft_core.studies.costs import dataset_chance, dataset_classes, dataset_shape, estimate_seconds, run_seconds
-from ptft_core.studies.templates import TRANSFER_SPLIT, BaseFrom, PlannedRun, build_runs, get_template
+from ptft_core.studies.templates import PlannedRun, build_runs, get_template
 
 log = logging.getLogger(__name__)
 
 KEY_TAG = "study-key:"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: cross-domain evaluations are planned runs of kind evaluate (1: a list on the fine-tune)
 TERMINAL = ("completed", "failed", "cancelled", "interrupted")
-CROSS_EVAL_FAILED = "cross_eval.failed"
-CROSS_EVAL_LOG = "cross_eval.log"
-CROSS_EVAL_METRICS = ("accuracy", "f1", "loss")
+EVALUATION_STATE = {"completed": "done", "running": "running", "failed": "failed", "cancelled": "failed",
+                    "interrupted": "failed"}  # an evaluate run's status as the report reads it; others: pending
 
 
 # --- the plan ------------------------------------------------------------------------------------------------------
@@ -92,8 +78,7 @@ class Plan:
 def make_plan(template: str, preset: str, tiny: bool = False, slots: int = 1, device: str = "cpu") -> Plan:
     """The plan of a template under a preset, with what the report needs to know about the data."""
     runs = build_runs(template, preset, tiny)
-    datasets = sorted({d for r in runs if isinstance(r.config, FinetuneConfig)
-                       for d in (r.config.dataset, r.config.then_dataset, *r.cross_eval) if d})
+    datasets = sorted({d for r in runs for d in _datasets(r.config)})
     meta: dict[str, Any] = {"datasets": {}}
     for name in datasets:
         splits, _ = dataset_shape(name)
@@ -106,6 +91,12 @@ def make_plan(template: str, preset: str, tiny: bool = False, slots: int = 1, de
             run.labels.setdefault("labelled_examples", max(1, round(c.label_fraction * n)))
     return Plan(template, preset, tiny, runs, meta, environment(),
                 estimate_seconds(runs, slots=slots, device=device))
+
+
+def _datasets(config) -> tuple[str, ...]:
+    if isinstance(config, FinetuneConfig):
+        return tuple(d for d in (config.dataset, config.then_dataset) if d)
+    return tuple(config.datasets) if isinstance(config, EvaluateConfig) else ()
 
 
 def environment(devices: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -136,7 +127,7 @@ def new_study_id() -> str:
 class RunState:
     key: str
     planned: PlannedRun
-    state: str  # waiting | ready | blocked | queued | running | completed | failed | cancelled | interrupted
+    state: str  # waiting | ready | queued | running | completed | failed | cancelled | interrupted
     run_id: str | None = None
     row: dict[str, Any] | None = None
     parent_id: str | None = None
@@ -155,7 +146,7 @@ class StudyProgress:
     finished: bool
     remaining_s: float
     failed: list[dict[str, Any]]
-    cross_eval: dict[str, str]  # key -> pending | running | done | failed
+    cross_eval: dict[str, str]  # fine-tune key -> pending | running | done | failed (its evaluate run)
 
     @property
     def completed(self) -> int:
@@ -163,12 +154,9 @@ class StudyProgress:
 
     def line(self) -> str:
         parts = [f"{self.completed}/{self.total} completed"]
-        for state in ("running", "queued", "waiting", "failed", "cancelled", "interrupted", "blocked"):
+        for state in ("running", "queued", "waiting", "failed", "cancelled", "interrupted"):
             if self.counts.get(state):
                 parts.append(f"{self.counts[state]} {state}")
-        pending = sum(1 for v in self.cross_eval.values() if v in ("pending", "running"))
-        if pending:
-            parts.append(f"{pending} cross-domain evaluations pending")
         return ", ".join(parts)
 
 
@@ -200,45 +188,20 @@ def run_states(plan: Plan, runs: pd.DataFrame, runs_dir: Path) -> dict[str, RunS
                                            row.get("parent_run"))
             continue
         base = planned.base_from
-        if base is None:
-            states[planned.key] = RunState(planned.key, planned, "ready")
-            continue
-        parent = states[base.key]
-        if parent.run_id is None:
-            blocked = parent.state == "blocked"
-            states[planned.key] = RunState(planned.key, planned, "blocked" if blocked else "waiting",
-                                           reason=f"{base.key} is {parent.state}")
-            continue
-        if _checkpoint_ready(parent, base, runs_dir):
-            states[planned.key] = RunState(planned.key, planned, "ready", parent_id=parent.run_id)
-        elif parent.state in TERMINAL:
-            what = f"{base.checkpoint} of " if base.checkpoint else ""
-            states[planned.key] = RunState(planned.key, planned, "blocked", parent_id=parent.run_id,
-                                           reason=f"{what}{base.key} ({parent.run_id}) is missing: it {parent.state}")
+        parent = states[base.key] if base is not None else None
+        if parent is None or parent.run_id is not None:
+            # Submitted at once: the engine holds it until the parent's checkpoint exists.
+            states[planned.key] = RunState(planned.key, planned, "ready",
+                                           parent_id=parent.run_id if parent is not None else None)
         else:
-            states[planned.key] = RunState(planned.key, planned, "waiting", parent_id=parent.run_id,
-                                           reason=f"waiting for {base.checkpoint or 'the end'} of {base.key}")
+            states[planned.key] = RunState(planned.key, planned, "waiting", reason=f"{base.key} is {parent.state}")
     return states
 
 
-def _checkpoint_ready(parent: RunState, base: BaseFrom, runs_dir: Path) -> bool:
-    if base.checkpoint is None:
-        return parent.state == "completed"
-    folder = runs_dir / parent.run_id / "checkpoints" / base.checkpoint
-    return (folder / "config.json").is_file()  # checkpoints are renamed into place: present means complete
-
-
-def _cross_eval_state(state: RunState, store, runs_dir: Path, running: set[str]) -> str | None:
-    if not state.planned.cross_eval:
-        return None
-    if state.state != "completed":
-        return "pending" if state.state not in TERMINAL + ("blocked",) else None
-    if state.run_id in running:
-        return "running"
-    if (runs_dir / state.run_id / CROSS_EVAL_FAILED).exists():
-        return "failed"
-    names = store.metric_names([state.run_id])
-    return "done" if (names["split"] == TRANSFER_SPLIT).any() else "pending"
+def evaluation_states(states: dict[str, RunState]) -> dict[str, str]:
+    """Fine-tune key -> the state of the evaluate run that scores it on other domains."""
+    return {s.planned.base_from.key: EVALUATION_STATE.get(s.state, "pending")
+            for s in states.values() if s.planned.config.kind == "evaluate" and s.planned.base_from is not None}
 
 
 def get_plan(store, study_id: str) -> tuple[dict[str, Any], Plan]:
@@ -248,8 +211,7 @@ def get_plan(store, study_id: str) -> tuple[dict[str, Any], Plan]:
     return row, Plan.from_dict(row["config"])
 
 
-def study_progress(store, study_id: str, runs_dir: Path | None = None,
-                   running_evals: Iterable[str] = ()) -> StudyProgress:
+def study_progress(store, study_id: str, runs_dir: Path | None = None) -> StudyProgress:
     runs_dir = runs_dir or paths.runs_dir()
     row, plan = get_plan(store, study_id)
     states = run_states(plan, study_runs(store, study_id), runs_dir)
@@ -257,8 +219,6 @@ def study_progress(store, study_id: str, runs_dir: Path | None = None,
     for s in states.values():
         state = "waiting" if s.state == "ready" else s.state
         counts[state] = counts.get(state, 0) + 1
-    running = set(running_evals)
-    cross = {k: v for k, s in states.items() if (v := _cross_eval_state(s, store, runs_dir, running)) is not None}
     seconds = run_seconds(plan.runs)
     remaining = 0.0
     for key, s in states.items():
@@ -267,22 +227,21 @@ def study_progress(store, study_id: str, runs_dir: Path | None = None,
         elif s.state == "running" and s.row is not None:
             total, step = s.row.get("total_steps") or 0, s.row.get("step") or 0
             remaining += seconds[key] * (1 - step / total if total else 0.5)
-    finished = (all(s.state in TERMINAL + ("blocked",) for s in states.values())
-                and all(v in ("done", "failed") for v in cross.values()))
+    finished = all(s.state in TERMINAL for s in states.values())
     failed = [{"key": s.key, "run_id": s.run_id, "status": s.state,
                "error": (s.row or {}).get("error") or s.reason}
-              for s in states.values() if s.state in ("failed", "cancelled", "interrupted", "blocked")]
+              for s in states.values() if s.state in ("failed", "cancelled", "interrupted")]
     return StudyProgress(study_id, row.get("name") or study_id, plan.template, plan.preset, row.get("created_at"),
-                         len(states), counts, finished, remaining, failed, cross)
+                         len(states), counts, finished, remaining, failed, evaluation_states(states))
 
 
-def list_studies(store, runs_dir: Path | None = None, running_evals: Iterable[str] = ()) -> pd.DataFrame:
+def list_studies(store, runs_dir: Path | None = None) -> pd.DataFrame:
     """One row per study, newest first, with its progress (for the page and `study --status`)."""
     studies = store.list_studies()
     rows = []
     for study in studies.to_dict("records"):
         try:
-            p = study_progress(store, study["id"], runs_dir, running_evals)
+            p = study_progress(store, study["id"], runs_dir)
         except (KeyError, ValueError, ConfigError) as exc:  # a study row another tool wrote
             log.debug("skipping study %s: %s", study["id"], exc)
             continue
@@ -300,8 +259,8 @@ def list_studies(store, runs_dir: Path | None = None, running_evals: Iterable[st
 class StudyDriver:
     """Launches studies and moves them along; one per engine (`driver_for(engine)`).
 
-    `tick(engine)` is one pass over every unfinished study: submit ready runs, start/finish cross-domain
-    evaluations. `start()` ticks in a daemon thread every `interval` seconds.
+    `tick()` is one pass over every unfinished study, submitting the planned runs that have no run yet and can
+    have one. `start()` ticks in a daemon thread every `interval` seconds.
     """
 
     def __init__(self, engine, interval: float = 2.0):
@@ -309,7 +268,6 @@ class StudyDriver:
         self.interval = interval
         self._lock = threading.RLock()
         self._finished: set[str] = set()
-        self._evals: dict[str, tuple[subprocess.Popen, str]] = {}  # run_id -> (process, study_id)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -319,7 +277,7 @@ class StudyDriver:
 
     # -- launching ---------------------------------------------------------------------------------------------
     def launch(self, template: str, preset: str = "quick", tiny: bool = False, name: str | None = None) -> str:
-        """Create the study (its plan in the store) and submit the runs that need nothing; returns its id."""
+        """Create the study (its plan in the store) and submit every planned run; returns its id."""
         get_template(template)
         slots = max(1, sum(d["slots"] for d in self.engine.devices() if d["kind"] == "cpu"))
         has_gpu = any(d["kind"] == "cuda" for d in self.engine.devices())
@@ -334,119 +292,45 @@ class StudyDriver:
         return study_id
 
     # -- moving along ------------------------------------------------------------------------------------------
-    def tick(self, engine=None) -> list[str]:
+    def tick(self) -> list[str]:
         """One pass over the unfinished studies; returns the ids of the runs submitted."""
-        if engine is not None and engine is not self.engine:
-            raise ValueError("this driver belongs to another engine; use driver_for(engine)")
         submitted: list[str] = []
         with self._lock:
-            self._reap_evals()
-            pending: list[tuple[str, RunState]] = []
             for study_id in self.engine.store.list_studies()["id"].tolist():
                 if study_id in self._finished:
                     continue
                 try:
-                    submitted += self._tick_study(study_id, pending)
+                    submitted += self._tick_study(study_id)
                 except (KeyError, ValueError, ConfigError) as exc:
                     log.warning("study %s: %s", study_id, exc)
                     self._finished.add(study_id)  # not ours, or a broken plan: stop looking at it
-            self._launch_cross_evals(pending)
         return submitted
 
-    def _tick_study(self, study_id: str, pending: list[tuple[str, RunState]]) -> list[str]:
+    def _tick_study(self, study_id: str) -> list[str]:
         store = self.engine.store
         row, plan = get_plan(store, study_id)
-        states = run_states(plan, study_runs(store, study_id), self.runs_dir)
         submitted = []
-        for state in states.values():
-            if state.state == "ready":
-                submitted.append(self._submit(study_id, row.get("name") or study_id, state))
-            elif state.state == "completed" and state.planned.cross_eval and self._needs_cross_eval(state):
-                pending.append((study_id, state))
-        progress = study_progress(store, study_id, self.runs_dir, self._evals)
-        if progress.finished and not submitted and not any(sid == study_id for sid, _ in pending):
+        # One pass per lineage level: a parent submitted in this tick gives its children a run id to start from.
+        while True:
+            states = run_states(plan, study_runs(store, study_id), self.runs_dir)
+            ready = [state for state in states.values() if state.state == "ready"]
+            if not ready:
+                break
+            submitted += [self._submit(study_id, row.get("name") or study_id, state) for state in ready]
+        if all(state.state in TERMINAL for state in states.values()):
             self._finished.add(study_id)
-            log.info("study %s finished: %s", study_id, progress.line())
+            log.info("study %s finished: %s", study_id, study_progress(store, study_id, self.runs_dir).line())
         return submitted
 
     def _submit(self, study_id: str, study_name: str, state: RunState) -> str:
         planned = state.planned
         config = config_to_dict(planned.config)
         if planned.base_from is not None:
-            spec = planned.base_from.spec(state.parent_id)
-            config["base" if config["kind"] == "finetune" else "model"] = spec
+            config[CHECKPOINT_FIELD[config["kind"]]] = planned.base_from.spec(state.parent_id)
         run_id = self.engine.submit(config, priority=planned.priority, parent=state.parent_id, study=study_id,
                                     tags=[f"{KEY_TAG}{planned.key}"], name=f"{study_name} / {planned.key}")
         log.info("study %s: submitted %s as %s", study_id, planned.key, run_id)
         return run_id
-
-    # -- cross-domain evaluation ---------------------------------------------------------------------------------
-    def _needs_cross_eval(self, state: RunState) -> bool:
-        """A completed run whose cross-domain scores are neither in the store nor being computed nor failed."""
-        run_id = state.run_id
-        if run_id in self._evals or (self.runs_dir / run_id / CROSS_EVAL_FAILED).exists():
-            return False
-        store = self.engine.store
-        if (store.metric_names([run_id])["split"] == TRANSFER_SPLIT).any():
-            return False
-        # An evaluation that finished while no driver watched only needs its journal lines ingested.
-        return not (self._ingest_journal(run_id) and (store.metric_names([run_id])["split"] == TRANSFER_SPLIT).any())
-
-    def _launch_cross_evals(self, pending: list[tuple[str, RunState]]) -> None:
-        """One process scores every pending run (one model load each, one interpreter start for all); one such
-        process at a time, with one thread, beside the training runs."""
-        if self._evals or not pending:
-            return
-        device = "cuda" if any(d["kind"] == "cuda" for d in self.engine.devices()) else "cpu"
-        spec = [{"run_dir": str(self.runs_dir / s.run_id), "datasets": list(s.planned.cross_eval),
-                 "step": int(s.row.get("step") or 0)} for _, s in pending]
-        cmd = [sys.executable, "-m", "ptft_core.studies.driver", "cross-eval", "--spec", json.dumps(spec),
-               "--device", device]
-        env = {**os.environ, "PTFT_HOME": str(self.engine.home), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PTFT_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO_ROOT),
-                                                                             os.environ.get("PYTHONPATH")]))}
-        if device == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        log_path = self.runs_dir / pending[0][1].run_id / CROSS_EVAL_LOG
-        with open(log_path, "ab") as out:
-            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        for study_id, state in pending:
-            self._evals[state.run_id] = (process, study_id)
-        log.info("cross-domain evaluation of %d run(s) started (pid %d, log %s)", len(pending), process.pid, log_path)
-
-    def _reap_evals(self) -> None:
-        for run_id, (process, study_id) in list(self._evals.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            del self._evals[run_id]
-            self._ingest_journal(run_id)
-            marker = self.runs_dir / run_id / CROSS_EVAL_FAILED
-            scored = (self.engine.store.metric_names([run_id])["split"] == TRANSFER_SPLIT).any()
-            if not scored and not marker.exists():
-                tail = _tail(self.runs_dir / run_id / CROSS_EVAL_LOG)
-                marker.write_text(f"the evaluation process exited with code {code} without scoring this run"
-                                  + (f": {tail}" if tail else ""), encoding="utf-8")
-            if marker.exists():
-                log.warning("study %s: cross-domain evaluation of %s failed: %s", study_id, run_id,
-                            marker.read_text(encoding="utf-8")[:300])
-            self._finished.discard(study_id)
-
-    def _ingest_journal(self, run_id: str) -> bool:
-        """Ingest journal lines the engine has not (it only tails running runs); True if there were any."""
-        store = self.engine.store
-        row = store.get_run(run_id)
-        if row["status"] not in TERMINAL or run_id in self.engine.active_runs():
-            return False
-        events, offset = read_events(self.runs_dir / run_id / JOURNAL_NAME, row["journal_offset"] or 0)
-        if offset == (row["journal_offset"] or 0):
-            return False
-        # Only metrics and notes: a status line here would be a worker's, already ingested.
-        store.ingest_events([e for e in events if e.get("type") != "status"], {run_id: offset})
-        return True
-
-    def running_evals(self) -> list[str]:
-        return list(self._evals)
 
     # -- the background thread and waiting ------------------------------------------------------------------------
     def start(self) -> StudyDriver:
@@ -457,7 +341,7 @@ class StudyDriver:
         return self
 
     def _loop(self) -> None:
-        # The engine's store closes when the engine does (the app's engine was released): the driver ends with it.
+        # The engine's store closes when the engine does: the driver ends with it.
         while not self._stop.is_set() and not self.engine.store.closed:
             try:
                 self.tick()
@@ -472,7 +356,7 @@ class StudyDriver:
             self._thread = None
 
     def progress(self, study_id: str) -> StudyProgress:
-        return study_progress(self.engine.store, study_id, self.runs_dir, self._evals)
+        return study_progress(self.engine.store, study_id, self.runs_dir)
 
     def wait(self, study_ids: str | Iterable[str], timeout: float | None = None, interval: float = 0.5,
              on_progress=None) -> dict[str, StudyProgress]:
@@ -527,8 +411,12 @@ def load_study(store, study_id: str, runs_dir: Path | None = None) -> StudyData:
     runs_dir = runs_dir or paths.runs_dir()
     row, plan = get_plan(store, study_id)
     states = run_states(plan, study_runs(store, study_id), runs_dir)
+    evaluations = {s.run_id: states[s.planned.base_from.key].run_id for s in states.values()
+                   if s.planned.config.kind == "evaluate" and s.run_id and s.planned.base_from is not None}
     rows = []
     for s in states.values():
+        if s.planned.config.kind == "evaluate":
+            continue  # its scores join its fine-tune's metrics below; its state is in `cross_eval`
         r = s.row or {}
         started, finished = r.get("started_at"), r.get("finished_at")
         seconds = None
@@ -543,12 +431,13 @@ def load_study(store, study_id: str, runs_dir: Path | None = None) -> StudyData:
     ids = [s.run_id for s in states.values() if s.run_id]
     metrics = store.metric_series(ids, x="step", max_points=2000)
     metrics = metrics[~metrics["name"].isin(["lr", "grad_norm"])].reset_index(drop=True)
+    # An evaluation's scores (split "transfer") read as its fine-tune's, where the transfer matrix looks for them.
+    metrics["run_id"] = metrics["run_id"].replace(evaluations)
     wall = store.metric_series(ids, names=["loss"], splits=["train"], x="wall_time", max_points=2000)
     pretrain_ids = [s.run_id for s in states.values() if s.run_id and s.planned.config.kind == "pretrain"]
     tokens = store.metric_series(pretrain_ids, names=["loss"], x="tokens_seen", max_points=2000)
-    cross = {k: v for k, s in states.items() if (v := _cross_eval_state(s, store, runs_dir, set())) is not None}
     study = {k: row.get(k) for k in ("id", "name", "template", "preset", "created_at")}
-    return StudyData(study, plan, runs, metrics, wall, tokens, cross)
+    return StudyData(study, plan, runs, metrics, wall, tokens, evaluation_states(states))
 
 
 def study_report(store, study_id: str, runs_dir: Path | None = None):
@@ -556,86 +445,3 @@ def study_report(store, study_id: str, runs_dir: Path | None = None):
     from ptft_core.studies.report import build_report
 
     return build_report(load_study(store, study_id, runs_dir))
-
-
-# --- cross-domain evaluation (the subprocess) ----------------------------------------------------------------------
-
-
-def cross_evaluate(run_dir: Path, datasets: list[str], step: int, device: str = "cpu") -> dict[str, dict[str, float]]:
-    """Score a fine-tune's final checkpoint on other datasets' test splits; append the metrics to its journal
-    (split "transfer", names "<metric>@<dataset>", at `step`)."""
-    import torch
-
-    from ptft_core.config import config_from_dict
-    from ptft_core.data import label_names
-    from ptft_core.journal import JournalWriter
-    from ptft_core.models import load_classifier, pick_device
-    from ptft_core.training.finetune import classify, tokenize_split
-
-    torch.set_num_threads(int(os.environ.get("PTFT_THREADS") or 1))
-    run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    config = config_from_dict(run["config"])
-    trained_on = config.then_dataset or config.dataset
-    labels = label_names(trained_on)
-    model, tokenizer = load_classifier(str(run_dir / "checkpoints" / "final"), labels)
-    torch_device = pick_device(device)
-    model.to(torch_device)
-    results = {}
-    for dataset in datasets:
-        if label_names(dataset) != labels:
-            raise ConfigError(f"cross-eval: {dataset} labels {label_names(dataset)} differ from {trained_on}'s "
-                              f"{labels}")
-        examples = tokenize_split(tokenizer, dataset, "test", config.max_length)
-        results[dataset] = classify(model, examples, tokenizer.pad_token_id, torch_device)
-    journal = JournalWriter(run_dir, run["run_id"])  # written at the end: all datasets or none
-    try:
-        for dataset, metrics in results.items():
-            for name in CROSS_EVAL_METRICS:
-                journal.metric(step, f"{name}@{dataset}", metrics[name], TRANSFER_SPLIT)
-        journal.event("cross_eval", datasets=list(results))
-    finally:
-        journal.close()
-    return results
-
-
-def cross_evaluate_all(spec: list[dict[str, Any]], device: str = "cpu") -> int:
-    """Each run of `spec` ([{run_dir, datasets, step}]) in turn; a run that fails gets `cross_eval.failed`
-    (the error) and the others go on. Returns the number of failures."""
-    import traceback
-
-    failures = 0
-    for item in spec:
-        run_dir = Path(item["run_dir"])
-        try:
-            results = cross_evaluate(run_dir, item["datasets"], int(item.get("step") or 0), device)
-            log.info("%s: %s", run_dir.name, ", ".join(f"{d} {m['accuracy']:.4f}" for d, m in results.items()))
-        except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others
-            failures += 1
-            traceback.print_exc()
-            (run_dir / CROSS_EVAL_FAILED).write_text(f"{type(exc).__name__}: {exc}"[:2000], encoding="utf-8")
-    return failures
-
-
-def _tail(path: Path, chars: int = 400) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return ""
-    return " | ".join(text.splitlines()[-3:])[-chars:]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ptft_core.studies.driver")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cross = sub.add_parser("cross-eval", help="score fine-tunes' final checkpoints on other datasets' test splits")
-    cross.add_argument("--spec", required=True, help='JSON: [{"run_dir": ..., "datasets": [...], "step": N}]')
-    cross.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cross_evaluate_all(json.loads(args.spec), args.device)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

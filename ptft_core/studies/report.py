@@ -115,7 +115,7 @@ def build_report(data: StudyData) -> Report:
     failed_evals = [k for k, v in (data.cross_eval or {}).items() if v == "failed"]
     if failed_evals:
         out.caveats.append(f"cross-domain evaluation failed for {len(failed_evals)} run(s): "
-                           f"{', '.join(failed_evals)} (see cross_eval.log in their run folders)")
+                           f"{', '.join(failed_evals)} (their evaluate runs' errors are on the Runs page)")
     if pending:
         out.caveats.append(f"{len(pending)} cross-domain evaluation(s) still to run")
     if not state.complete:

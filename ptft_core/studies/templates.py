@@ -7,8 +7,9 @@ when first asked (`load_studies`, called by `get_template`, `list_templates`, `b
 
 A plan is a list of planned runs: a planned run is a validated config plus what the report groups it by (`labels`:
 arm, seed, label fraction...) and its lineage: `base_from` names the planned run (and optionally the `step-<N>`
-checkpoint of it) whose checkpoint becomes this run's `base` (fine-tune) or `model` (further pretraining). The
-driver (driver.py) submits a planned run once that checkpoint exists; the report reads the runs back by their keys.
+checkpoint of it) whose checkpoint becomes this run's `base` (fine-tune) or `model` (further pretraining, and
+the classifier an `evaluate` run scores). The driver (driver.py) submits the whole plan and the engine starts a
+run once its checkpoint exists; the report reads the runs back by their keys.
 
 Presets: `quick` finishes in about 15 minutes on a 2-core CPU that the lab has to itself (fewer seeds, fewer
 steps; the report says what the preset cut), `full` is meant for a GPU. `tiny=True` (`--tiny-for-tests`)
@@ -30,8 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
+    EVALUATE_SPLIT,
     PRESETS,
     ConfigError,
+    EvaluateConfig,
     FinetuneConfig,
     OptimConfig,
     PretrainConfig,
@@ -48,7 +51,7 @@ STUDY_MODULES = ("pretraining_helps", "how_much_pretraining", "further_pretraini
                  "forgetting", "domain_shift")  # ptft_core.studies.<name>: registers the template <name>
 STUDY_PRESETS = ("quick", "full")
 SENTIMENT_DOMAINS = ("movies", "amazon", "nyt", "tweets")
-TRANSFER_SPLIT = "transfer"  # cross-domain test metrics: split "transfer", names "<metric>@<dataset>"
+TRANSFER_SPLIT = EVALUATE_SPLIT  # cross-domain test metrics: split "transfer", names "<metric>@<dataset>"
 
 
 # --- plan types -------------------------------------------------------------------------------------------------
@@ -71,20 +74,20 @@ class PlannedRun:
     config: RunConfig
     labels: dict[str, Any] = field(default_factory=dict)
     base_from: BaseFrom | None = None
-    cross_eval: tuple[str, ...] = ()  # datasets whose test split the final checkpoint is also scored on
     priority: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "config": config_to_dict(self.config), "labels": dict(self.labels),
                 "base_from": dataclasses.asdict(self.base_from) if self.base_from else None,
-                "cross_eval": list(self.cross_eval), "priority": self.priority}
+                "priority": self.priority}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlannedRun:
         base = data.get("base_from")
+        # A version-1 plan's "cross_eval" list (evaluations done beside the engine) is not read: those scores
+        # are already on the fine-tunes' own rows.
         return cls(data["key"], config_from_dict(data["config"]), dict(data.get("labels") or {}),
-                   BaseFrom(**base) if base else None, tuple(data.get("cross_eval") or ()),
-                   int(data.get("priority") or 0))
+                   BaseFrom(**base) if base else None, int(data.get("priority") or 0))
 
 
 # --- the registry -----------------------------------------------------------------------------------------------
@@ -255,7 +258,9 @@ def shrink_for_tests(runs: list[PlannedRun]) -> list[PlannedRun]:
     for run in runs:
         c = run.config
         labels = dict(run.labels)
-        if isinstance(c, PretrainConfig):
+        if isinstance(c, EvaluateConfig):
+            config = c  # max_length 0 follows its fine-tune's, already shrunk
+        elif isinstance(c, PretrainConfig):
             ckpts = sorted(c.checkpoint_steps)
             new_steps = list(range(1, len(ckpts) + 1))
             max_steps = max(3, len(ckpts) + 1)

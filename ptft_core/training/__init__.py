@@ -1,10 +1,11 @@
-"""The training loops: masked-LM pretraining and sequence-classification fine-tuning.
+"""The run kinds' loops: masked-LM pretraining, sequence-classification fine-tuning and cross-domain evaluation.
 
-`run_pretrain` and `run_finetune` take a validated config, a run folder and a `MetricLogger`, and return the
-final state ("completed" or "cancelled"); everything else here is what they are built from.
+`run_pretrain`, `run_finetune` and `run_evaluate` take a validated config, a run folder and a `MetricLogger`, and
+return the final state ("completed" or "cancelled"); everything else here is what they are built from.
 """
 
+from ptft_core.training.cross_domain import run_evaluate
 from ptft_core.training.finetune import run_finetune
 from ptft_core.training.pretrain import run_pretrain
 
-__all__ = ["run_finetune", "run_pretrain"]
+__all__ = ["run_evaluate", "run_finetune", "run_pretrain"]
