@@ -29,7 +29,7 @@ def live() -> None:
         st.progress(done, text=f"{ui.STATUS_ICONS['running']} **{row['name']}** · step {step:,}/{total or '?'} · "
                                f"{done:.0%} · ETA {eta} · {row['device'] or ''} · `{row['id']}`")
     if queue:
-        waiting = " · ".join(f"{q['name']} (waits for {q['needs']})" for q in queue)
+        waiting = " · ".join(f"{q['name']} (waits for {q.get('waits_for') or q['needs']})" for q in queue)
         st.caption(f"{ui.STATUS_ICONS['queued']} Queued: {waiting}")
     active = tuple(sorted(running["id"])) + tuple(q["id"] for q in queue)
     previous = st.session_state.get("runs-active")
@@ -140,13 +140,19 @@ if not ui.read_only():
 
 curves, config, log, checkpoints = st.tabs(["Curves", "Config", "Log", "Checkpoints"])
 with curves:
+    if row["kind"] == "evaluate":
+        scores = ui.evaluation_table(last)
+        if scores.empty:
+            st.caption("No dataset scored yet.")
+        else:
+            st.dataframe(scores, column_config=ui.EVALUATION_COLUMNS)
     names = lab.metric_names([run_id])
     keys = [(s, n) for s, n in zip(names["split"], names["name"], strict=True)
             if n in ("loss", "accuracy", "perplexity") and s in ("train", "validation")]
     if keys:
         series = ui.load_series(lab, runs_all[runs_all["id"] == run_id], keys, "step")
         ui.chart(plots.metric_figure(series, facet="name"), f"{run_id}-curves")
-    else:
+    elif row["kind"] != "evaluate":
         st.caption("No metrics logged yet.")
 with config:
     st.json(row["config"])

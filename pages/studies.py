@@ -84,7 +84,7 @@ with tab_studies:
                             format_func=lambda sid: f"{names[sid]} · {sid}")
     ui.set_params(study=selected)
     progress = lab.study_progress(selected)
-    report = study_report(lab, selected, lab.runs_dir)
+    report = study_report(lab, selected)
 
     st.header(report.title)
     st.markdown(f"*{report.question}*")

@@ -156,7 +156,6 @@ class LabClient:
     def __init__(self, home: Path, role: str = "editor", token: str | None = None, autostart: bool = False,
                  timeout: float = 60.0):
         self.home = Path(home)
-        self.runs_dir = self.home / "runs"
         self.wanted_role = role
         self.autostart = autostart
         self.timeout = timeout

@@ -27,6 +27,7 @@ from ptft_core import data, paths, plots
 from ptft_core.client import TOKEN_ENV, LabClient, ServiceUnavailable, connect
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
+    EVALUATE_SPLIT,
     PRESETS,
     ConfigError,
     OptimConfig,
@@ -350,6 +351,20 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "id": runs["id"],
     })
     return table.reset_index(drop=True)
+
+
+def evaluation_table(last: pd.DataFrame) -> pd.DataFrame:
+    """An evaluate run's scores (its `last_metrics`), one row per dataset, one column per metric."""
+    scores = last[last["split"] == EVALUATE_SPLIT]
+    if scores.empty:
+        return pd.DataFrame()
+    parts = scores["name"].str.rsplit("@", n=1, expand=True)
+    table = scores.assign(metric=parts[0], dataset=parts[1]).pivot(index="dataset", columns="metric", values="value")
+    return table[[c for c in EVALUATION_ORDER if c in table] + [c for c in table if c not in EVALUATION_ORDER]]
+
+
+EVALUATION_ORDER = ("accuracy", "f1", "precision", "recall", "loss", "ece")
+EVALUATION_COLUMNS = {name: st.column_config.NumberColumn(name, format="%.4f") for name in EVALUATION_ORDER}
 
 
 RUNS_COLUMN_CONFIG = {

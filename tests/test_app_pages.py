@@ -24,6 +24,7 @@ from streamlit.testing.v1 import AppTest
 from ptft_core import ui
 from ptft_core.client import connect, start_service
 from ptft_core.config import (
+    EvaluateConfig,
     FinetuneConfig,
     OptimConfig,
     PretrainConfig,
@@ -226,6 +227,37 @@ def test_runs_page_shows_a_readopted_run_that_has_no_progress_yet(lab):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_runs_page_shows_an_evaluate_runs_scores_and_why_a_dependent_run_failed(lab):
+    store = Store(lab / "ptft.duckdb")
+    add_run(store, lab, "ft-0010", FinetuneConfig(name="movies", dataset="movies", max_steps=40))
+    config = EvaluateConfig(name="movies-on-others", model="run:ft-0010", datasets=["amazon", "nyt"])
+    store.insert_run({"id": "ev-0011", "name": config.name, "kind": "evaluate", "config": config_to_dict(config),
+                      "status": "queued", "total_steps": 2, "step": 0, "parent_run": "ft-0010"})
+    scores = [metric("ev-0011", i + 2, i // 2 + 1, "transfer", name, value, 0.0)
+              for i, (name, value) in enumerate([("accuracy@amazon", 0.71), ("loss@amazon", 0.55),
+                                                 ("accuracy@nyt", 0.64), ("loss@nyt", 0.62)])]
+    store.ingest_events([{"type": "status", "run_id": "ev-0011", "seq": 1, "status": "running", "pid": 1,
+                          "device": "cpu", "attempt": 1, "wall_time": T0}, *scores,
+                         {"type": "status", "run_id": "ev-0011", "seq": 6, "status": "completed", "wall_time": T0}],
+                        {"ev-0011": 0})
+    child = FinetuneConfig(name="from-a-missing-step", base="run:ft-0010/step-99")
+    store.insert_run({"id": "ft-0012", "name": child.name, "kind": "finetune", "config": config_to_dict(child),
+                      "status": "queued", "step": 0, "parent_run": "ft-0010"})
+    store.close()
+    start_service(lab)
+    assert connect(lab).wait(["ft-0012"], timeout=60) == {"ft-0012": "failed"}  # the service's first polls
+
+    at = open_page("runs", {"run": "ev-0011"})
+    assert not at.exception, at.exception
+    tables = [d.value for d in at.dataframe if d.value.index.name == "dataset"]
+    assert len(tables) == 1, [d.value.columns for d in at.dataframe]
+    table = tables[0]
+    assert list(table.index) == ["amazon", "nyt"] and list(table.columns) == ["accuracy", "loss"]
+    assert table.loc["nyt", "accuracy"] == pytest.approx(0.64)
+    at = open_page("runs", {"run": "ft-0012"})
+    assert "run ft-0010 completed without checkpoint 'step-99' (it has none)" in texts(at.error), texts(at.error)
 
 
 def test_runs_page_retry_queues_a_new_run_and_tags_are_saved(lab_with_runs):

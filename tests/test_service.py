@@ -128,6 +128,23 @@ def test_a_run_submitted_through_the_client_trains_and_reads_back(service, fake_
         lab.get_run(run_id)
 
 
+def test_a_dependent_run_waits_in_the_service_and_fails_with_the_reason(service, fake_lab):
+    """A run that starts from a checkpoint waits for it, and fails with the reason when its parent ends
+    without it; a reference to a run that does not exist is refused at submit (422)."""
+    url, tokens, proc = service
+    lab = connect(fake_lab)
+    parent = lab.submit({"kind": "pretrain", "name": "long", "max_steps": 2000, "eval_every": 5})
+    child = lab.submit({"kind": "finetune", "base": f"run:{parent}"})
+    with pytest.raises(ConfigError, match="base: run:pt-nope: there is no run 'pt-nope'"):
+        lab.submit({"kind": "finetune", "base": "run:pt-nope"})
+    wait_for(lambda: lab.get_run(parent)["status"] == "running", 60, "the parent to start")
+    assert {q["id"]: q["waits_for"] for q in lab.queue()} == {child: f"checkpoint final of {parent}"}
+    assert lab.get_run(child)["parent_run"] == parent
+    lab.cancel(parent)  # it saves a step checkpoint, never `final`
+    assert lab.wait([parent, child], timeout=60) == {parent: "cancelled", child: "failed"}
+    assert f"run {parent} cancelled without checkpoint 'final'" in lab.get_run(child)["error"]
+
+
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ptft_core", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=paths.REPO_ROOT, env=os.environ)

@@ -324,16 +324,16 @@ def test_the_dependents_of_a_cancelled_parent_fail_with_the_reason_and_are_repor
         pt = runs[runs["kind"] == "pretrain"]["id"].iloc[0]
         waits = {q["id"]: q["waits_for"] for q in engine.queue()}
         assert waits.pop(pt) is None and all(w.endswith(f"of {pt}") for w in waits.values()), waits
-        progress = study_progress(engine.store, study, engine.runs_dir)
+        progress = study_progress(engine.store, study)
         assert progress.counts == {"queued": 4} and not progress.finished
         engine.cancel(pt)
         engine.step()
         assert driver.tick() == []
-        progress = study_progress(engine.store, study, engine.runs_dir)
+        progress = study_progress(engine.store, study)
         assert progress.counts == {"cancelled": 1, "failed": 3} and progress.finished
         assert all(f"run {pt} cancelled without checkpoint" in f["error"] for f in progress.failed
                    if f["status"] == "failed"), progress.failed
-        report = study_report(engine.store, study, engine.runs_dir)
+        report = study_report(engine.store, study)
         assert report.status == "incomplete" and report.status_line.startswith("incomplete: 0 of 4 runs finished")
         assert sorted(report.failed["status"]) == ["cancelled", "failed", "failed", "failed"]
         assert report.conclusions["findings"] == []
@@ -418,9 +418,9 @@ def tiny_studies(tmp_path_factory):
             start = time.monotonic()
             progress = driver.wait(list(ids.values()), timeout=900, interval=1.0)
             elapsed = time.monotonic() - start
-            reports = {name: study_report(engine.store, sid, engine.runs_dir) for name, sid in ids.items()}
+            reports = {name: study_report(engine.store, sid) for name, sid in ids.items()}
             states = {name: run_states(Plan.from_dict(engine.store.get_study(sid)["config"]),
-                                       engine.store.list_runs(study=sid), engine.runs_dir) for name, sid in ids.items()}
+                                       engine.store.list_runs(study=sid)) for name, sid in ids.items()}
         finally:
             engine.close(cancel_running=True)
         yield SimpleNamespace(home=home, ids=ids, progress=progress, reports=reports, states=states, elapsed=elapsed)

@@ -301,7 +301,7 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
 
     @app.get("/api/studies", dependencies=read)
     def studies() -> Response:
-        return Response(arrow_bytes(list_studies(store, engine.runs_dir)),
+        return Response(arrow_bytes(list_studies(store)),
                         media_type=ARROW_STREAM)
 
     @app.get("/api/studies/{study_id}", dependencies=read)
@@ -312,7 +312,7 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
     def progress(study_id: str) -> dict[str, Any]:
         known_study(study_id)
         try:
-            found = study_progress(store, study_id, engine.runs_dir)
+            found = study_progress(store, study_id)
         except KeyError as exc:  # a study row without a plan
             raise HTTPException(409, str(exc.args[0])) from None
         return record(asdict(found))

@@ -137,7 +137,7 @@ def cmd_launch(args: argparse.Namespace, name: str) -> int:
             with contextlib.suppress(TimeoutError):
                 lab.wait(ids, timeout=15)
             raise
-        report = study_report(lab, study_id, lab.runs_dir)
+        report = study_report(lab, study_id)
     print_report(report)
     if args.out:
         _write(args.out, report_html(report))
@@ -174,7 +174,7 @@ def cmd_report(args: argparse.Namespace, study_id: str) -> int:
         if source is None:
             raise ConfigError(f"no run store at {args.db or paths.db_path()} yet")
         try:
-            report = study_report(source, study_id, paths.runs_dir())
+            report = study_report(source, study_id)
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
     print_report(report)

@@ -28,12 +28,10 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ptft_core import paths
 from ptft_core.config import CHECKPOINT_FIELD, ConfigError, EvaluateConfig, FinetuneConfig, config_to_dict
 from ptft_core.studies.costs import dataset_chance, dataset_classes, dataset_shape, estimate_seconds, run_seconds
 from ptft_core.studies.templates import PlannedRun, build_runs, get_template
@@ -131,7 +129,7 @@ class RunState:
     run_id: str | None = None
     row: dict[str, Any] | None = None
     parent_id: str | None = None
-    reason: str = ""  # why waiting or blocked
+    reason: str = ""  # why waiting
 
 
 @dataclass
@@ -170,7 +168,7 @@ def study_runs(store, study_id: str) -> pd.DataFrame:
     return store.list_runs(study=study_id)
 
 
-def run_states(plan: Plan, runs: pd.DataFrame, runs_dir: Path) -> dict[str, RunState]:
+def run_states(plan: Plan, runs: pd.DataFrame) -> dict[str, RunState]:
     by_key: dict[str, list[dict[str, Any]]] = {}
     for row in runs.to_dict("records"):
         row = {k: (None if not isinstance(v, list | dict) and pd.isna(v) else v) for k, v in row.items()}
@@ -211,10 +209,9 @@ def get_plan(store, study_id: str) -> tuple[dict[str, Any], Plan]:
     return row, Plan.from_dict(row["config"])
 
 
-def study_progress(store, study_id: str, runs_dir: Path | None = None) -> StudyProgress:
-    runs_dir = runs_dir or paths.runs_dir()
+def study_progress(store, study_id: str) -> StudyProgress:
     row, plan = get_plan(store, study_id)
-    states = run_states(plan, study_runs(store, study_id), runs_dir)
+    states = run_states(plan, study_runs(store, study_id))
     counts: dict[str, int] = {}
     for s in states.values():
         state = "waiting" if s.state == "ready" else s.state
@@ -235,13 +232,13 @@ def study_progress(store, study_id: str, runs_dir: Path | None = None) -> StudyP
                          len(states), counts, finished, remaining, failed, evaluation_states(states))
 
 
-def list_studies(store, runs_dir: Path | None = None) -> pd.DataFrame:
+def list_studies(store) -> pd.DataFrame:
     """One row per study, newest first, with its progress (for the page and `study --status`)."""
     studies = store.list_studies()
     rows = []
     for study in studies.to_dict("records"):
         try:
-            p = study_progress(store, study["id"], runs_dir)
+            p = study_progress(store, study["id"])
         except (KeyError, ValueError, ConfigError) as exc:  # a study row another tool wrote
             log.debug("skipping study %s: %s", study["id"], exc)
             continue
@@ -270,10 +267,6 @@ class StudyDriver:
         self._finished: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-
-    @property
-    def runs_dir(self) -> Path:
-        return Path(self.engine.runs_dir)
 
     # -- launching ---------------------------------------------------------------------------------------------
     def launch(self, template: str, preset: str = "quick", tiny: bool = False, name: str | None = None) -> str:
@@ -312,14 +305,14 @@ class StudyDriver:
         submitted = []
         # One pass per lineage level: a parent submitted in this tick gives its children a run id to start from.
         while True:
-            states = run_states(plan, study_runs(store, study_id), self.runs_dir)
+            states = run_states(plan, study_runs(store, study_id))
             ready = [state for state in states.values() if state.state == "ready"]
             if not ready:
                 break
             submitted += [self._submit(study_id, row.get("name") or study_id, state) for state in ready]
         if all(state.state in TERMINAL for state in states.values()):
             self._finished.add(study_id)
-            log.info("study %s finished: %s", study_id, study_progress(store, study_id, self.runs_dir).line())
+            log.info("study %s finished: %s", study_id, study_progress(store, study_id).line())
         return submitted
 
     def _submit(self, study_id: str, study_name: str, state: RunState) -> str:
@@ -356,7 +349,7 @@ class StudyDriver:
             self._thread = None
 
     def progress(self, study_id: str) -> StudyProgress:
-        return study_progress(self.engine.store, study_id, self.runs_dir)
+        return study_progress(self.engine.store, study_id)
 
     def wait(self, study_ids: str | Iterable[str], timeout: float | None = None, interval: float = 0.5,
              on_progress=None) -> dict[str, StudyProgress]:
@@ -407,10 +400,9 @@ class StudyData:
     cross_eval: dict[str, str] = field(default_factory=dict)
 
 
-def load_study(store, study_id: str, runs_dir: Path | None = None) -> StudyData:
-    runs_dir = runs_dir or paths.runs_dir()
+def load_study(store, study_id: str) -> StudyData:
     row, plan = get_plan(store, study_id)
-    states = run_states(plan, study_runs(store, study_id), runs_dir)
+    states = run_states(plan, study_runs(store, study_id))
     evaluations = {s.run_id: states[s.planned.base_from.key].run_id for s in states.values()
                    if s.planned.config.kind == "evaluate" and s.run_id and s.planned.base_from is not None}
     rows = []
@@ -440,8 +432,8 @@ def load_study(store, study_id: str, runs_dir: Path | None = None) -> StudyData:
     return StudyData(study, plan, runs, metrics, wall, tokens, evaluation_states(states))
 
 
-def study_report(store, study_id: str, runs_dir: Path | None = None):
+def study_report(store, study_id: str):
     """The report of a study (report.Report), built from the store as it is now."""
     from ptft_core.studies.report import build_report
 
-    return build_report(load_study(store, study_id, runs_dir))
+    return build_report(load_study(store, study_id))
