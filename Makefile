@@ -8,7 +8,7 @@ DEMO_PORT ?= 8502
 DEMO_HOST ?= localhost
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup data service run demo test test-fast lint bench browser clean
+.PHONY: setup data service run demo test test-fast lint bench browser ray clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,15 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: data browser
+# The Ray extra (optional for the lab, installed for its tests: a real local cluster in tests/test_ray.py).
+RAY_STAMP := $(VENV)/.ray-$(shell cat requirements-ray.txt | cksum | cut -d' ' -f1)
+$(RAY_STAMP): $(STAMP) requirements-ray.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-ray.txt
+	rm -f $(VENV)/.ray-* && touch $@
+
+ray: $(RAY_STAMP)
+
+test: data browser ray
 	$(BIN)/python -m pytest
 
 test-fast: data

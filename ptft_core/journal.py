@@ -24,6 +24,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "events.jsonl"
+JOURNAL_FSYNC_ENV = "PTFT_JOURNAL_FSYNC_S"  # seconds between fsyncs of the journal (set by the Ray launcher)
 
 
 class MetricLogger(Protocol):
@@ -46,6 +47,10 @@ class JournalWriter:
         self.seq = last_seq(self.path)
         # Line-buffered text: each event reaches the OS as one write, so a kill -9 cannot lose it.
         self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the run
+        # On a shared filesystem (a Ray cluster) another node's engine reads this file: fsync about this often,
+        # so what it reads is on the file server, not only in this node's page cache. 0: never (local runs).
+        self._fsync_s = float(os.environ.get(JOURNAL_FSYNC_ENV) or 0)
+        self._synced = time.monotonic()
 
     def _write(self, record: dict[str, Any]) -> None:
         self.seq += 1
@@ -53,6 +58,9 @@ class JournalWriter:
         record["seq"] = self.seq
         record.setdefault("wall_time", time.time())
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        if self._fsync_s and time.monotonic() - self._synced >= self._fsync_s:
+            os.fsync(self._file.fileno())
+            self._synced = time.monotonic()
 
     def metric(
         self, step: int, name: str, value: float, split: str = "train",
@@ -70,6 +78,8 @@ class JournalWriter:
         self._write({"type": type, **payload})
 
     def close(self) -> None:
+        if self._fsync_s:
+            os.fsync(self._file.fileno())
         self._file.close()
 
 

@@ -90,8 +90,8 @@ class DevicePool:
     """Slots per device; `acquire(kind, run_id)` takes one, `release(run_id)` gives it back."""
 
     def __init__(self, cpu_slots: int | None = None, gpu_slots_per_device: int = 1,
-                 gpus: list[Gpu] | None = None):
-        self.cores = cpu_cores()
+                 gpus: list[Gpu] | None = None, cores: int | None = None):
+        self.cores = cores or cpu_cores()  # a Ray cluster's CPUs, or this machine's cores
         cpu_slots = max(1, self.cores // 2) if cpu_slots is None else int(cpu_slots)
         if cpu_slots < 0:
             raise ValueError("cpu_slots must be >= 0")

@@ -41,6 +41,7 @@ from ptft_core.config import CHECKPOINT_FIELD, ConfigError, RunConfig, config_fr
 from ptft_core.engine import scheduler
 from ptft_core.engine.devices import DevicePool, Gpu
 from ptft_core.engine.launcher import EXIT_UNKNOWN, Launcher, LocalSubprocessLauncher
+from ptft_core.engine.ray_launcher import RayLauncher, launcher_from_env
 from ptft_core.journal import JOURNAL_NAME, read_events
 from ptft_core.store import TERMINAL, Store
 from ptft_core.store.store import from_epoch, now
@@ -95,10 +96,14 @@ class Engine:
         self.heartbeat_timeout = heartbeat_timeout
         self.cancel_grace = cancel_grace
         self.launch_queued = launch_queued
-        self.launcher: Launcher = launcher or LocalSubprocessLauncher()
+        self.launcher: Launcher = launcher or launcher_from_env() or LocalSubprocessLauncher()
         self.store = Store(db_path if db_path is not None else self.home / "ptft.duckdb")
         try:
-            self.pool = DevicePool(cpu_slots, gpu_slots_per_device, gpus)
+            cores = None
+            if isinstance(self.launcher, RayLauncher):  # the device pool is the cluster's
+                gpus = self.launcher.cluster_gpus() if gpus is None else gpus
+                cores = self.launcher.cluster_cpus()
+            self.pool = DevicePool(cpu_slots, gpu_slots_per_device, gpus, cores)
         except Exception:
             self.store.close()
             raise
@@ -271,8 +276,10 @@ class Engine:
         while True:
             if not self.running:
                 self.step()
-            statuses = {rid: self.store.get_run(rid)["status"] for rid in run_ids}
-            if all(s in TERMINAL for s in statuses.values()) and not any(r in self._active for r in run_ids):
+            with self._lock:  # not between a step's end of a worker and its final status: read both at once
+                statuses = {rid: self.store.get_run(rid)["status"] for rid in run_ids}
+                busy = any(r in self._active for r in run_ids)
+            if all(s in TERMINAL for s in statuses.values()) and not busy:
                 return statuses
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"runs not finished after {timeout} s: {statuses}")
@@ -337,7 +344,13 @@ class Engine:
         self.pool.release(active.run_id)
         active.history["exited"] = time.time()
         active.history["exit_code"] = code
-        if active.last_status in ("completed", "cancelled", "failed"):
+        if active.last_status == "cancelled" and active.stop_reason is None:
+            # Stopped by a SIGTERM nobody sent through the lab (a cancel from another process is a request file,
+            # honoured before exits are read): Ray's cleanup of a dead actor, a kill by hand. Not a cancel.
+            status = "interrupted"
+            error = "the worker was stopped by a signal the lab did not send (its actor or node died, or a kill " \
+                    "from outside); it saved a checkpoint first, so it can resume"
+        elif active.last_status in ("completed", "cancelled", "failed"):
             status, error = active.last_status, active.error  # the worker's own word (already ingested)
         elif active.stop_reason == "cancel":
             status, error = "cancelled", None
