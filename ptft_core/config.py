@@ -251,6 +251,9 @@ class FinetuneConfig:
     """Seeds the head's initialisation, the label sample and the data order."""
     device: Device = _field("run", "Device", "auto")
     """Where to train; auto: a GPU when there is one."""
+    ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
+    """Above 1, the run trains under torchrun in this many processes (on CPU, or one GPU each), each on its
+    share of every batch with the gradients averaged: the same run, spread out."""
     tags: Names = _field("run", "Tags", [])
     """Free labels to find and group runs by."""
 

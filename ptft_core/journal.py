@@ -83,6 +83,20 @@ class JournalWriter:
         self._file.close()
 
 
+class NullLogger:
+    """A MetricLogger that drops everything: the ranks of a data-parallel run other than rank 0."""
+
+    def metric(self, step: int, name: str, value: float, split: str = "train", epoch: float | None = None,
+               tokens_seen: int | None = None) -> None:
+        return None
+
+    def event(self, type: str, **payload: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 @dataclass
 class MemoryLogger:
     """A MetricLogger that keeps events in a list: for tests and for in-process callers that want the values."""

@@ -42,7 +42,7 @@ from pathlib import Path
 import psutil
 
 from ptft_core.config import config_from_dict
-from ptft_core.journal import JOURNAL_NAME, JournalWriter
+from ptft_core.journal import JOURNAL_NAME, JournalWriter, NullLogger
 
 log = logging.getLogger("ptft_core.worker")
 
@@ -94,11 +94,24 @@ def _heartbeat(path: Path, stop: threading.Event) -> None:
             return
 
 
-def _set_threads() -> None:
+def _set_threads(world: int) -> None:
     threads = os.environ.get("PTFT_THREADS")
     if threads and threads.isdigit() and "torch" in sys.modules:
         torch = sys.modules["torch"]
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(max(1, int(threads) // world))  # the slot's threads, shared by its ranks
+
+
+def _die_with_parent() -> None:
+    """A rank ends when torchrun does, even by SIGKILL: torchrun starts each rank in a session of its own, so
+    killing torchrun's process group would leave the ranks training (Linux: PR_SET_PDEATHSIG)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # torchrun died before the call: nobody would signal us
+        os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir.resolve()
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     run_id, attempt = run["run_id"], int(run.get("attempt", 1))
-    _close_torn_line(run_dir / JOURNAL_NAME)
-    journal = JournalWriter(run_dir, run_id)
+    # Under torchrun (a run with ranks > 1): rank 0 alone journals and beats; the others train and stay quiet.
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        _die_with_parent()
+    if rank == 0:
+        _close_torn_line(run_dir / JOURNAL_NAME)
+    journal = JournalWriter(run_dir, run_id) if rank == 0 else NullLogger()
 
     stop = threading.Event()
 
@@ -123,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     beat_stop = threading.Event()
-    beat_path = run_dir / HEARTBEAT_NAME
-    beat_path.touch()
-    threading.Thread(target=_heartbeat, args=(beat_path, beat_stop), name="heartbeat", daemon=True).start()
+    if rank == 0:
+        beat_path = run_dir / HEARTBEAT_NAME
+        beat_path.touch()
+        threading.Thread(target=_heartbeat, args=(beat_path, beat_stop), name="heartbeat", daemon=True).start()
 
     device = os.environ.get("PTFT_DEVICE") or None
     journal.event("status", status="running", pid=os.getpid(), device=device or "auto", attempt=attempt,
@@ -140,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
             journal.event("resume", from_step=from_step, attempt=attempt)
         trainer = resolve_trainer(config.kind)
-        _set_threads()
+        _set_threads(world)
         # Process start to here: the interpreter, torch and transformers imports (a study pays it per run).
         journal.metric(from_step, "startup_s",
                        round(time.time() - psutil.Process().create_time(), 3), "time", 0.0)
@@ -159,8 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         beat_stop.set()
         journal.close()
-        log.info("run %s attempt %d: %s", run_id, attempt, status)
+        log.info("run %s attempt %d%s: %s", run_id, attempt, f" rank {rank}" if world > 1 else "", status)
+    if world > 1:
+        _leave_process_group(code)
     return code
+
+
+def _leave_process_group(code: int) -> None:
+    """A rank leaves its process group and exits without the interpreter's teardown: on CPU about a third of
+    2-rank runs aborted there ("terminate called without an active exception") after a clean run."""
+    if "torch.distributed" in sys.modules:
+        from ptft_core.training import distributed
+
+        distributed.stop(distributed.from_env())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -200,6 +200,13 @@ def test_a_run_fails_with_the_reason_when_its_parent_ends_without_the_checkpoint
         assert len(launcher.launched) == 1
 
 
+def test_data_parallel_ranks_on_a_gpu_slot_are_refused_at_submit(lab):
+    with Engine(cpu_slots=1, launcher=StubLauncher(), gpus=[Gpu(0, "fake")]) as engine:
+        with pytest.raises(ConfigError, match="ranks: 2 ranks need as many GPUs in one slot"):
+            engine.submit(FinetuneConfig(ranks=2))  # auto: the GPU
+        assert engine.submit(FinetuneConfig(ranks=2, device="cpu"))
+
+
 def test_corrupt_and_truncated_journal_lines_are_skipped(lab, caplog):
     launcher = StubLauncher()
     with Engine(cpu_slots=1, launcher=launcher) as engine:

@@ -180,6 +180,10 @@ class Engine:
         config = config_from_dict(config if isinstance(config, dict) else config_to_dict(config))
         if config.device == "cuda" and not self.pool.has_gpu:
             raise ConfigError("device: 'cuda' requested but this machine has no CUDA device (use auto or cpu)")
+        if getattr(config, "ranks", 1) > 1 and self.pool.kind_for(config.device) == "cuda":
+            # A GPU slot holds one GPU; ranks on several GPUs need a slot of several (not there yet).
+            raise ConfigError(f"ranks: {config.ranks} ranks need as many GPUs in one slot, and a GPU slot holds "
+                              "one; use device: cpu for data-parallel ranks on the CPU, or ranks: 1")
         data = config_to_dict(config)
         with self._lock:
             dependency = scheduler.depends_on(data)

@@ -7,6 +7,7 @@ launcher needs to find its worker again; it must carry `.pid` (None where there 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,10 +50,13 @@ class AdoptedWorker:
 
 
 def worker_command(run_dir: Path, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "ptft_core.worker", str(run_dir)]
-    if resume:
-        cmd.append("--resume")
-    return cmd
+    """`python -m ptft_core.worker RUN_DIR [--resume]`, under `torchrun --standalone` for a run of several ranks
+    (its config's `ranks`): one process per rank on this node."""
+    run = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    ranks = int(run["config"].get("ranks") or 1)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+              "-m"] if ranks > 1 else [sys.executable, "-m"]
+    return [*launch, "ptft_core.worker", str(run_dir), *(["--resume"] if resume else [])]
 
 
 def worker_alive(pid: int | None, run_dir: str | Path) -> bool:

@@ -8,6 +8,10 @@ own head.
 
 Setup (data, models, probes) -> one `fit_task` per task (the step loop, evaluations, early stopping) ->
 test metrics with the best checkpoint, which becomes `checkpoints/final`.
+
+With `ranks > 1` the same loop runs in every rank's process, each on its slice of every batch, gradients
+averaged before each step (distributed.py); rank 0 alone writes checkpoints, and stop or resume-point decisions
+are agreed between ranks before anyone acts.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ptft_core.models import (
     pick_device,
     resolve_checkpoint,
 )
+from ptft_core.training import distributed
 from ptft_core.training.checkpoint import (
     checkpoints_dir,
     latest_checkpoint,
@@ -162,6 +167,7 @@ class Run:
     anchor: dict[str, torch.Tensor] | None  # L2-SP's starting weights
     should_stop: Callable[[], bool]
     clock: PhaseClock
+    ranks: distributed.Ranks
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -188,7 +194,7 @@ def build_task(config: FinetuneConfig, index: int, dataset: str, model: PreTrain
 
 
 def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: torch.device,
-          should_stop: Callable[[], bool], clock: PhaseClock) -> Run:
+          should_stop: Callable[[], bool], clock: PhaseClock, ranks: distributed.Ranks) -> Run:
     if config.replay_fraction and config.replay_source == "task" and config.then_dataset is None:
         raise ConfigError("replay_source: 'task' replays the first task into the second; set then_dataset")
     with clock.phase("load"):
@@ -218,7 +224,7 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
         probes = build_probes(config, encoder, tokenizer, mlm_head, device, logger)
     anchor = l2sp_anchor(encoder) if config.l2sp else None
     return Run(config, Path(run_dir), logger, device, tokenizer, tasks, probes, mlm_head, mlm_replay, anchor,
-               should_stop, clock)
+               should_stop, clock, ranks)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
@@ -271,8 +277,9 @@ def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
     if progress.best is None or (value < progress.best if lower_is_better else value > progress.best):
         progress.best, progress.best_step, progress.bad_evals = value, step, 0
         with run.clock.phase("checkpoint"):
-            save_checkpoint(run.run_dir, "best", step, task.model, run.tokenizer, config, run.logger,
-                            mlm_head=run.mlm_head, announce=False)
+            if run.ranks.main:
+                save_checkpoint(run.run_dir, "best", step, task.model, run.tokenizer, config, run.logger,
+                                mlm_head=run.mlm_head, announce=False)
         return False
     progress.bad_evals += 1
     return 0 < config.early_stopping_patience <= progress.bad_evals
@@ -303,6 +310,9 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
 
     def save_resume_point() -> None:
         nonlocal saved_at
+        saved_at = time.monotonic()
+        if not run.ranks.main:
+            return
         state = {"progress": asdict(progress), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "replay_rng": replay_rng.get_state(), "rng": rng_state(),
                  "heads": [{name: p.detach() for name, p in head_parameters(t.model)}
@@ -311,7 +321,6 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
             save_checkpoint(run.run_dir, f"step-{progress.step}", progress.step, task.model, run.tokenizer,
                             config, logger, state, run.mlm_head)
             prune_step_checkpoints(run.run_dir, keep=1)  # only the newest is a resume point worth its disk space
-        saved_at = time.monotonic()
 
     pad_id = run.tokenizer.pad_token_id
     lengths = [len(ids) for ids in task.train.ids]
@@ -335,7 +344,8 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
                 trainable = count
                 logger.metric(progress.step, "trainable_params", count, "train", epoch_float)
 
-        batch = task.train.batch(order[index], pad_id, device)
+        shard = distributed.shard(order[index], run.ranks)
+        batch = task.train.batch(shard, pad_id, device)
         lr = optimizer.param_groups[-1]["lr"]  # the head's: under discriminative lrs, the top group's
         with autocast(device):
             task_loss = task.model(**batch).loss
@@ -348,10 +358,11 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
             if run.anchor is not None:
                 loss = loss + config.l2sp * l2sp_penalty(run.encoder, run.anchor)
         loss.backward()
+        distributed.average_gradients((p for g in optimizer.param_groups for p in g["params"]), run.ranks)
         grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
         progress.step += 1
         task_step += 1
-        meter.update(task_loss, sum(lengths[i] for i in order[index]))
+        meter.update(task_loss, sum(lengths[i] for i in shard))
 
         epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
         done = task_step == task.total_steps
@@ -368,13 +379,17 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
                 break
         if done:
             break
-        if epoch_end and time.monotonic() - saved_at >= RESUME_POINT_EVERY_S:
+        # One agreed answer per step: a stop reaches the ranks at different steps, and time differs per process.
+        save_due, stop = distributed.agree(
+            run.ranks, epoch_end and time.monotonic() - saved_at >= RESUME_POINT_EVERY_S, run.should_stop())
+        if save_due:
             save_resume_point()
             meter.restart_clock()
-        if run.should_stop():
+        if stop:
             save_resume_point()
             return "cancelled"
 
+    distributed.barrier(run.ranks)  # rank 0's best checkpoint is on disk before any rank reads it
     load_weights(task.model, checkpoints_dir(run.run_dir) / "best")
     progress.task += 1
     progress.task_start, progress.epoch_offset = progress.step, epoch_float
@@ -390,10 +405,11 @@ def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
     Test metrics (split "test") come from the best checkpoint on the validation metric, which becomes
     `checkpoints/final`. `resume` continues from the newest step checkpoint, the metric series included.
     """
-    device = pick_device(device or config.device)
-    seed_everything(config.seed)
+    ranks = distributed.from_env()
+    device = distributed.start(ranks, pick_device(device or config.device))
+    seed_everything(config.seed)  # the same seed on every rank: the same initial weights, heads included
     clock = PhaseClock()
-    run = setup(config, run_dir, logger, device, should_stop, clock)
+    run = setup(config, run_dir, logger, device, should_stop, clock, ranks)
     progress, restored = Progress(), None
     checkpoint = latest_checkpoint(run.run_dir) if resume else None
     if checkpoint is not None:
@@ -414,8 +430,12 @@ def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
         test = classify(last.model, tokenize_split(run.tokenizer, last.dataset, "test", config.max_length),
                         run.tokenizer.pad_token_id, device)
     log_metrics(logger, progress.step, test, "test", progress.epoch_offset)
-    with clock.phase("checkpoint"):
-        promote_checkpoint(run.run_dir, "best", "final", progress.best_step, logger)
-        prune_step_checkpoints(run.run_dir, keep=0)  # resume points only; a finished run needs none
+    if ranks.parallel:  # 0 when the ranks' weights are the same, as averaged gradients keep them
+        logger.metric(progress.step, "rank_weight_spread", distributed.weight_spread(last.model, ranks), "time")
+    distributed.barrier(ranks)
+    if ranks.main:
+        with clock.phase("checkpoint"):
+            promote_checkpoint(run.run_dir, "best", "final", progress.best_step, logger)
+            prune_step_checkpoints(run.run_dir, keep=0)  # resume points only; a finished run needs none
     clock.log(logger, progress.step, progress.epoch_offset)
     return "completed"
