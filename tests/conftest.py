@@ -7,6 +7,7 @@ PTFT_DATA_SOURCE folder). Tests never write there: each one writes runs and data
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,18 @@ import pytest
 from ptft_core import paths
 
 PREPARED_HOME = Path(os.environ.get("PTFT_DATA_SOURCE") or paths.REPO_ROOT / "data")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll `predicate` until it returns something true (returned), or fail after `timeout` s naming `what`: the
+    tests wait on events (a journal line, a status), never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def prepared_home() -> Path:

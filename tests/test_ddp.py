@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import psutil
 import pytest
@@ -17,6 +16,7 @@ from ptft_core.engine import Engine
 from ptft_core.journal import read_events
 from ptft_core.training.distributed import Ranks, shard
 from ptft_core.worker import latest_step_checkpoint
+from tests.conftest import wait_for
 
 
 def test_a_batch_is_split_between_the_ranks_and_none_is_left_without_an_example():
@@ -40,16 +40,6 @@ def ddp_config(**overrides) -> FinetuneConfig:
     return FinetuneConfig(**{**fields, **overrides})
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def journal(engine: Engine, run_id: str) -> list[dict]:
     return read_events(engine.run_dir(run_id) / "events.jsonl")[0]
 
@@ -63,6 +53,18 @@ def torchrun_of(engine: Engine, run_id: str) -> psutil.Process:
 
 def ranks_of(torchrun: psutil.Process) -> list[psutil.Process]:
     return [p for p in torchrun.children(recursive=True) if "ptft_core.worker" in " ".join(p.cmdline())]
+
+
+def start_a_long_run(engine: Engine) -> tuple[str, psutil.Process, list[psutil.Process]]:
+    """A 2-rank run of many epochs, three steps in: (its id, torchrun, the two ranks)."""
+    run_id = engine.submit(ddp_config(epochs=200, max_steps=0, eval_every=1000, eval_count=1))
+    engine.start()
+    wait_for(lambda: any(e["type"] == "progress" and e["step"] >= 3 for e in journal(engine, run_id)), 240,
+             "three steps")
+    torchrun = torchrun_of(engine, run_id)
+    ranks = ranks_of(torchrun)
+    assert len(ranks) == 2
+    return run_id, torchrun, ranks
 
 
 @pytest.mark.ddp
@@ -89,13 +91,7 @@ def test_two_ranks_train_one_run_with_the_same_weights_and_one_journal(lab):
 @pytest.mark.slow
 def test_a_cancel_stops_both_ranks_at_one_step_with_one_checkpoint(lab):
     with Engine(cpu_slots=1) as engine:
-        run_id = engine.submit(ddp_config(epochs=200, max_steps=0, eval_every=1000, eval_count=1))
-        engine.start()
-        wait_for(lambda: any(e["type"] == "progress" and e["step"] >= 3 for e in journal(engine, run_id)), 240,
-                 "three steps")
-        torchrun = torchrun_of(engine, run_id)
-        ranks = ranks_of(torchrun)
-        assert len(ranks) == 2
+        run_id, _, ranks = start_a_long_run(engine)
         engine.cancel(run_id)
         assert engine.wait([run_id], timeout=10) == {run_id: "cancelled"}
         checkpoints = [p.name for p in (engine.run_dir(run_id) / "checkpoints").iterdir()]
@@ -111,13 +107,7 @@ def test_a_cancel_stops_both_ranks_at_one_step_with_one_checkpoint(lab):
 @pytest.mark.slow
 def test_kill_9_of_torchrun_leaves_no_rank_alive(lab):
     with Engine(cpu_slots=1) as engine:
-        run_id = engine.submit(ddp_config(epochs=200, max_steps=0, eval_every=1000, eval_count=1))
-        engine.start()
-        wait_for(lambda: any(e["type"] == "progress" and e["step"] >= 2 for e in journal(engine, run_id)), 240,
-                 "two steps")
-        torchrun = torchrun_of(engine, run_id)
-        ranks = ranks_of(torchrun)
-        assert len(ranks) == 2
+        run_id, torchrun, ranks = start_a_long_run(engine)
         os.kill(torchrun.pid, signal.SIGKILL)
         wait_for(lambda: not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in ranks), 30,
                  "every rank to die with torchrun")

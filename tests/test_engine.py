@@ -23,6 +23,7 @@ from ptft_core.config import ConfigError, FinetuneConfig, PretrainConfig
 from ptft_core.engine import Engine, Gpu, Launcher
 from ptft_core.journal import JournalWriter, read_events
 from ptft_core.store import Store
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -41,16 +42,6 @@ def journal_metric_seqs(run_dir: Path) -> set[int]:
 
 def db_metric_seqs(store: Store, run_id: str) -> list[int]:
     return store.query("SELECT seq FROM metrics WHERE run_id = ? ORDER BY seq", [run_id])["seq"].tolist()
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def progress_step(run_dir: Path) -> int:

@@ -24,6 +24,7 @@ from ptft_core.engine import Engine
 from ptft_core.engine.ray_launcher import NAMESPACE, RAY_ADDRESS_ENV, RayLauncher
 from ptft_core.journal import read_events
 from ptft_core.worker import latest_step_checkpoint
+from tests.conftest import wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install -r requirements-ray.txt)")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -82,16 +83,6 @@ def events(engine: Engine, run_id: str, kind: str) -> list[dict]:
 
 def progress_step(engine: Engine, run_id: str) -> int:
     return max((e["step"] for e in events(engine, run_id, "progress")), default=-1)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def actors_gone(*names: str) -> bool:

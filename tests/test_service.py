@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,17 +25,7 @@ from ptft_core.config import ConfigError
 from ptft_core.journal import read_events
 from ptft_core.service.tokens import TOKENS_NAME, Tokens, load_or_create
 from ptft_core.store import Store
-from tests.conftest import stop_lab
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import stop_lab, wait_for
 
 
 @pytest.fixture

@@ -43,6 +43,9 @@ class Ranks:
         return self.world > 1
 
 
+ONE_PROCESS = Ranks()
+
+
 def from_env() -> Ranks:
     """The ranks torchrun describes in the environment (one process when it did not start this one)."""
     return Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),

@@ -194,7 +194,8 @@ def build_task(config: FinetuneConfig, index: int, dataset: str, model: PreTrain
 
 
 def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: torch.device,
-          should_stop: Callable[[], bool], clock: PhaseClock, ranks: distributed.Ranks) -> Run:
+          should_stop: Callable[[], bool], clock: PhaseClock,
+          ranks: distributed.Ranks = distributed.ONE_PROCESS) -> Run:
     if config.replay_fraction and config.replay_source == "task" and config.then_dataset is None:
         raise ConfigError("replay_source: 'task' replays the first task into the second; set then_dataset")
     with clock.phase("load"):
