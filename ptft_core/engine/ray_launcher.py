@@ -12,8 +12,8 @@ re-adoption. The child is *not* put in a session of its own: when the actor dies
 Ray's cleanup of the actor's process group ends the worker too instead of orphaning it.
 
 What the engine sees: `poll` never blocks (it sends one `poll()` call to the actor and reads the answer on a
-later loop iteration); an actor that died answers with an error, and the run's exit code becomes EXIT_UNKNOWN,
-which the engine turns into `interrupted` unless the journal has the worker's own final status. The worker's
+later loop iteration); an actor that died answers with an error, and once the worker's heartbeat has stopped
+(its last journal lines written) the run's exit code becomes EXIT_UNKNOWN: `interrupted`, with the reason. The worker's
 environment is passed explicitly (an actor inherits the raylet's, not the engine's). Artefacts are files under
 `PTFT_HOME`, which must be the same shared path on every node (docs/scale-out.md); the worker fsyncs its journal
 about once a second there (`PTFT_JOURNAL_FSYNC_S`), so another node's engine reads whole lines soon.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ptft_core.studies.templates import TRANSFER_SPLIT
+from ptft_core.config import EVALUATE_SPLIT
 
 TARGET_SHARE = 0.95  # convergence target: this share of the best arm's mean peak validation accuracy
 NEGLIGIBLE = 0.01  # differences under one accuracy point are called negligible whatever the noise
@@ -221,7 +221,7 @@ def transfer_matrix(runs: pd.DataFrame, metrics: pd.DataFrame, domains: Sequence
     for source in domains:
         ids = done.loc[done["domain"] == source, "run_id"].tolist()
         for target in domains:
-            values = (own if source == target else last_values(metrics, TRANSFER_SPLIT, f"{metric}@{target}"))
+            values = (own if source == target else last_values(metrics, EVALUATE_SPLIT, f"{metric}@{target}"))
             stat = mean_std(values.get(rid, math.nan) for rid in ids)
             mean.loc[source, target], std.loc[source, target], n.loc[source, target] = stat.mean, stat.std, stat.n
     mean.index.name = std.index.name = n.index.name = "trained on"

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
-    EVALUATE_SPLIT,
     PRESETS,
     ConfigError,
     EvaluateConfig,
@@ -51,7 +50,6 @@ STUDY_MODULES = ("pretraining_helps", "how_much_pretraining", "further_pretraini
                  "forgetting", "domain_shift")  # ptft_core.studies.<name>: registers the template <name>
 STUDY_PRESETS = ("quick", "full")
 SENTIMENT_DOMAINS = ("movies", "amazon", "nyt", "tweets")
-TRANSFER_SPLIT = EVALUATE_SPLIT  # cross-domain test metrics: split "transfer", names "<metric>@<dataset>"
 
 
 # --- plan types -------------------------------------------------------------------------------------------------
