@@ -611,14 +611,18 @@ def optim_inputs(kind: str) -> dict[str, Any]:
 
 
 def run_inputs(kind: str) -> tuple[dict[str, Any], str]:
-    """Name, tags, device (config fields) and the seeds text (several seeds launch several runs)."""
+    """Name, tags, device, data-parallel ranks where the kind has them (config fields) and the seeds text
+    (several seeds launch several runs)."""
     cls = config_class(kind)
-    row = st.columns([2, 2, 1, 1])
+    parallel = "ranks" in cls.model_fields
+    row = st.columns([2, 2, 1, 1, 1] if parallel else [2, 2, 1, 1])
     fields = {
         "name": config_input(row[0], cls, "name", kind, placeholder="(a name is made from the choices)"),
         "tags": parse_tags(config_input(row[1], cls, "tags", kind, label="Tags (comma-separated)")),
         "device": config_input(row[3], cls, "device", kind),
     }
+    if parallel:
+        fields["ranks"] = config_input(row[4], cls, "ranks", kind, label="Ranks (processes)")
     seeds = row[2].text_input("Seeds", value=str(cls().seed), key=f"{kind}-seeds",
                               help="e.g. 0,1,2: one run per seed")
     return fields, seeds

@@ -21,6 +21,7 @@ import pytest
 from ptft_core import paths
 from ptft_core.config import ConfigError, FinetuneConfig, PretrainConfig
 from ptft_core.engine import Engine, Gpu, Launcher
+from ptft_core.engine.devices import DevicePool
 from ptft_core.journal import JournalWriter, read_events
 from ptft_core.store import Store
 from tests.conftest import wait_for
@@ -191,11 +192,35 @@ def test_a_run_fails_with_the_reason_when_its_parent_ends_without_the_checkpoint
         assert len(launcher.launched) == 1
 
 
-def test_data_parallel_ranks_on_a_gpu_slot_are_refused_at_submit(lab):
-    with Engine(cpu_slots=1, launcher=StubLauncher(), gpus=[Gpu(0, "fake")]) as engine:
-        with pytest.raises(ConfigError, match="ranks: 2 ranks need as many GPUs in one slot"):
-            engine.submit(FinetuneConfig(ranks=2))  # auto: the GPU
-        assert engine.submit(FinetuneConfig(ranks=2, device="cpu"))
+def test_a_run_of_several_ranks_holds_one_gpu_per_rank_on_one_node(lab):
+    launcher = StubLauncher()
+    with Engine(cpu_slots=1, launcher=launcher, gpus=[Gpu(0, "fake"), Gpu(1, "fake"), Gpu(2, "fake")]) as engine:
+        with pytest.raises(ConfigError, match="ranks: 4 ranks take a GPU each on one node, .* has 3"):
+            engine.submit(FinetuneConfig(ranks=4))  # auto: the GPUs
+        assert engine.submit(FinetuneConfig(ranks=4, device="cpu"))  # ranks on the CPU share its slot
+        pair = engine.submit(FinetuneConfig(ranks=2), priority=3)
+        single = engine.submit(fake(device="cuda"), priority=2)
+        second_pair = engine.submit(FinetuneConfig(ranks=2), priority=1)
+        engine.step()
+        env = {h.run_dir.name: h.env for h in launcher.launched}
+        assert env[pair]["CUDA_VISIBLE_DEVICES"] == "0,1" and env[single]["CUDA_VISIBLE_DEVICES"] == "2"
+        assert int(env[pair]["PTFT_THREADS"]) == 2 * int(env[single]["PTFT_THREADS"])  # a GPU slot's per rank
+        assert engine.store.get_run(pair)["device"] == "cuda:0,1"
+        assert [d["busy"] for d in engine.devices()] == [1, 1, 1, 1]
+        assert second_pair not in env  # one GPU free, two needed: it waits, all or nothing
+        launcher.launched[[h.run_dir.name for h in launcher.launched].index(pair)].code = 0
+        engine.step()
+        assert launcher.launched[-1].run_dir.name == second_pair
+        assert launcher.launched[-1].env["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_a_readopted_run_of_several_gpus_is_counted_on_each(lab):
+    pool = DevicePool(cpu_slots=1, gpus=[Gpu(0), Gpu(1)])
+    held = pool.occupy("cuda:0,1", "r1")
+    assert held.name == "cuda:0,1" and held.env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert pool.acquire("cuda", "r2") is None
+    pool.release("r1")
+    assert pool.acquire("cuda", "r2", gpus=2).name == "cuda:0,1"
 
 
 def test_corrupt_and_truncated_journal_lines_are_skipped(lab, caplog):

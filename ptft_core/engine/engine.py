@@ -99,11 +99,12 @@ class Engine:
         self.launcher: Launcher = launcher or launcher_from_env() or LocalSubprocessLauncher()
         self.store = Store(db_path if db_path is not None else self.home / "ptft.duckdb")
         try:
-            cores = None
+            cores = gpus_per_node = None
             if isinstance(self.launcher, RayLauncher):  # the device pool is the cluster's
                 gpus = self.launcher.cluster_gpus() if gpus is None else gpus
                 cores = self.launcher.cluster_cpus()
-            self.pool = DevicePool(cpu_slots, gpu_slots_per_device, gpus, cores)
+                gpus_per_node = self.launcher.largest_node_gpus()
+            self.pool = DevicePool(cpu_slots, gpu_slots_per_device, gpus, cores, gpus_per_node)
         except Exception:
             self.store.close()
             raise
@@ -180,10 +181,10 @@ class Engine:
         config = config_from_dict(config if isinstance(config, dict) else config_to_dict(config))
         if config.device == "cuda" and not self.pool.has_gpu:
             raise ConfigError("device: 'cuda' requested but this machine has no CUDA device (use auto or cpu)")
-        if getattr(config, "ranks", 1) > 1 and self.pool.kind_for(config.device) == "cuda":
-            # A GPU slot holds one GPU; ranks on several GPUs need a slot of several (not there yet).
-            raise ConfigError(f"ranks: {config.ranks} ranks need as many GPUs in one slot, and a GPU slot holds "
-                              "one; use device: cpu for data-parallel ranks on the CPU, or ranks: 1")
+        ranks = getattr(config, "ranks", 1)
+        if ranks > self.pool.gpus_per_node and self.pool.kind_for(config.device) == "cuda":
+            raise ConfigError(f"ranks: {ranks} ranks take a GPU each on one node, and the largest node here has "
+                              f"{self.pool.gpus_per_node}; use at most that, or device: cpu for ranks on the CPU")
         data = config_to_dict(config)
         with self._lock:
             dependency = scheduler.depends_on(data)

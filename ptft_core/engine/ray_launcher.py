@@ -5,8 +5,8 @@ connection, or a head's `host:6379`); without it the engine launches local subpr
 never imported (it is an optional extra: `pip install -r requirements-ray.txt`).
 
 One run attempt = one actor, `ptft/<run_id>#<attempt>` (detached: it outlives the engine that created it, so a
-restarted engine finds it by name and re-adopts the run). The actor asks Ray for the run's CPUs and, on a GPU
-slot, one GPU (Ray queues it until one is free and sets `CUDA_VISIBLE_DEVICES` for it), starts
+restarted engine finds it by name and re-adopts the run). The actor asks Ray for the run's CPUs and, on GPU
+slots, one GPU per rank (Ray queues it until they are free on one node and sets `CUDA_VISIBLE_DEVICES` for it), starts
 `python -m ptft_core.worker RUN_DIR` as its child and keeps its `Popen`, so the exit code stays known after a
 re-adoption. The child is *not* put in a session of its own: when the actor dies (killed, or its node lost),
 Ray's cleanup of the actor's process group ends the worker too instead of orphaning it.
@@ -98,6 +98,11 @@ class RayLauncher:
     def cluster_gpus(self) -> list[Gpu]:
         return [Gpu(i, "Ray cluster GPU") for i in range(int(self.ray.cluster_resources().get("GPU", 0)))]
 
+    def largest_node_gpus(self) -> int:
+        """The most GPUs on one live node: what a run of several ranks (one actor, one node) can hold."""
+        return max((int(node.get("Resources", {}).get("GPU", 0)) for node in self.ray.nodes() if node.get("Alive")),
+                   default=0)
+
     # -- the Launcher protocol ------------------------------------------------------------------------------------
     def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> RayWorker:
         run_dir = Path(run_dir)
@@ -106,7 +111,8 @@ class RayLauncher:
         env["PYTHONPATH"] = paths.child_pythonpath(env)
         env[JOURNAL_FSYNC_ENV] = JOURNAL_FSYNC_S
         name = actor_name(run_dir)
-        gpus = 1 if device_env.get("PTFT_DEVICE") == "cuda" else 0
+        # On a GPU slot: as many GPUs as the pool gave the run (one per rank), on one node since one actor.
+        gpus = len(device_env["CUDA_VISIBLE_DEVICES"].split(",")) if device_env.get("PTFT_DEVICE") == "cuda" else 0
         actor = self._actor_class.options(
             name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=int(device_env.get("PTFT_THREADS", 1)),
             num_gpus=gpus,

@@ -19,7 +19,7 @@ from typing import Any
 
 from ptft_core import paths
 from ptft_core.config import CHECKPOINT_FIELD
-from ptft_core.engine.devices import DevicePool, Slots
+from ptft_core.engine.devices import Allocation, DevicePool
 
 
 def queue_order(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -36,7 +36,12 @@ def slot_kind(run: dict[str, Any], pool: DevicePool) -> str:
     return pool.kind_for(run["config"].get("device", "auto"))
 
 
-def pick(queued: Iterable[dict[str, Any]], pool: DevicePool) -> list[tuple[dict[str, Any], Slots]]:
+def ranks(run: dict[str, Any]) -> int:
+    """A run's data-parallel processes: on GPUs, one GPU each."""
+    return int(run["config"].get("ranks") or 1)
+
+
+def pick(queued: Iterable[dict[str, Any]], pool: DevicePool) -> list[tuple[dict[str, Any], Allocation]]:
     """Assign free slots to queued runs (mutates the pool's occupancy); returns (run, slots) to launch."""
     chosen = []
     blocked: set[str] = set()
@@ -44,7 +49,7 @@ def pick(queued: Iterable[dict[str, Any]], pool: DevicePool) -> list[tuple[dict[
         kind = slot_kind(run, pool)
         if kind in blocked:
             continue
-        slots = pool.acquire(kind, run["id"])
+        slots = pool.acquire(kind, run["id"], gpus=ranks(run))
         if slots is None:
             blocked.add(kind)
             continue

@@ -53,14 +53,16 @@ def from_env() -> Ranks:
 
 
 def start(ranks: Ranks, device: torch.device) -> torch.device:
-    """Join the process group (gloo on CPU, nccl on GPUs); the device this rank trains on."""
+    """Join the process group; the device this rank trains on. On GPUs the group has both backends: nccl for
+    the gradients (CUDA tensors), gloo for the small flags and checksums of `agree` and `weight_spread`, which
+    are CPU tensors (nccl refuses those)."""
     if not ranks.parallel:
         return device
     if device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return device
 
 
