@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from bench.mlm_bench import BLOCK, blocks_for, masked
-from ptft_core.models import autocast, load_tokenizer, scratch_mlm
+from ptft_core.families import scratch_lm
+from ptft_core.models import autocast, load_tokenizer
 
 # Dense bf16 tensor-core peaks from NVIDIA's data sheets (without sparsity).
 PEAK_BF16 = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
@@ -36,7 +37,7 @@ def mlm_throughput(preset: str, batch: int, steps: int, compile_model: bool) -> 
     tokenizer = load_tokenizer("minilm-l6")
     batches = masked(tokenizer, blocks_for(tokenizer, "train"), 0)
     torch.manual_seed(0)
-    model = scratch_mlm(preset, tokenizer).to(device).train()
+    model = scratch_lm("bert", preset, tokenizer).to(device).train()
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     step_fn = torch.compile(model) if compile_model else model

@@ -19,16 +19,16 @@ import torch
 from transformers import BertForMaskedLM
 
 from ptft_core.data import load_texts
-from ptft_core.models import autocast, load_tokenizer, preset_config, scratch_mlm, train_wordpiece
-from ptft_core.training.mlm import mask_tokens, pack_blocks, special_mask, tokenize_plain
+from ptft_core.families import preset_config, scratch_lm
+from ptft_core.models import autocast, load_tokenizer, train_wordpiece
+from ptft_core.training.lm_data import mask_tokens, special_mask, text_blocks
 
 BATCH, BLOCK, LR, SEED = 32, 128, 1e-3, 0
 CORPUS = ["wiki", "news"]
 
 
 def blocks_for(tokenizer, split: str) -> torch.Tensor:
-    ids = tokenize_plain(tokenizer, load_texts(CORPUS, split))
-    return pack_blocks(ids, BLOCK, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    return text_blocks(tokenizer, load_texts(CORPUS, split), BLOCK)
 
 
 def masked(tokenizer, blocks: torch.Tensor, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
         tokens = args.steps * BATCH * BLOCK
         for preset in args.presets.split(","):
             torch.manual_seed(SEED)
-            ours_s, ours_val = train(ours_loss, scratch_mlm(preset, tokenizer), batches, val_batches, device)
+            ours_s, ours_val = train(ours_loss, scratch_lm("bert", preset, tokenizer), batches, val_batches, device)
             torch.manual_seed(SEED)
-            full = BertForMaskedLM(preset_config(preset, tokenizer))
+            full = BertForMaskedLM(preset_config("bert", preset, tokenizer))
             full_s, full_val = train(full_vocab_loss, full, batches, val_batches, device)
             row = {"ptft_tokens_per_s": tokens / ours_s, "full_vocab_tokens_per_s": tokens / full_s,
                    "ratio": full_s / ours_s, "val_loss_ptft": ours_val, "val_loss_full_vocab": full_val,

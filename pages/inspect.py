@@ -43,7 +43,8 @@ with attention_tab:
         layer = left.slider("Layer", 1, layers, layers, key="layer", **BIND) if layers > 1 else 1
         head = right.slider("Head", 1, heads, 1, key="head", **BIND) if heads > 1 else 1
         try:
-            start = ui.base_encoder(config["base"], bool(config.get("scratch")))
+            start = ui.base_encoder(config["base"], bool(config.get("scratch")), config.get("family", "bert"),
+                                    config.get("dataset"))
         except (ValueError, OSError) as exc:
             ui.show_error(f"The base model {config['base']} could not be loaded", exc)
             st.stop()

@@ -43,6 +43,12 @@ Device = Literal["auto", "cpu", "cuda"]
 Preset = Literal["tiny", "mini", "small", "base"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 BUILTIN_CHECKPOINT = "minilm-l6"
+Family = Literal["bert", "roberta", "distilbert", "xlnet", "gpt2", "t5"]
+FAMILIES: tuple[str, ...] = get_args(Family)
+Objective = Literal["auto", "mlm", "clm", "span"]
+# The one pretraining objective each family's `transformers` classes support here (families.py says why).
+FAMILY_OBJECTIVE = {"bert": "mlm", "roberta": "mlm", "distilbert": "mlm", "xlnet": "mlm", "gpt2": "clm", "t5": "span"}
+OBJECTIVE_TITLE = {"mlm": "masked LM", "clm": "causal LM", "span": "span corruption", "auto": "the checkpoint's"}
 STRATEGY_HELP = {  # the strategy field's help, and the Fine-tune form's line beside the choice
     "full": "every weight trains",
     "linear_probe": "the encoder is frozen, only the classification head trains",
@@ -115,7 +121,8 @@ class OptimConfig:
 @_config_errors
 @dataclass(config=_MODEL)
 class PretrainConfig:
-    """Masked-LM pretraining: from scratch (`model` is a preset) or further pretraining (`model` is a checkpoint)."""
+    """Language-model pretraining: from scratch (`model` is a preset of a `family`) or further pretraining (`model`
+    is a checkpoint), with the family's objective: masked LM, causal LM or T5's span corruption."""
 
     kind: Literal["pretrain"] = _field("run", "Kind", "pretrain")
     """The run kind."""
@@ -125,14 +132,22 @@ class PretrainConfig:
     """A preset (tiny: 2 layers x 128; mini: 4 x 256; small: 4 x 512; base: 12 x 768) trains from scratch with a
     WordPiece vocabulary learned from the corpus; anything else is a checkpoint to continue: minilm-l6, a Hugging
     Face folder or hub id, or run:<run_id> (optionally run:<run_id>/step-<N>)."""
+    family: Family = _field("model and data", "Family", "bert")
+    """Architecture of a from-scratch preset: bert, roberta, distilbert, xlnet (masked LM), gpt2 (causal LM) or t5
+    (span corruption), each with its own kind of tokenizer trained on the corpus; a checkpoint keeps its own."""
+    objective: Objective = _field("model and data", "Objective", "auto")
+    """What the model learns to predict: mlm (masked tokens), clm (the next token), span (T5's corrupted spans).
+    auto: the family's (recorded as such), or a checkpoint's own. Each family trains with the one its
+    `transformers` classes support."""
     corpus: Names = _field("model and data", "Corpus", ["wiki", "news"], min_length=1)
     """Datasets whose text is pretrained on (labels are ignored)."""
     vocab_size: int = _field("model and data", "Vocabulary size", 8000, ge=256, le=100_000)
-    """WordPiece vocabulary of a from-scratch run (a checkpoint keeps its own)."""
+    """Vocabulary of a from-scratch run's tokenizer (a checkpoint keeps its own)."""
     block_size: int = _field("model and data", "Block size (tokens)", 128, ge=8, le=512)
     """Tokens per training block (texts are concatenated and cut into blocks)."""
     mask_prob: float = _field("model and data", "Masking rate", 0.15, gt=0, lt=1)
-    """Share of tokens masked for the MLM objective (BERT: 0.15)."""
+    """Share of tokens masked for masked LM (BERT: 0.15), or corrupted in spans of 3 for span corruption (T5:
+    0.15); causal LM predicts every token."""
     freeze_encoder: bool = _field("strategy", "Train the MLM head only", False)
     """Keep the encoder fixed and train the MLM head only: gives a checkpoint that ships without a head (MiniLM)
     a reader, so its general-text MLM loss can be probed during fine-tuning without the encoder having changed."""
@@ -168,6 +183,18 @@ class PretrainConfig:
             raise ValueError(f"checkpoint_steps: must lie in (0, max_steps={self.max_steps}] (got {bad})")
         return self
 
+    @model_validator(mode="after")
+    def _objective_of_the_family(self) -> PretrainConfig:
+        if self.from_scratch:
+            own = FAMILY_OBJECTIVE[self.family]
+            if self.objective not in ("auto", own):
+                raise ValueError(f"objective: {self.family} trains with {own} here, not {self.objective}")
+            self.objective = own  # recorded, so runs can be grouped by it
+        if self.freeze_encoder and self.objective in ("clm", "span"):
+            raise ValueError(f"freeze_encoder: only for masked LM (an MLM head to train); {self.objective} "
+                             "trains the whole model")
+        return self
+
     @property
     def from_scratch(self) -> bool:
         return self.model in PRESETS
@@ -183,8 +210,11 @@ class FinetuneConfig:
     name: str = _field("run", "Run name", "")
     """A readable name (the forms make one from the choices when it is empty)."""
     base: NonBlank = _field("model and data", "Start from", BUILTIN_CHECKPOINT)
-    """The checkpoint to fine-tune: minilm-l6, a preset (random weights, bert-base tokenizer), a Hugging Face
+    """The checkpoint to fine-tune: minilm-l6, a preset (random weights of `family`), a Hugging Face
     folder or hub id, or run:<run_id>[/step-<N>] (an earlier run's checkpoint)."""
+    family: Family = _field("model and data", "Family (preset)", "bert")
+    """Architecture when `base` is a preset (random weights): bert uses the built-in bert-base-uncased tokenizer;
+    the other families train their own kind of tokenizer on the dataset's training text."""
     scratch: bool = _field("model and data", "Scratch baseline", False)
     """Keep the base's architecture and tokenizer but re-initialise its weights: the fair baseline, what the same
     model learns without its pretraining."""

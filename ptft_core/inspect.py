@@ -42,18 +42,18 @@ def load_classifier(run_id: str) -> Loaded:
     return Loaded(model, AutoTokenizer.from_pretrained(path), labels)
 
 
-def load_base_encoder(base: str, scratch: bool) -> Loaded:
+def load_base_encoder(base: str, scratch: bool, family: str = "bert", dataset: str | None = None) -> Loaded:
     """The encoder a fine-tuning run started from: its `base` checkpoint, or for a preset or a scratch
     baseline, that architecture freshly initialised (seed INIT_SEED), as the run itself began."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from ptft_core.config import BUILTIN_CHECKPOINT
-    from ptft_core.models import load_tokenizer, preset_config, resolve_checkpoint
+    from ptft_core.families import preset_parts
+    from ptft_core.models import load_tokenizer, resolve_checkpoint
 
     if base in PRESETS:
-        tokenizer = load_tokenizer(BUILTIN_CHECKPOINT)
-        config, path = preset_config(base, tokenizer), None
+        config, tokenizer = preset_parts(base, family, dataset)
+        path = None
     else:
         path = resolve_checkpoint(base)
         tokenizer = load_tokenizer(base)

@@ -1,4 +1,5 @@
-"""Models: BERT presets, WordPiece training, checkpoint resolution, the classifier and the masked-LM wrapper.
+"""Models: preset shapes, WordPiece training, checkpoint resolution, label and dropout settings, the masked-LM
+wrapper (the families built on them: families.py).
 
 Everything a run trains is a Hugging Face model, so a user can load any checkpoint of ours with `transformers`
 directly. The one piece of our own is the MLM head: `MaskedLMHead` projects only the masked positions onto the
@@ -17,11 +18,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
@@ -97,12 +96,6 @@ def train_wordpiece(texts: list[str], vocab_size: int, model_max_length: int = 5
     )
 
 
-def preset_config(preset: str, tokenizer: PreTrainedTokenizerFast) -> BertConfig:
-    """A BERT config of a preset's shape sized to `tokenizer`'s vocabulary."""
-    return BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                      max_position_embeddings=512, **PRESET_SHAPES[preset])
-
-
 # --- resolving checkpoint specs -------------------------------------------------------------------------------
 
 
@@ -141,7 +134,7 @@ def resolve_checkpoint(spec: str) -> str:
     return spec
 
 
-def _load(loader, spec: str, path: str, **kwargs):
+def load_from(loader, spec: str, path: str, **kwargs):
     """`loader(path)`, with hub failures (offline, unknown id) turned into one clear user error."""
     if Path(path).is_dir():
         return loader(path, **kwargs)
@@ -153,7 +146,7 @@ def _load(loader, spec: str, path: str, **kwargs):
 
 
 def load_tokenizer(spec: str) -> PreTrainedTokenizerFast:
-    return _load(AutoTokenizer.from_pretrained, spec, resolve_checkpoint(spec))
+    return load_from(AutoTokenizer.from_pretrained, spec, resolve_checkpoint(spec))
 
 
 # --- classification ------------------------------------------------------------------------------------------
@@ -170,33 +163,6 @@ def set_labels(config, labels: list[str]) -> None:
     config.num_labels = len(labels)
     config.id2label = dict(enumerate(labels))
     config.label2id = {name: i for i, name in enumerate(labels)}
-
-
-def load_classifier(base: str, labels: list[str], scratch: bool = False,
-                    dropout: float | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """A sequence classifier on `base` (any encoder `AutoModelForSequenceClassification` supports).
-
-    A preset base is a randomly initialised BERT of that shape with the built-in (bert-base-uncased) tokenizer;
-    `scratch` keeps a checkpoint's architecture and tokenizer but re-initialises every weight.
-    """
-    if base in PRESETS:
-        tokenizer = load_tokenizer(BUILTIN_CHECKPOINT)
-        config, path, scratch = preset_config(base, tokenizer), None, True
-    else:
-        path = resolve_checkpoint(base)
-        tokenizer = _load(AutoTokenizer.from_pretrained, base, path)
-        config = _load(AutoConfig.from_pretrained, base, path)
-    set_labels(config, labels)
-    if dropout is not None:
-        set_dropout(config, dropout)
-    if scratch:
-        return AutoModelForSequenceClassification.from_config(config), tokenizer
-    # A fine-tuned base may carry a head for another label count: that head is re-initialised, not an error.
-    # float32 master weights whatever the file holds: transformers loads a fp16/bf16 checkpoint in its own dtype,
-    # and AdamW updates on half-precision weights stall (bf16 autocast still computes in bf16 on CUDA).
-    model = _load(AutoModelForSequenceClassification.from_pretrained, base, path, config=config,
-                  ignore_mismatched_sizes=True, dtype=torch.float32)
-    return model, tokenizer
 
 
 # --- masked LM -----------------------------------------------------------------------------------------------
@@ -225,6 +191,11 @@ class MLMModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = head
+
+    @property
+    def saved(self) -> PreTrainedModel:
+        """What a checkpoint saves with `save_pretrained` (the head goes beside it)."""
+        return self.encoder
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -258,15 +229,10 @@ def load_mlm_head(folder: str, encoder: PreTrainedModel) -> MaskedLMHead | None:
 def load_mlm(spec: str) -> tuple[MLMModel, PreTrainedTokenizerFast]:
     """An encoder checkpoint with its MLM head, or a fresh head tied to its embeddings when it has none."""
     path = resolve_checkpoint(spec)
-    encoder = _load(AutoModel.from_pretrained, spec, path, dtype=torch.float32)  # float32 master weights
-    tokenizer = _load(AutoTokenizer.from_pretrained, spec, path)
+    encoder = load_from(AutoModel.from_pretrained, spec, path, dtype=torch.float32)  # float32 master weights
+    tokenizer = load_from(AutoTokenizer.from_pretrained, spec, path)
     head = load_mlm_head(path, encoder) or MaskedLMHead(encoder.config)
     return MLMModel(encoder, head), tokenizer
-
-
-def scratch_mlm(preset: str, tokenizer: PreTrainedTokenizerFast) -> MLMModel:
-    encoder = AutoModel.from_config(preset_config(preset, tokenizer))
-    return MLMModel(encoder, MaskedLMHead(encoder.config))
 
 
 def classifier_sharing_encoder(model: PreTrainedModel, labels: list[str]) -> PreTrainedModel:

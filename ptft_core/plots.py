@@ -33,7 +33,7 @@ SERIES_KEYS = ["run_id", "split", "name"]
 # Metric names for which a lower value is better; every other metric (accuracy, f1, cka_similarity...) is
 # better higher.
 LOWER_IS_BETTER = frozenset({
-    "loss", "eval_loss", "perplexity", "ece", "general_mlm_loss", "prev_task_loss",
+    "loss", "eval_loss", "perplexity", "ece", "general_mlm_loss", "general_clm_loss", "prev_task_loss",
 })
 BAND_GRID_POINTS = 400  # x grid of a grouped (mean +/- std) series when the runs' x values disagree
 WEBGL_POINTS = 50_000  # above this many points a figure switches its lines to WebGL (Scattergl)

@@ -472,10 +472,10 @@ def classifier(run_id: str):
 
 
 @st.cache_resource(show_spinner="Loading the base model…", max_entries=4)
-def base_encoder(base: str, scratch: bool):
+def base_encoder(base: str, scratch: bool, family: str = "bert", dataset: str | None = None):
     from ptft_core import inspect
 
-    return inspect.load_base_encoder(base, scratch)
+    return inspect.load_base_encoder(base, scratch, family, dataset)
 
 
 @st.cache_data(show_spinner="Scoring the test split…", max_entries=8)

@@ -6,8 +6,8 @@ import torch
 from tiny_runs import tiny_finetune, tiny_pretrain
 
 from ptft_core.config import ConfigError
+from ptft_core.families import load_classifier
 from ptft_core.journal import MemoryLogger
-from ptft_core.models import load_classifier
 from ptft_core.training import run_finetune, run_pretrain
 from ptft_core.training.checkpoint import load_weights
 from ptft_core.training.common import PhaseClock, seed_everything

@@ -11,18 +11,17 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 from ptft_core import paths
+from ptft_core.families import load_classifier, scratch_lm
 from ptft_core.models import (
     CheckpointError,
     MaskedLMHead,
     MLMModel,
     classifier_sharing_encoder,
-    load_classifier,
     load_mlm_head,
     load_tokenizer,
     parent_run_id,
     resolve_checkpoint,
     save_mlm_head,
-    scratch_mlm,
     train_wordpiece,
 )
 
@@ -92,7 +91,7 @@ def test_offline_hub_id_is_one_clear_line():
 def test_mlm_head_scores_only_masked_positions_and_is_tied(tmp_path):
     torch.manual_seed(0)
     tokenizer = train_wordpiece(TEXTS, vocab_size=300)
-    model = scratch_mlm("tiny", tokenizer)
+    model = scratch_lm("bert", "tiny", tokenizer)
     ids = torch.randint(5, len(tokenizer), (2, 12))
     labels = torch.full_like(ids, -100)
     labels[0, 3], labels[1, 7], labels[1, 2] = 11, 12, 13

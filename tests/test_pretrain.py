@@ -10,7 +10,7 @@ from ptft_core.journal import MemoryLogger
 from ptft_core.models import MLM_HEAD_FILE, load_mlm_head
 from ptft_core.training import run_pretrain
 from ptft_core.training.checkpoint import load_training_state
-from ptft_core.training.mlm import IGNORE, mask_tokens, pack_blocks
+from ptft_core.training.lm_data import IGNORE, mask_tokens, pack_blocks
 
 MASK_ID, VOCAB = 4, 1000
 
@@ -40,7 +40,7 @@ def test_masking_statistics():
 
 
 def test_pack_blocks_fills_full_blocks():
-    blocks = pack_blocks([[10, 11, 12], [13, 14], [15, 16, 17, 18, 19]], block_size=5, cls_id=2, sep_id=3)
+    blocks = pack_blocks([[10, 11, 12], [13, 14], [15, 16, 17, 18, 19]], block_size=5, head=[2], tail=[3])
     assert blocks.tolist() == [[2, 10, 11, 12, 3], [2, 13, 14, 15, 3], [2, 16, 17, 18, 3]]  # tail [19] dropped
 
 

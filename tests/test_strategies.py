@@ -7,12 +7,12 @@ from transformers import AutoModelForSequenceClassification, DistilBertConfig, R
 from transformers.modeling_utils import PreTrainedModel
 
 from ptft_core.config import ConfigError, OptimConfig
+from ptft_core.families import load_classifier
 from ptft_core.journal import MemoryLogger
-from ptft_core.models import load_classifier
 from ptft_core.training import run_finetune
 from ptft_core.training.checkpoint import load_weights
 from ptft_core.training.common import build_optimizer, build_scheduler, seed_everything
-from ptft_core.training.strategies import apply_strategy, encoder_layers, layer_groups, strategy_param_groups
+from ptft_core.training.strategies import apply_strategy, layer_groups, layer_stacks, strategy_param_groups
 
 LABELS = ["negative", "positive"]
 
@@ -92,7 +92,7 @@ def test_discriminative_lrs_decay_exactly_per_layer(home):
 ])
 def test_layer_stack_is_found_for_other_encoders(config):
     model: PreTrainedModel = AutoModelForSequenceClassification.from_config(config)
-    assert len(encoder_layers(model)) == 3
+    assert [len(stack) for stack in layer_stacks(model)] == [3]
     groups = layer_groups(model)
     assert len(groups) == 5
     assert all("embeddings" in name for name, _ in groups[0])

@@ -136,17 +136,20 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, mega_
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+def pad_batch(sequences: list[list[int]], pad_id: int, multiple: int = 1,
+              left: bool = False) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence of this batch (not to max_length): short batches cost little.
 
     `multiple` rounds that length up: on CUDA, lengths that are not a multiple of 8 push SDPA off its fast
-    kernels (measured on an H100: 3x slower steps with MiniLM at batch 32); on a CPU it would only add work."""
+    kernels (measured on an H100: 3x slower steps with MiniLM at batch 32); on a CPU it would only add work.
+    `left`: pad before the text (XLNet, whose classifier reads the last position)."""
     longest = -(-max(len(s) for s in sequences) // multiple) * multiple
     input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, :len(seq)] = 1
+        where = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+        input_ids[row, where] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, where] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 

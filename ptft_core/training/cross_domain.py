@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ptft_core.config import EVALUATE_SPLIT, ConfigError, EvaluateConfig, FinetuneConfig, config_from_dict
 from ptft_core.data import label_names
+from ptft_core.families import load_classifier
 from ptft_core.journal import MetricLogger
-from ptft_core.models import load_classifier, pick_device, resolve_checkpoint
+from ptft_core.models import pick_device, resolve_checkpoint
 from ptft_core.training.checkpoint import CONFIG_FILE
 from ptft_core.training.finetune import classify, tokenize_split
 

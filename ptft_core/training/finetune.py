@@ -28,13 +28,13 @@ from transformers import PreTrainedModel
 
 from ptft_core.config import PRESETS, ConfigError, FinetuneConfig, eval_steps
 from ptft_core.data import label_names, load_split
+from ptft_core.families import checkpoint_objective, load_classifier
 from ptft_core.journal import MetricLogger
 from ptft_core.models import (
     MaskedLMHead,
     MLMModel,
     autocast,
     classifier_sharing_encoder,
-    load_classifier,
     load_mlm_head,
     pick_device,
     resolve_checkpoint,
@@ -88,16 +88,17 @@ class Examples:
 
     ids: list[list[int]]
     labels: np.ndarray
+    left_padded: bool = False  # the tokenizer pads on the left (XLNet)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, index) -> Examples:
-        return Examples([self.ids[i] for i in index], self.labels[index])
+        return Examples([self.ids[i] for i in index], self.labels[index], self.left_padded)
 
     def batch(self, index, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
         multiple = 8 if device.type == "cuda" else 1
-        batch = {**pad_batch([self.ids[i] for i in index], pad_id, multiple),
+        batch = {**pad_batch([self.ids[i] for i in index], pad_id, multiple, self.left_padded),
                  "labels": torch.as_tensor(self.labels[index])}
         return {k: v.to(device) for k, v in batch.items()}
 
@@ -105,7 +106,7 @@ class Examples:
 def tokenize_split(tokenizer, dataset: str, split: str, max_length: int) -> Examples:
     frame = load_split(dataset, split)
     ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)["input_ids"]
-    return Examples(ids, frame["label"].to_numpy(dtype=np.int64))
+    return Examples(ids, frame["label"].to_numpy(dtype=np.int64), tokenizer.padding_side == "left")
 
 
 def fixed_sample(examples: Examples, size: int, seed: int) -> Examples:
@@ -199,7 +200,8 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
     if config.replay_fraction and config.replay_source == "task" and config.then_dataset is None:
         raise ConfigError("replay_source: 'task' replays the first task into the second; set then_dataset")
     with clock.phase("load"):
-        model, tokenizer = load_classifier(config.base, label_names(config.dataset), config.scratch, config.dropout)
+        model, tokenizer = load_classifier(config.base, label_names(config.dataset), config.scratch, config.dropout,
+                                           config.family, config.dataset)
         model.to(device)
         second = (classifier_sharing_encoder(model, label_names(config.then_dataset))
                   if config.then_dataset is not None else None)
@@ -209,9 +211,11 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
             tasks.append(build_task(config, 1, config.then_dataset, second, tokenizer))
 
     encoder = model.base_model
-    mlm_head = None
+    mlm_head, causal = None, False
     if not config.scratch and config.base not in PRESETS:
-        mlm_head = load_mlm_head(resolve_checkpoint(config.base), encoder)
+        path = resolve_checkpoint(config.base)
+        mlm_head = load_mlm_head(path, encoder)
+        causal = checkpoint_objective(path) == "clm" and model.config.tie_word_embeddings
     if mlm_head is not None:
         mlm_head.to(device).requires_grad_(False)  # a fixed reader of the encoder, never trained here
     mlm_replay = None
@@ -222,7 +226,7 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
         mlm_replay = MLMReplay(config, tokenizer, MLMModel(encoder, mlm_head))
     # Both are taken from the starting encoder, before any step.
     with clock.phase("probes"):
-        probes = build_probes(config, encoder, tokenizer, mlm_head, device, logger)
+        probes = build_probes(config, encoder, tokenizer, mlm_head, device, logger, causal)
     anchor = l2sp_anchor(encoder) if config.l2sp else None
     return Run(config, Path(run_dir), logger, device, tokenizer, tasks, probes, mlm_head, mlm_replay, anchor,
                should_stop, clock, ranks)

@@ -5,6 +5,8 @@ Probes, measured at each evaluation and logged under split "forgetting":
   base came with (bases from our pretraining runs carry `mlm_head.safetensors`; MiniLM, hub models and presets
   have none, so this probe is skipped with one `note` event). The head itself never trains during fine-tuning:
   it is a fixed reader of the encoder, so the probe measures the encoder alone.
+- `general_clm_loss`: for a causal base (GPT-2 style, its LM head tied to the input embeddings), the causal-LM
+  loss on the same text, read through the current embeddings as the checkpoint's own LM head would.
 - `cka_similarity`: linear CKA between the starting and the current encoder's mean-pooled representations of
   `probe_size` fixed probe passages (1: the same geometry, toward 0: unrelated).
 - `prev_task_accuracy` / `prev_task_loss` (sequential fine-tuning, computed in finetune.py).
@@ -19,13 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ptft_core.config import FinetuneConfig
 from ptft_core.data import load_texts
 from ptft_core.journal import MetricLogger
 from ptft_core.models import MaskedLMHead, MLMModel, autocast
-from ptft_core.training.mlm import mask_tokens, masked_batches, mlm_eval_loss, pack_blocks, special_mask, tokenize_plain
+from ptft_core.training.lm_data import eval_loss, fixed_batches, mask_tokens, special_mask, text_blocks
 
 PROBE_SEED = 0  # the same probe texts and masks for every run, so runs are comparable
 PROBE_BATCH = 32
@@ -43,7 +46,9 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 @torch.no_grad()
 def pooled_representations(encoder: nn.Module, batches: list[dict[str, torch.Tensor]],
                            device: torch.device) -> np.ndarray:
-    """Mean of the last hidden states over each text's real tokens."""
+    """Mean of the last hidden states over each text's real tokens (an encoder-decoder's encoder states)."""
+    if getattr(encoder.config, "is_encoder_decoder", False):
+        encoder = encoder.get_encoder()
     was_training = encoder.training
     encoder.eval()
     pooled = []
@@ -57,44 +62,62 @@ def pooled_representations(encoder: nn.Module, batches: list[dict[str, torch.Ten
     return np.concatenate(pooled)
 
 
+class TiedCausalReader(nn.Module):
+    """A causal LM's loss through a decoder (a classifier's base model) and its input embeddings, which are the
+    LM head of a checkpoint that ties them (GPT-2): the same number the checkpoint's LM would give."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        hidden = self.decoder(input_ids=input_ids).last_hidden_state[:, :-1]
+        logits = F.linear(hidden, self.decoder.get_input_embeddings().weight)
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten())
+
+
 @dataclass
 class Probes:
-    """The fixed probe set, the starting representations, and the MLM view of the encoder (when it has a head)."""
+    """The fixed probe set, the starting representations, and the LM view of the encoder (when it has one)."""
 
     batches: list[dict[str, torch.Tensor]]
     start: np.ndarray | None
-    mlm: MLMModel | None
-    mlm_batches: list
+    lm: nn.Module | None
+    lm_batches: list
+    lm_metric: str = "general_mlm_loss"
 
 
 def build_probes(config: FinetuneConfig, encoder: nn.Module, tokenizer, mlm_head: MaskedLMHead | None,
-                 device: torch.device, logger: MetricLogger) -> Probes:
+                 device: torch.device, logger: MetricLogger, causal: bool = False) -> Probes:
     """Call before any training step: the starting representations are taken from `encoder` as it is now.
 
     The probe set is `probe_size` passages of `max_length` tokens cut from the `probe_corpus` validation text
     (a corpus may hold a few long articles only), the same passages for every run with the same tokenizer.
+    `causal`: the base is a causal LM whose head is its tied input embeddings (its LM probe is causal).
     """
-    blocks = pack_blocks(tokenize_plain(tokenizer, load_texts([config.probe_corpus], "validation")),
-                         config.max_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    blocks = text_blocks(tokenizer, load_texts([config.probe_corpus], "validation"), config.max_length)
     picked = np.random.default_rng(PROBE_SEED).permutation(len(blocks))[:config.probe_size]
     blocks = blocks[np.sort(picked)]
     batches = [{"input_ids": b, "attention_mask": torch.ones_like(b)} for b in blocks.split(PROBE_BATCH)]
     start = pooled_representations(encoder, batches, device) if config.probe_drift else None
-    mlm, mlm_batches = None, []
-    if config.probe_mlm and mlm_head is not None:
-        mlm = MLMModel(encoder, mlm_head)
-        mlm_batches = masked_batches([(b, None) for b in blocks.split(PROBE_BATCH)], tokenizer, PROBE_MASK_PROB,
-                                     PROBE_SEED)
-    elif config.probe_mlm:
-        logger.event("note", message=f"general_mlm_loss not measured: {config.base!r} has no MLM head "
-                                     "(only checkpoints of our pretraining runs carry one)")
-    return Probes(batches, start, mlm, mlm_batches)
+    if not config.probe_mlm:
+        return Probes(batches, start, None, [])
+    if causal:
+        return Probes(batches, start, TiedCausalReader(encoder),
+                      fixed_batches("clm", blocks, PROBE_BATCH, tokenizer, PROBE_MASK_PROB, PROBE_SEED),
+                      "general_clm_loss")
+    if mlm_head is not None:
+        return Probes(batches, start, MLMModel(encoder, mlm_head),
+                      fixed_batches("mlm", blocks, PROBE_BATCH, tokenizer, PROBE_MASK_PROB, PROBE_SEED))
+    logger.event("note", message=f"general_mlm_loss not measured: {config.base!r} has no MLM head "
+                                 "(only checkpoints of our pretraining runs carry one)")
+    return Probes(batches, start, None, [])
 
 
 def measure_probes(probes: Probes, encoder: nn.Module, device: torch.device) -> dict[str, float]:
     metrics = {}
-    if probes.mlm is not None:
-        metrics["general_mlm_loss"] = mlm_eval_loss(probes.mlm, probes.mlm_batches, device)
+    if probes.lm is not None:
+        metrics[probes.lm_metric] = eval_loss(probes.lm, probes.lm_batches, device)
     if probes.start is not None:
         metrics["cka_similarity"] = linear_cka(probes.start, pooled_representations(encoder, probes.batches, device))
     return metrics
@@ -117,8 +140,7 @@ class MLMReplay:
 
     def __init__(self, config: FinetuneConfig, tokenizer, mlm: MLMModel):
         texts = load_texts([config.probe_corpus], "train")
-        self.blocks = pack_blocks(tokenize_plain(tokenizer, texts), config.max_length, tokenizer.cls_token_id,
-                                  tokenizer.sep_token_id)
+        self.blocks = text_blocks(tokenizer, texts, config.max_length)
         self.tokenizer = tokenizer
         self.mlm = mlm
 

@@ -1,5 +1,6 @@
-"""Masked-LM pretraining: a preset from scratch (with its own WordPiece vocabulary) or further pretraining of a
-checkpoint. One loop, top to bottom: setup -> data -> optimize -> log / evaluate / checkpoint."""
+"""Language-model pretraining: a preset of any family from scratch (with its own tokenizer learned from the
+corpus) or further pretraining of a checkpoint, with the family's objective (masked LM, causal LM, span
+corruption; lm_data.py). One loop, top to bottom: setup -> data -> optimize -> log / evaluate / checkpoint."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import torch
 
-from ptft_core.config import ConfigError, PretrainConfig, eval_steps
+from ptft_core.config import OBJECTIVE_TITLE, ConfigError, PretrainConfig, eval_steps
 from ptft_core.data import load_texts
+from ptft_core.families import OBJECTIVE_NOTE, LanguageModel, load_lm, scratch_lm, train_tokenizer
 from ptft_core.journal import MetricLogger
-from ptft_core.models import MLMModel, autocast, load_mlm, pick_device, scratch_mlm, train_wordpiece
+from ptft_core.models import autocast, pick_device
 from ptft_core.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from ptft_core.training.common import (
     PhaseClock,
@@ -27,23 +29,25 @@ from ptft_core.training.common import (
     rng_state,
     seed_everything,
 )
-from ptft_core.training.mlm import mask_tokens, masked_batches, mlm_eval_loss, pack_blocks, special_mask, tokenize_plain
+from ptft_core.training.lm_data import eval_loss, fixed_batches, objective_batch, text_blocks
 
 EVAL_MASK_SEED = 1234  # one masking of the validation blocks for every evaluation of every run
 
 
-def build_model(config: PretrainConfig, checkpoint: Path | None, train_texts: list[str]) -> tuple[MLMModel, object]:
+def build_model(config: PretrainConfig, checkpoint: Path | None,
+                train_texts: list[str]) -> tuple[LanguageModel, object, str]:
+    """(model, tokenizer, objective): from the run's own checkpoint when resuming, a family's preset, or the
+    checkpoint to continue."""
     if checkpoint is not None:  # resuming: weights, head and tokenizer all come from the checkpoint
-        return load_mlm(str(checkpoint))
+        return load_lm(str(checkpoint))
     if config.from_scratch:
-        tokenizer = train_wordpiece(train_texts, config.vocab_size)
-        return scratch_mlm(config.model, tokenizer), tokenizer
-    return load_mlm(config.model)
-
-
-def build_blocks(config: PretrainConfig, tokenizer, texts: list[str]) -> torch.Tensor:
-    return pack_blocks(tokenize_plain(tokenizer, texts), config.block_size, tokenizer.cls_token_id,
-                       tokenizer.sep_token_id)
+        tokenizer = train_tokenizer(config.family, train_texts, config.vocab_size)
+        return scratch_lm(config.family, config.model, tokenizer), tokenizer, config.objective
+    model, tokenizer, objective = load_lm(config.model)
+    if config.objective not in ("auto", objective):
+        raise ConfigError(f"objective: {config.model} continues with {objective} (its architecture), not "
+                          f"{config.objective}")
+    return model, tokenizer, objective
 
 
 def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
@@ -63,21 +67,28 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     # --- data and model
     with clock.phase("load"):
         train_texts = load_texts(config.corpus, "train")
-        model, tokenizer = build_model(config, checkpoint, train_texts)
+        model, tokenizer, objective = build_model(config, checkpoint, train_texts)
         model.to(device).train()
+    if checkpoint is None:  # say what trains, once
+        note = OBJECTIVE_NOTE.get(getattr(model.saved.config, "model_type", ""), "")
+        logger.event("note", message=f"{type(model.saved).__name__}, {OBJECTIVE_TITLE[objective]}"
+                                     + (f" ({note})" if note else ""))
+    if config.freeze_encoder and objective != "mlm":
+        raise ConfigError(f"freeze_encoder: {config.model} trains with {objective}; only masked LM has a head "
+                          "of its own to train")
     if config.freeze_encoder:  # only the head learns: a fixed encoder gets a reader (dropout off: fixed features)
         model.encoder.requires_grad_(False).eval()
     with clock.phase("data"):
-        train_blocks = build_blocks(config, tokenizer, train_texts)
-        val_blocks = build_blocks(config, tokenizer, load_texts(config.corpus, "validation"))[:config.eval_blocks]
+        train_blocks = text_blocks(tokenizer, train_texts, config.block_size)
+        val_blocks = text_blocks(tokenizer, load_texts(config.corpus, "validation"), config.block_size)
+        val_blocks = val_blocks[:config.eval_blocks]
     batches_per_epoch = len(train_blocks) // config.batch_size
     if batches_per_epoch == 0 or len(val_blocks) == 0:
         raise ConfigError(f"corpus {config.corpus} is too small for block_size={config.block_size}, "
                           f"batch_size={config.batch_size}: {len(train_blocks)} train and "
                           f"{len(val_blocks)} validation blocks")
-    val_batches = masked_batches([(val_blocks[i:i + config.batch_size], None)
-                                  for i in range(0, len(val_blocks), config.batch_size)],
-                                 tokenizer, config.mask_prob, EVAL_MASK_SEED)
+    val_batches = fixed_batches(objective, val_blocks, config.batch_size, tokenizer, config.mask_prob,
+                                EVAL_MASK_SEED)
 
     # --- optimization
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -97,13 +108,13 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
         state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "masking": masking.get_state(), "rng": rng_state()}
         with clock.phase("checkpoint"):
-            save_checkpoint(run_dir, name, step, model.encoder, tokenizer, config, logger, state, model.head)
+            save_checkpoint(run_dir, name, step, model.saved, tokenizer, config, logger, state, model.head)
 
     def evaluate() -> None:
         with clock.phase("evaluate"):
-            val_loss = mlm_eval_loss(model, val_batches, device)
+            val_loss = eval_loss(model, val_batches, device)
             if config.freeze_encoder:
-                model.encoder.eval()  # mlm_eval_loss restored train mode on the whole model
+                model.encoder.eval()  # eval_loss restored train mode on the whole model
         log_metrics(logger, step, {"loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0))},
                     "validation", step / batches_per_epoch, tokens_seen)
         meter.restart_clock()
@@ -122,8 +133,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
                 order_epoch = epoch
                 order = torch.randperm(len(train_blocks), generator=generator(config.seed * 7919 + epoch))
             blocks = train_blocks[order[index * config.batch_size:(index + 1) * config.batch_size]]
-            inputs, labels = mask_tokens(blocks, special_mask(blocks, tokenizer), config.mask_prob, len(tokenizer),
-                                         tokenizer.mask_token_id, masking)
+            inputs, labels = objective_batch(objective, blocks, tokenizer, config.mask_prob, masking)
             lr = optimizer.param_groups[0]["lr"]
             with autocast(device):
                 loss = model(inputs.to(device), labels.to(device))

@@ -1,7 +1,7 @@
 """Fine-tuning strategies: which parameters train, and at which learning rate.
 
-Every strategy works on the same view of a classifier, bottom to top, found generically for any BERT-like
-encoder (BERT, RoBERTa, DistilBERT, ...):
+Every strategy works on the same view of a classifier, bottom to top, found generically for every family
+(BERT, RoBERTa, DistilBERT, XLNet, GPT-2, T5: see layer_groups):
 
     group 0          the embeddings
     groups 1..L      the transformer layers, bottom to top
@@ -25,26 +25,40 @@ from ptft_core.config import ConfigError, FinetuneConfig
 from ptft_core.training.common import decay_groups
 
 
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layer stack: the longest ModuleList inside the encoder (`encoder.layer` in BERT and
-    RoBERTa, `transformer.layer` in DistilBERT), found without knowing the architecture's names."""
-    lists = [m for m in model.base_model.modules() if isinstance(m, nn.ModuleList)]
-    if not lists:
+def layer_stacks(model: nn.Module) -> list[nn.ModuleList]:
+    """The transformer layer stacks of the base model, in order, found without knowing the architecture's
+    names: lists of blocks of one class (`encoder.layer` in BERT and RoBERTa, `transformer.layer` in DistilBERT
+    and XLNet, `h` in GPT-2; T5 has two, the encoder's `block` and then the decoder's), not counting lists
+    inside a block (T5's sub-layers)."""
+    stacks, inside = [], set()
+    for module in model.base_model.modules():  # parents before their children
+        if id(module) in inside or not isinstance(module, nn.ModuleList) or not len(module):
+            continue
+        if len({type(block) for block in module}) == 1 and any(True for _ in module.parameters()):
+            stacks.append(module)
+            inside |= {id(m) for m in module.modules()}
+    if not stacks:
         raise ConfigError(f"{type(model).__name__}: found no layer stack to freeze or decay")
-    return max(lists, key=len)
+    return stacks
 
 
 def layer_groups(model: nn.Module) -> list[list[tuple[str, nn.Parameter]]]:
-    """Named parameters in groups, bottom to top: embeddings, each layer, head (see the module docstring)."""
-    layers = encoder_layers(model)
+    """Named parameters in groups, bottom to top: embeddings, each layer, head (see the module docstring).
+
+    The base model's parameters before its first layer are the embeddings; those between two stacks (T5's
+    encoder-final norm) go with the layer below them; those after the last layer (a final norm, BERT's
+    pooler) and everything outside the base model go with the head."""
+    layers = [layer for stack in layer_stacks(model) for layer in stack]
     layer_of = {id(p): i for i, layer in enumerate(layers) for p in layer.parameters()}
-    embeddings = {id(p) for name, p in model.base_model.named_parameters() if name.startswith("embeddings")}
+    base = {id(p) for p in model.base_model.parameters()}
     groups: list[list[tuple[str, nn.Parameter]]] = [[] for _ in range(len(layers) + 2)]
+    current = 0  # the group of the last layer seen (0: none yet)
     for name, p in model.named_parameters():
-        if id(p) in embeddings:
-            groups[0].append((name, p))
-        elif id(p) in layer_of:
-            groups[1 + layer_of[id(p)]].append((name, p))
+        if id(p) in layer_of:
+            current = 1 + layer_of[id(p)]
+            groups[current].append((name, p))
+        elif id(p) in base and current < len(layers):
+            groups[current].append((name, p))
         else:
             groups[-1].append((name, p))
     return groups
