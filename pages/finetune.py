@@ -4,7 +4,7 @@ the strategy, optimizer, forgetting probes, mitigations and an optional second t
 import streamlit as st
 
 from ptft_core import ui
-from ptft_core.config import STRATEGY_HELP, FinetuneConfig, field_spec
+from ptft_core.config import PRESETS, STRATEGY_HELP, FinetuneConfig, field_spec
 
 ui.require_frame()
 
@@ -24,6 +24,9 @@ st.subheader("Model and data")
 field = ui.ConfigForm(FinetuneConfig, "finetune")  # label, help, bounds and default of each field from the config
 fields = field.values
 fields["base"] = ui.checkpoint_picker("Start from", "finetune-base", presets=True)
+if fields["base"] in PRESETS:
+    field(st, "family", help="Random weights of this architecture at the preset's shape; bert reads with the "
+          "built-in bert-base tokenizer, the others train their own on the dataset's training text.")
 field(st, "scratch", label="Scratch baseline: same architecture and tokenizer, random weights")
 row = st.columns(4)
 field(row[0], "dataset", options=labelled)

@@ -1,17 +1,18 @@
-"""Pretrain: masked-LM from scratch (a preset and a fresh WordPiece vocabulary) or further pretraining of a
-checkpoint, with an estimate of the tokens and the time before launching."""
+"""Pretrain: a preset of any family from scratch (with a fresh tokenizer) or further pretraining of a
+checkpoint, with the family's objective, and an estimate of the tokens and the time before launching."""
 
 import streamlit as st
 
 from ptft_core import ui
-from ptft_core.config import PRESETS, PretrainConfig, field_spec
+from ptft_core.config import FAMILY_OBJECTIVE, OBJECTIVE_TITLE, PRESETS, PretrainConfig, field_spec
 
 ui.require_frame()
 
 st.title("Pretrain")
-st.caption("Masked-language-model pretraining. From scratch, a preset BERT learns a WordPiece vocabulary and "
-           "its weights from the corpus; further pretraining continues a checkpoint on new text (domain "
-           "adaptation). The final checkpoint can then be fine-tuned.")
+st.caption("Language-model pretraining. From scratch, a preset of a family (BERT, RoBERTa, DistilBERT, XLNet: "
+           "masked LM; GPT-2: causal LM; T5: span corruption) learns its tokenizer and its weights from the "
+           "corpus; further pretraining continues a checkpoint on new text (domain adaptation) with its own "
+           "objective. The final checkpoint can then be fine-tuned.")
 
 field = ui.ConfigForm(PretrainConfig, "pretrain")  # label, help, bounds and default of each field from the config
 fields = field.values
@@ -20,11 +21,16 @@ st.subheader("Model")
 mode = st.radio("Start", ["From scratch", "Further pretraining of a checkpoint"], horizontal=True,
                 label_visibility="collapsed")
 if mode == "From scratch":
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     field(left, "model", options=PRESETS, label="Preset")
+    family = field(middle, "family")
     field(right, "vocab_size", step=1000)
+    st.caption(f"Objective: **{OBJECTIVE_TITLE[FAMILY_OBJECTIVE[family]]}** (the one {family}'s classes support"
+               + ("; XLNet's own permutation LM is not implemented" if family == "xlnet" else "") + ").")
 else:
     fields["model"] = ui.checkpoint_picker("Checkpoint", "pretrain-base")
+    st.caption("Objective: the checkpoint's own (masked LM for an encoder, causal LM for a decoder, span "
+               "corruption for T5).")
     field(st, "freeze_encoder")
 
 st.subheader("Data")

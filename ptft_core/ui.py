@@ -541,7 +541,7 @@ def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None
         return BUILTIN_CHECKPOINT
     if source == SOURCE_PRESET:
         return st.selectbox("Preset", PRESETS, key=f"{key}-preset",
-                            help="A randomly initialised BERT of this shape with the minilm-l6 tokenizer")
+                            help="A randomly initialised model of this shape (its family below)")
     if source == SOURCE_HUB:
         spec = st.text_input("Hugging Face hub id or local folder", key=f"{key}-hub",
                              placeholder="prajjwal1/bert-tiny  or  /path/to/model")

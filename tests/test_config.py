@@ -156,6 +156,9 @@ def test_configs_written_by_earlier_versions_load(fixture):
     assert {k: v for k, v in again.items() if k not in stored} == {k: defaults[k] for k in again if k not in stored}
 
 
+PARENT_EXAMPLE = {"finetune_from_causal.yaml": "pretrain_causal_tiny.yaml"}  # base: run:<id of a run of it>
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("example", sorted(p.name for p in (paths.REPO_ROOT / "configs").glob("*.yaml")))
 def test_every_example_config_loads_and_trains(example, tmp_path):
@@ -174,7 +177,13 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
         assert run_evaluate(config, tmp_path / "ev", logger) == "completed"
         assert {e["name"] for e in logger.events if e["type"] == "metric"} >= {"accuracy@amazon", "accuracy@tweets"}
         return
-    config = load_config(path, ["max_steps=2", "eval_every=1"] + (["checkpoint_steps=[1]"] if kind == "pretrain"
-                                                                   else ["eval_train_samples=8", "probe_size=8"]))
+    overrides = ["max_steps=2", "eval_every=1"] + (["checkpoint_steps=[1]"] if kind == "pretrain"
+                                                   else ["eval_train_samples=8", "probe_size=8"])
+    if example in PARENT_EXAMPLE:  # it fine-tunes a run's checkpoint: a two-step run of its parent example
+        parent = load_config(paths.REPO_ROOT / "configs" / PARENT_EXAMPLE[example],
+                             ["max_steps=2", "checkpoint_steps=[]"])
+        assert run_pretrain(parent, tmp_path / "parent", MemoryLogger()) == "completed"
+        overrides.append(f"base={tmp_path / 'parent' / 'checkpoints' / 'final'}")
+    config = load_config(path, overrides)
     assert (run_pretrain if kind == "pretrain" else run_finetune)(config, tmp_path, logger) == "completed"
     assert max(e["step"] for e in logger.events if e["type"] == "metric") >= 2

@@ -103,4 +103,13 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     """Load a `save_pretrained` folder's weights into an existing model, in place (tied or shared modules
     stay shared, which `from_pretrained` would not preserve)."""
     files = sorted(Path(folder).glob("model*.safetensors"))
-    model.load_state_dict({k: v for file in files for k, v in load_file(str(file)).items()})
+    state = {k: v for file in files for k, v in load_file(str(file)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # A tied weight is saved once (T5's embed_tokens are its shared embedding): a key absent from the file is
+    # fine only when its tensor is one that was loaded under another name.
+    own = model.state_dict(keep_vars=True)
+    loaded = {id(own[k]) for k in state if k in own}
+    missing = [k for k in missing if id(own[k]) not in loaded]
+    if missing or unexpected:
+        raise RuntimeError(f"{folder}: weights do not fit the model: missing {missing[:5]}, unexpected "
+                           f"{unexpected[:5]}")
