@@ -173,6 +173,9 @@ class PretrainConfig:
     """Seeds the initialisation, masking and data order."""
     device: Device = _field("run", "Device", "auto")
     """Where to train; auto: a GPU when there is one."""
+    ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
+    """Processes under torchrun (CPU, or a GPU each): each trains on its rows of every batch, gradients
+    averaged, so the run is the same run spread out; 1: one process."""
     tags: Names = _field("run", "Tags", [])
     """Free labels to find and group runs by."""
 

@@ -1,6 +1,6 @@
-"""Data-parallel fine-tuning (`ranks: 2`): a real 2-rank gloo run of the tiny preset on CPU under torchrun,
-through the engine and its local launcher: the ranks end with the same weights, rank 0 alone journals (every
-metric seq once), a cancel stops both ranks at one step with one checkpoint, and `kill -9` of the launcher
+"""Data-parallel runs (`ranks: 2`): real 2-rank gloo fine-tuning and pretraining of the tiny preset on CPU under
+torchrun, through the engine and its local launcher: the ranks end with the same weights, rank 0 alone journals
+(every metric seq once), a cancel stops both ranks at one step with one checkpoint, and `kill -9` of the launcher
 (torchrun) leaves no rank alive."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import signal
 import psutil
 import pytest
 
-from ptft_core.config import FinetuneConfig, OptimConfig
+from ptft_core.config import FinetuneConfig, OptimConfig, PretrainConfig
 from ptft_core.engine import Engine
 from ptft_core.journal import read_events
 from ptft_core.training.distributed import Ranks, shard
@@ -38,6 +38,13 @@ def ddp_config(**overrides) -> FinetuneConfig:
                   max_steps=8, eval_every=4, log_every=1, eval_train_samples=16, probe_corpus="news", probe_size=8,
                   optim=OptimConfig(lr=1e-3, warmup_ratio=0.0), ranks=2)
     return FinetuneConfig(**{**fields, **overrides})
+
+
+def ddp_pretrain() -> PretrainConfig:
+    """The tiny preset's masked-LM pretraining on news in two ranks, 8 blocks a step."""
+    return PretrainConfig(model="tiny", corpus=["news"], vocab_size=1000, block_size=32, batch_size=8, max_steps=8,
+                          log_every=1, eval_every=4, eval_blocks=8, optim=OptimConfig(lr=1e-3, warmup_ratio=0.0),
+                          ranks=2)
 
 
 def journal(engine: Engine, run_id: str) -> list[dict]:
@@ -69,9 +76,10 @@ def start_a_long_run(engine: Engine) -> tuple[str, psutil.Process, list[psutil.P
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_two_ranks_train_one_run_with_the_same_weights_and_one_journal(lab):
+@pytest.mark.parametrize("kind", ["finetune", "pretrain"])
+def test_two_ranks_train_one_run_with_the_same_weights_and_one_journal(lab, kind):
     with Engine(cpu_slots=1) as engine:
-        run_id = engine.submit(ddp_config())
+        run_id = engine.submit(ddp_config() if kind == "finetune" else ddp_pretrain())
         engine.start()
         assert engine.wait([run_id], timeout=300) == {run_id: "completed"}, engine.store.get_run(run_id)["error"]
         events = journal(engine, run_id)

@@ -1,6 +1,10 @@
 """Language-model pretraining: a preset of any family from scratch (with its own tokenizer learned from the
 corpus) or further pretraining of a checkpoint, with the family's objective (masked LM, causal LM, span
-corruption; lm_data.py). One loop, top to bottom: setup -> data -> optimize -> log / evaluate / checkpoint."""
+corruption; lm_data.py). One loop, top to bottom: setup -> data -> optimize -> log / evaluate / checkpoint.
+
+With `ranks > 1` every rank draws the same batch and the same masks (one generator, as one process would), keeps
+its share of the rows and averages its gradients with the others' (distributed.py); rank 0 alone evaluates,
+journals and checkpoints, and a stop request is agreed between ranks before any of them acts on it."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from ptft_core.data import load_texts
 from ptft_core.families import OBJECTIVE_NOTE, LanguageModel, load_lm, scratch_lm, train_tokenizer
 from ptft_core.journal import MetricLogger
 from ptft_core.models import autocast, pick_device
+from ptft_core.training import distributed
 from ptft_core.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from ptft_core.training.common import (
     PhaseClock,
@@ -59,7 +64,8 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     order, and the metric series goes on from step N.
     """
     run_dir = Path(run_dir)
-    device = pick_device(device or config.device)
+    ranks = distributed.from_env()
+    device = distributed.start(ranks, pick_device(device or config.device))
     seed_everything(config.seed)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     clock = PhaseClock()
@@ -105,12 +111,16 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
         step = state["step"]
 
     def save(name: str) -> None:
+        if not ranks.main:
+            return
         state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "masking": masking.get_state(), "rng": rng_state()}
         with clock.phase("checkpoint"):
             save_checkpoint(run_dir, name, step, model.saved, tokenizer, config, logger, state, model.head)
 
     def evaluate() -> None:
+        if not ranks.main:  # the same numbers on every rank: one evaluates, the others go on to the next step
+            return
         with clock.phase("evaluate"):
             val_loss = eval_loss(model, val_batches, device)
             if config.freeze_encoder:
@@ -134,10 +144,12 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
                 order = torch.randperm(len(train_blocks), generator=generator(config.seed * 7919 + epoch))
             blocks = train_blocks[order[index * config.batch_size:(index + 1) * config.batch_size]]
             inputs, labels = objective_batch(objective, blocks, tokenizer, config.mask_prob, masking)
+            mine = distributed.shard(range(len(blocks)), ranks)  # this rank's rows of the batch
             lr = optimizer.param_groups[0]["lr"]
             with autocast(device):
-                loss = model(inputs.to(device), labels.to(device))
+                loss = model(inputs[mine].to(device), labels[mine].to(device))
             loss.backward()
+            distributed.average_gradients(model.parameters(), ranks)
             grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
             step += 1
             tokens_seen += blocks.numel()
@@ -153,9 +165,12 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
             if step in config.checkpoint_steps:
                 save(f"step-{step}")
                 meter.restart_clock()
-            if step < config.max_steps and should_stop():
+            (stop,) = distributed.agree(ranks, step < config.max_steps and should_stop())
+            if stop:
                 save(f"step-{step}")
                 return "cancelled"
+    if ranks.parallel:  # 0 when the ranks' weights are the same, as averaged gradients keep them
+        logger.metric(step, "rank_weight_spread", distributed.weight_spread(model, ranks), "time")
     save("final")
     clock.log(logger, step, step / batches_per_epoch)
     return "completed"
