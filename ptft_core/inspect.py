@@ -71,8 +71,11 @@ def attention(loaded: Loaded, text: str) -> tuple[list[str], np.ndarray]:
     import torch
 
     encoded = loaded.tokenizer(text, truncation=True, max_length=ATTENTION_MAX_TOKENS, return_tensors="pt")
+    model = loaded.model
+    if getattr(model.config, "is_encoder_decoder", False):  # T5: its encoder's self-attention over the text
+        model = model.base_model.get_encoder()
     with torch.no_grad():
-        out = loaded.model(**encoded, output_attentions=True)
+        out = model(**encoded, output_attentions=True)
     tokens = loaded.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
     return tokens, torch.stack(out.attentions)[:, 0].float().numpy()
 

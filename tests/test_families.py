@@ -131,3 +131,25 @@ def test_a_short_finetune_from_scratch_beats_chance_on_movies(home, tmp_path, fa
     accuracy = logger.values("accuracy", "test")[-1]
     # One-sided binomial z-test against always answering the majority class, at about p < 0.001.
     assert accuracy > majority + 3.1 * math.sqrt(majority * (1 - majority) / len(labels)), (accuracy, majority)
+
+
+@pytest.mark.slow
+def test_a_causal_checkpoint_is_pretrained_further_and_fine_tuned_with_a_causal_forgetting_probe(home, tmp_path):
+    gpt = tiny_pretrain(family="gpt2", max_steps=4)
+    assert run_pretrain(gpt, tmp_path / "gpt", MemoryLogger()) == "completed"
+    folder = tmp_path / "gpt" / "checkpoints" / "final"
+
+    further = tiny_pretrain(model=str(folder), corpus=["wiki"], max_steps=4)
+    assert further.objective == "auto"  # the checkpoint's own, found when it loads
+    logger = MemoryLogger()
+    assert run_pretrain(further, tmp_path / "further", logger) == "completed"
+    assert any("GPT2LMHeadModel, causal LM" in e["message"] for e in logger.events if e["type"] == "note")
+    assert len(logger.values("loss", "validation")) >= 2 and logger.values("tokens_per_s", "train")
+    with pytest.raises(ConfigError, match="continues with clm"):
+        run_pretrain(tiny_pretrain(model=str(folder), objective="mlm"), tmp_path / "wrong", MemoryLogger())
+
+    logger = MemoryLogger()
+    assert run_finetune(tiny_finetune(base=str(folder), probe_mlm=True), tmp_path / "ft", logger) == "completed"
+    probe = logger.values("general_clm_loss", "forgetting")
+    assert len(probe) == 2 and all(math.isfinite(v) for v in probe)  # before the first step and at the end
+    assert not logger.values("general_mlm_loss", "forgetting")
