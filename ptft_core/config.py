@@ -40,6 +40,7 @@ Optimizer = Literal["adamw", "adam", "sgd", "adagrad"]
 Schedule = Literal["constant", "linear", "cosine"]
 Strategy = Literal["full", "linear_probe", "freeze_bottom", "gradual_unfreeze", "discriminative"]
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "float32", "bf16"]
 Preset = Literal["tiny", "mini", "small", "base"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 BUILTIN_CHECKPOINT = "minilm-l6"
@@ -173,6 +174,9 @@ class PretrainConfig:
     """Seeds the initialisation, masking and data order."""
     device: Device = _field("run", "Device", "auto")
     """Where to train; auto: a GPU when there is one."""
+    precision: Precision = _field("run", "Precision", "auto")
+    """Compute dtype: auto: bf16 on a GPU that supports it, float32 on a CPU; float32; bf16 (autocast, weights
+    kept in float32; on a CPU without AVX512-BF16 or AMX it is emulated and slow)."""
     ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
     """Processes under torchrun (CPU, or a GPU each): each trains on its rows of every batch, gradients
     averaged, so the run is the same run spread out; 1: one process."""
@@ -284,6 +288,9 @@ class FinetuneConfig:
     """Seeds the head's initialisation, the label sample and the data order."""
     device: Device = _field("run", "Device", "auto")
     """Where to train; auto: a GPU when there is one."""
+    precision: Precision = _field("run", "Precision", "auto")
+    """Compute dtype: auto: bf16 on a GPU that supports it, float32 on a CPU; float32; bf16 (autocast, weights
+    kept in float32; on a CPU without AVX512-BF16 or AMX it is emulated and slow)."""
     ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
     """Above 1, the run trains under torchrun in this many processes (on CPU, or one GPU each), each on its
     share of every batch with the gradients averaged: the same run, spread out."""

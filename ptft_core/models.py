@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -58,11 +60,54 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); plain float32 on CPU."""
+# The dtype a run computes in, set once per run by `compute_precision` (a context, so runs one after the other
+# in one process, as in the tests, each keep their own); None: bf16 on CUDA, float32 on CPU.
+_COMPUTE_DTYPE: ContextVar[torch.dtype | None] = ContextVar("compute_dtype", default=None)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (elsewhere torch emulates bf16 on a CPU, several times slower than float32)."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+# `auto` on a CPU with native bf16: float32 until bf16's accuracy parity with float32 is measured there
+# (docs/benchmarks.md, "bf16 on the CPU").
+CPU_AUTO_BF16 = False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The compute dtype of a run's `precision` setting: float32; bf16 (as asked, native or not); auto: bf16
+    on a device that computes it natively (a CPU only with CPU_AUTO_BF16), float32 elsewhere. Weights stay
+    float32 in every case (autocast computes matmuls in bf16; AdamW updates float32 master weights)."""
+    if precision == "float32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    native = native_bf16(device) and (device.type == "cuda" or CPU_AUTO_BF16)
+    return torch.bfloat16 if native else torch.float32
+
+
+@contextlib.contextmanager
+def compute_precision(dtype: torch.dtype) -> Iterator[None]:
+    token = _COMPUTE_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _COMPUTE_DTYPE.reset(token)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast where the run computes in bf16 (see compute_precision; no loss scaling needed for bf16),
+    nothing in float32."""
+    dtype = _COMPUTE_DTYPE.get()
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 # --- tokenizers and configs ----------------------------------------------------------------------------------

@@ -13,7 +13,14 @@ from plotly.subplots import make_subplots
 
 from ptft_core.config import OptimConfig
 from ptft_core.plots import TEMPLATE, arm_color, empty_figure, study_layout
-from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
+from ptft_core.studies.report import (
+    Findings,
+    accuracy_by_tokens_trace,
+    chance_rate,
+    finetune_runs,
+    missing_note,
+    seed_note,
+)
 from ptft_core.studies.stats import attach, cells, difference, fmt_stat, last_values
 from ptft_core.studies.templates import (
     BaseFrom,
@@ -79,11 +86,7 @@ def report(data: StudyData, out: Findings) -> None:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("movies test accuracy after fine-tuning",
                                                         "pretraining masked-LM loss"))
     done = acc[acc["n"] > 0]
-    fig.add_trace(go.Scatter(x=done["pretrain_tokens"], y=done["mean"], mode="lines+markers", name="fine-tuned",
-                             error_y=dict(type="data", array=done["std"].fillna(0)), marker_color=arm_color(0),
-                             customdata=np.stack([done["pretrain_step"], done["n"]], axis=-1) if len(done) else None,
-                             hovertemplate="%{x:.3s} tokens (step %{customdata[0]}): %{y:.2%} "
-                                           "(n=%{customdata[1]})<extra></extra>"), row=1, col=1)
+    fig.add_trace(accuracy_by_tokens_trace(done, "fine-tuned", arm_color(0)), row=1, col=1)
     if chance:
         fig.add_hline(y=chance, line_dash="dot", line_color="gray", row=1, col=1,
                       annotation_text=f"majority class {chance:.1%}")

@@ -229,6 +229,16 @@ def seed_note(runs: pd.DataFrame, out: Findings) -> None:
         out.caveats.append("one seed per setting: no spread, so no difference can be called clear or noise")
 
 
+def accuracy_by_tokens_trace(done: pd.DataFrame, name: str, color: str) -> go.Scatter:
+    """Mean test accuracy (error bars: std over seeds) against pretraining tokens, from `stats.cells` rows with
+    pretrain_tokens, pretrain_step, n, mean and std."""
+    return go.Scatter(x=done["pretrain_tokens"], y=done["mean"], mode="lines+markers", name=name, marker_color=color,
+                      error_y=dict(type="data", array=done["std"].fillna(0)),
+                      customdata=np.stack([done["pretrain_step"], done["n"]], axis=-1) if len(done) else None,
+                      hovertemplate="%{x:.3s} tokens (step %{customdata[0]}): %{y:.2%} "
+                                    "(n=%{customdata[1]})<extra></extra>")
+
+
 def finetune_runs(data: StudyData) -> pd.DataFrame:
     return data.runs[data.runs["kind"] == "finetune"].copy()
 

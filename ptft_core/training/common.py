@@ -1,8 +1,9 @@
-"""What both training loops share: seeding and RNG state, optimizers and schedules, batching."""
+"""What both training loops share: compute precision, seeding and RNG state, optimizers and schedules, batching."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import time
@@ -15,6 +16,26 @@ from torch import nn
 
 from ptft_core.config import OptimConfig
 from ptft_core.journal import MetricLogger
+from ptft_core.models import compute_precision, native_bf16, pick_device, resolve_precision
+
+# --- precision -----------------------------------------------------------------------------------------------
+
+
+def in_precision(trainer):
+    """Run a trainer (`trainer(config, run_dir, logger, **kwargs)`) in its config's compute precision
+    (models.resolve_precision), said once in its journal."""
+    @functools.wraps(trainer)
+    def run(config, run_dir, logger: MetricLogger, **kwargs):
+        device = pick_device(kwargs.get("device") or config.device)
+        dtype = resolve_precision(config.precision, device)
+        bf16 = dtype == torch.bfloat16
+        logger.event("note", message=f"computing in {'bf16 (autocast; float32 weights)' if bf16 else 'float32'} "
+                                     f"on {device.type}" + (", emulated: this CPU has no native bf16, several "
+                                                            "times slower" if bf16 and not native_bf16(device)
+                                                            else ""))
+        with compute_precision(dtype):
+            return trainer(config, run_dir, logger, **kwargs)
+    return run
 
 # --- randomness ----------------------------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ from ptft_core.training.common import (
     build_scheduler,
     decay_groups,
     generator,
+    in_precision,
     length_grouped_batches,
     log_metrics,
     optimizer_step,
@@ -402,6 +403,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
     return "completed"
 
 
+@in_precision
 def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
                  should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
                  device: str | None = None) -> str:

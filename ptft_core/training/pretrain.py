@@ -28,6 +28,7 @@ from ptft_core.training.common import (
     build_scheduler,
     decay_groups,
     generator,
+    in_precision,
     log_metrics,
     optimizer_step,
     restore_rng_state,
@@ -55,6 +56,7 @@ def build_model(config: PretrainConfig, checkpoint: Path | None,
     return model, tokenizer, objective
 
 
+@in_precision
 def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
                  should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
                  device: str | None = None) -> str:
