@@ -614,7 +614,7 @@ def run_inputs(kind: str) -> tuple[dict[str, Any], str]:
     """Name, tags, device, data-parallel ranks where the kind has them (config fields) and the seeds text
     (several seeds launch several runs)."""
     cls = config_class(kind)
-    parallel = "ranks" in cls.model_fields
+    parallel = "ranks" in cls.__dataclass_fields__
     row = st.columns([2, 2, 1, 1, 1] if parallel else [2, 2, 1, 1])
     fields = {
         "name": config_input(row[0], cls, "name", kind, placeholder="(a name is made from the choices)"),
