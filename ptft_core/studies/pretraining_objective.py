@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from ptft_core.studies.driver import StudyData
 
 OBJECTIVES = {"mlm": "bert", "clm": "gpt2"}  # objective -> the family that trains with it, at one preset shape
+CHECKPOINTS = {"quick": (250, 800, 2000), "full": (500, 2000, 8000)}  # pretraining steps fine-tuned from
 # Fine-tuning until the validation accuracy plateaus: the first quick preset (159 steps on 10 % of movies) left
 # most arms still rising and some at the majority class, which measured the budget, not the objective.
-BUDGET = {"quick": Budget(epochs=4, min_steps=300, max_steps=600, patience=3),
+BUDGET = {"quick": Budget(epochs=4, min_steps=200, max_steps=350, patience=3),
           "full": Budget(epochs=3, min_steps=500, max_steps=3000, patience=4)}
 
 
@@ -61,7 +62,7 @@ BUDGET = {"quick": Budget(epochs=4, min_steps=300, max_steps=600, patience=3),
 )
 def build(preset: str, tiny: bool) -> list[PlannedRun]:
     quick = preset == "quick"
-    steps = (300, 1000, 3000) if quick else (500, 2000, 8000)
+    steps = CHECKPOINTS[preset]
     runs: list[PlannedRun] = []
     for objective, family in OBJECTIVES.items():
         pt = pt_config(preset, name=run_name("obj-pretrain", objective), model="tiny" if quick else "mini",
