@@ -95,6 +95,9 @@ headline = last[last["split"].isin(["validation", "test"])
 if not headline.empty:
     for col, metric in zip(st.columns(min(len(headline), 6)), headline.head(6).to_dict("records"), strict=False):
         col.metric(f"{metric['split']} {metric['name']}", f"{metric['value']:.4g}", help=f"at step {metric['step']}")
+if cost := ui.device_usage(last):
+    for col, (label, value, help_text) in zip(st.columns(len(cost)), cost, strict=True):
+        col.metric(label, value, help=help_text)
 
 
 def act(action, done: str) -> None:
@@ -148,7 +151,8 @@ with curves:
             st.dataframe(scores, column_config=ui.EVALUATION_COLUMNS)
     names = lab.metric_names([run_id])
     keys = [(s, n) for s, n in zip(names["split"], names["name"], strict=True)
-            if n in ("loss", "accuracy", "perplexity") and s in ("train", "validation")]
+            if (n in ("loss", "accuracy", "perplexity") and s in ("train", "validation"))
+            or (s, n) == ("device", "mfu")]
     if keys:
         series = ui.load_series(lab, runs_all[runs_all["id"] == run_id], keys, "step")
         ui.chart(plots.metric_figure(series, facet="name"), f"{run_id}-curves")

@@ -99,6 +99,12 @@ def compute_precision(dtype: torch.dtype) -> Iterator[None]:
         _COMPUTE_DTYPE.reset(token)
 
 
+def compute_dtype() -> torch.dtype:
+    """The dtype the current run computes its matmuls in (float32 outside a run on a CPU)."""
+    dtype = _COMPUTE_DTYPE.get()
+    return torch.float32 if dtype is None else dtype
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast where the run computes in bf16 (see compute_precision; no loss scaling needed for bf16),
     nothing in float32."""

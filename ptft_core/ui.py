@@ -610,6 +610,27 @@ def optim_inputs(kind: str) -> dict[str, Any]:
     return values
 
 
+def device_usage(last: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(label, value, help) of a run's latest cost metrics (split "device", training/utilisation.py)."""
+    value = {r["name"]: r["value"] for r in last[last["split"] == "device"].to_dict("records")}
+    out = []
+    if "train_flops" in value:
+        out.append(("training FLOPs", f"{value['train_flops']:.3g}",
+                    "estimated: (6 x non-embedding parameters + attention) per training token so far"))
+    if "mfu" in value:
+        out.append(("MFU", f"{value['mfu']:.1%}", f"model FLOP/s ({value.get('model_tflops', 0):.3g} TFLOP/s) as a "
+                    "share of this device's measured matmul peak in the run's dtype, over the last log interval"))
+    if "gpu_memory_mib" in value:
+        out.append(("GPU memory", f"{value['gpu_memory_mib']:,.0f} MiB", "peak allocated by torch"))
+    if "gpu_util" in value:
+        out.append(("GPU busy", f"{value['gpu_util']:.0f} %", "NVML: share of time a kernel ran"))
+    if "cpu_percent" in value:
+        out.append(("CPU", f"{value['cpu_percent']:.0f} %", "the worker process; 100 % = one core busy"))
+    if "rss_mib" in value:
+        out.append(("memory", f"{value['rss_mib']:,.0f} MiB", "the worker's resident memory"))
+    return out
+
+
 def run_inputs(kind: str) -> tuple[dict[str, Any], str]:
     """Name, tags, device, data-parallel ranks where the kind has them (config fields) and the seeds text
     (several seeds launch several runs)."""

@@ -149,12 +149,18 @@ def report(data: StudyData, out: Findings) -> None:
     ft_seconds = cells(ft.assign(sec=[s if st == "completed" else math.nan for s, st in
                                       zip(ft["seconds"], ft["status"], strict=True)]),
                        ["pretrain_step", "pretrain_tokens"], "sec").sort_values("pretrain_tokens")
+    # FLOPs (each run's estimate, split "device"): the cost in work, whatever else shared the machine.
+    pt_flops = m[(m["run_id"] == pt["run_id"]) & (m["split"] == "device") & (m["name"] == "train_flops")]
+    ft_flops = cells(attach(ft, last_values(m, "device", "train_flops"), "flops"), ["pretrain_step"], "flops")
     rows = []
     for _, r in ft_seconds.iterrows():
         step = int(r["pretrain_step"])
         pt_s = 0.0 if step == 0 else _seconds_at(steps_wall, step)
+        pt_f = 0.0 if step == 0 or pt_flops.empty else float(np.interp(step, pt_flops["x"], pt_flops["value"]))
+        ft_f = ft_flops.loc[ft_flops["pretrain_step"] == step, "mean"]
         rows.append({"checkpoint": f"step {step}", "pretraining s": pt_s, "fine-tuning s": r["mean"],
-                     "pretraining tokens": int(r["pretrain_tokens"])})
+                     "pretraining tokens": int(r["pretrain_tokens"]), "pretraining FLOPs": pt_f,
+                     "fine-tuning FLOPs": float(ft_f.iloc[0]) if len(ft_f) else math.nan})
     comp = pd.DataFrame(rows)
     out.tables["compute"] = comp
     if len(comp) and comp["pretraining s"].notna().any():
@@ -173,6 +179,15 @@ def report(data: StudyData, out: Findings) -> None:
                                 f"({last['fine-tuning s']:.0f} s).")
             out.numbers["compute_seconds"] = {"pretraining": float(last["pretraining s"]),
                                               "finetuning": float(last["fine-tuning s"])}
+        flops = comp.dropna(subset=["pretraining FLOPs", "fine-tuning FLOPs"])
+        flops = flops[(flops["pretraining FLOPs"] > 0) & (flops["fine-tuning FLOPs"] > 0)]
+        if len(flops):
+            f = flops.iloc[-1]
+            out.findings.append(f"In estimated training FLOPs, pretraining to {f['checkpoint']} cost "
+                                f"{f['pretraining FLOPs']:.3g}, {f['pretraining FLOPs'] / f['fine-tuning FLOPs']:.1f}x "
+                                f"one fine-tune ({f['fine-tuning FLOPs']:.3g}).")
+            out.numbers["compute_flops"] = {"pretraining": float(f["pretraining FLOPs"]),
+                                            "finetuning": float(f["fine-tuning FLOPs"])}
     else:
         out.figures["compute"] = empty_figure("Compute: pretraining vs fine-tuning")
     seed_note(ft, out)

@@ -35,6 +35,7 @@ from ptft_core.models import (
     MLMModel,
     autocast,
     classifier_sharing_encoder,
+    compute_dtype,
     load_mlm_head,
     pick_device,
     resolve_checkpoint,
@@ -76,6 +77,7 @@ from ptft_core.training.forgetting import (
     replay_sizes,
 )
 from ptft_core.training.strategies import apply_strategy, head_parameters, strategy_param_groups, unfreeze_stage
+from ptft_core.training.utilisation import Utilisation
 
 EVAL_BATCH = 64
 # A resume point (weights + optimizer state) costs a second or more for MiniLM: epoch ends leave one, but at most
@@ -151,6 +153,7 @@ class Progress:
     best: float | None = None  # best validation value of the current task
     best_step: int = 0  # the step whose weights scored it (checkpoints/best)
     bad_evals: int = 0  # evaluations since it last improved
+    tokens: int = 0  # training tokens so far, every rank's (what the FLOPs estimate counts)
 
 
 @dataclass
@@ -333,6 +336,8 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
     share = task.batch_size / (task.batch_size + task.n_replay)  # of the loss, as of the batch
     total_steps = sum(t.total_steps for t in run.tasks)
     meter = TrainMeter(device)
+    usage = (Utilisation(task.model, device, compute_dtype(), round(float(np.mean(lengths))))
+             if run.ranks.main else None)
     stage, trainable, order_epoch, order = None, None, -1, []
     task_step = progress.step - progress.task_start
     epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
@@ -369,13 +374,17 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
         progress.step += 1
         task_step += 1
         meter.update(task_loss, sum(lengths[i] for i in shard))
+        progress.tokens += sum(lengths[i] for i in shard) * run.ranks.world
 
         epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
         done = task_step == task.total_steps
         epoch_end = task_step % task.steps_per_epoch == 0 or done
         if progress.step % config.log_every == 0 or done:
-            log_metrics(logger, progress.step, {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}, "train",
-                        epoch_float)
+            train = {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}
+            log_metrics(logger, progress.step, train, "train", epoch_float)
+            if usage is not None:
+                log_metrics(logger, progress.step, usage.read(train["tokens_per_s"], progress.tokens), "device",
+                            epoch_float)
             logger.event("progress", step=progress.step, total_steps=total_steps)
         if task_step in task.eval_at:
             stop_early = evaluate(run, progress, task, epoch_float)

@@ -18,7 +18,7 @@ from ptft_core.config import OBJECTIVE_TITLE, ConfigError, PretrainConfig, eval_
 from ptft_core.data import load_texts
 from ptft_core.families import OBJECTIVE_NOTE, LanguageModel, load_lm, scratch_lm, train_tokenizer
 from ptft_core.journal import MetricLogger
-from ptft_core.models import autocast, pick_device
+from ptft_core.models import autocast, compute_dtype, pick_device
 from ptft_core.training import distributed
 from ptft_core.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from ptft_core.training.common import (
@@ -36,6 +36,7 @@ from ptft_core.training.common import (
     seed_everything,
 )
 from ptft_core.training.lm_data import eval_loss, fixed_batches, objective_batch, text_blocks
+from ptft_core.training.utilisation import Utilisation
 
 EVAL_MASK_SEED = 1234  # one masking of the validation blocks for every evaluation of every run
 
@@ -133,6 +134,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
 
     tokens_seen = step * config.batch_size * config.block_size
     meter = TrainMeter(device)
+    usage = Utilisation(model, device, compute_dtype(), config.block_size) if ranks.main else None
     evaluate_at = eval_steps(config.max_steps, config.eval_every, config.eval_count)
     if step == 0:  # the starting point of the loss curve
         evaluate()
@@ -155,12 +157,15 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
             grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
             step += 1
             tokens_seen += blocks.numel()
-            meter.update(loss, blocks.numel())
+            meter.update(loss, len(mine) * config.block_size)  # this rank's tokens
 
             epoch_float = step / batches_per_epoch
             if step % config.log_every == 0 or step == config.max_steps:
                 train = {**meter.read(), "lr": lr, "grad_norm": grad_norm.item()}
                 log_metrics(logger, step, train, "train", epoch_float, tokens_seen)
+                if usage is not None:
+                    log_metrics(logger, step, usage.read(train["tokens_per_s"], tokens_seen), "device", epoch_float,
+                                tokens_seen)
                 logger.event("progress", step=step, total_steps=config.max_steps)
             if step in evaluate_at:
                 evaluate()
