@@ -54,8 +54,10 @@ def device_key(device: torch.device, dtype: torch.dtype) -> str:
 def measure_peak(device: torch.device, dtype: torch.dtype) -> float:
     """FLOP/s of the best of PEAK_REPEATS square matmuls in `dtype` on `device` (one warm-up first)."""
     n = PEAK_SIZE[device.type]
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    # Its own generator: drawing from the global one would shift a resumed run's dropout off its course.
+    generator = torch.Generator(device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     best = float("inf")
     for i in range(PEAK_REPEATS + 1):
         if device.type == "cuda":
