@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ptft_core.config import ConfigError
+from ptft_core.families import SENTINELS
 from ptft_core.models import autocast
 
 IGNORE = -100  # label of positions that are not scored
@@ -112,7 +113,8 @@ def span_corrupt(blocks: torch.Tensor, head: int, tail: int, noise: float, senti
 
 
 def sentinel_ids(tokenizer) -> list[int]:
-    ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)])
+    """T5's <extra_id_i> tokens the tokenizer has, in order."""
+    ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(SENTINELS)])
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
 
 
