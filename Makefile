@@ -59,12 +59,16 @@ lint: setup
 	$(BIN)/python -m ruff check .
 
 # Store, logging, Compare and service benches (about five minutes), then the training-throughput ones (ptft against the loops a user
-# would write; about 20 minutes on a 2-core CPU), bf16 against float32 on the CPU (about 20 minutes), then bf16/MFU where CUDA
-# is present. Results: bench/results/.
+# would write; about 20 minutes on a 2-core CPU), ptft against the best-configured Trainer and Accelerate loops (3 seeds, about
+# 25 minutes), time to first step cold and warm (about 6 minutes), torch.compile (about 10 minutes), bf16 against float32 on the
+# full split (about 20 minutes), then bf16/MFU where CUDA is present. Results: bench/results/.
 bench: data
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.finetune_bench
 	$(BIN)/python -m bench.mlm_bench
+	$(BIN)/python -m bench.peer_bench
+	$(BIN)/python -m bench.startup_bench
+	$(BIN)/python -m bench.compile_bench
 	$(BIN)/python -m bench.precision_bench
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(BIN)/python -m bench.gpu_bench; else echo "no CUDA here: bench.gpu_bench skipped"; fi

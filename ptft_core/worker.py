@@ -13,6 +13,13 @@ What it does, in order:
 6. calls the trainer and emits the final `status`: completed / cancelled (exit 0) or failed with the error
    text (exit 1; the traceback goes to stderr, which the launcher points at `RUN_DIR/worker.log`).
 
+A warm worker (`python -m ptft_core.worker --standby`, started ahead of need by the local launcher) does the
+imports first (torch, transformers, the trainers: 5-7 s of a CPU run's start) and then waits for its run on stdin:
+one JSON line `{run_dir, resume, env}`. It then points stdout and stderr at `RUN_DIR/worker.log`, writes
+`RUN_DIR/worker.pid` (pid and process start time, so a later engine can tell it is this run's worker although its
+command line does not name the run) and goes on as above. A standby whose stdin closes before a run arrives (its
+engine gone) exits.
+
 Torch threads follow `PTFT_THREADS` (set by the engine from cores / slots); the device follows `PTFT_DEVICE`.
 
 The trainer is `ptft_core.training.run_<kind>` (pretrain, finetune, evaluate) by the config's kind, imported lazily.
@@ -26,6 +33,7 @@ engine tests that leave `PTFT_TRAINER` unset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import json
@@ -48,6 +56,7 @@ log = logging.getLogger("ptft_core.worker")
 
 HEARTBEAT_NAME = "heartbeat"
 HEARTBEAT_INTERVAL = 1.0
+CLAIM_NAME = "worker.pid"  # written by a warm worker when it takes its run (see `standby`)
 STATE_FILE = "training_state.pt"  # what makes a `step-<N>` checkpoint resumable (ptft_core.training.checkpoint)
 
 
@@ -114,7 +123,41 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def standby() -> int:
+    """Import what a run needs, wait for the run (one JSON line on stdin), then run it in this process.
+
+    The imports run in a thread of their own at the lowest CPU priority (Linux niceness is per thread; raising
+    one's own needs no privilege): a standby imports beside a run that is starting or training, and must not
+    slow it. The main thread, which will train, keeps its priority."""
+    def import_quietly() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        resolve_trainer("finetune")  # torch, transformers and every trainer (or the test seam's module)
+
+    importer = threading.Thread(target=import_quietly, name="standby-imports")
+    importer.start()
+    line = sys.stdin.readline()
+    importer.join()
+    if not line.strip():
+        return 0  # the launcher went away before handing us a run
+    handed_at = time.time()
+    order = json.loads(line)
+    os.environ.update(order["env"])
+    run_dir = Path(order["run_dir"]).resolve()
+    log_fd = os.open(run_dir / "worker.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.chdir(run_dir)
+    claim = {"pid": os.getpid(), "create_time": psutil.Process().create_time()}
+    (run_dir / CLAIM_NAME).write_text(json.dumps(claim), encoding="utf-8")
+    return main([str(run_dir), *(["--resume"] if order.get("resume") else [])], started=handed_at)
+
+
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
+    """`started`: when this process took the run (a warm worker's hand-over); by default the process start."""
     parser = argparse.ArgumentParser(prog="python -m ptft_core.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
@@ -160,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             journal.event("resume", from_step=from_step, attempt=attempt)
         trainer = resolve_trainer(config.kind)
         _set_threads(world)
-        # Process start to here: the interpreter, torch and transformers imports (a study pays it per run).
-        journal.metric(from_step, "startup_s",
-                       round(time.time() - psutil.Process().create_time(), 3), "time", 0.0)
+        # Process start (or a warm worker's hand-over) to here: the interpreter, torch and transformers imports
+        # (a study pays it per run, unless a warm worker did them ahead).
+        started = psutil.Process().create_time() if started is None else started
+        journal.metric(from_step, "startup_s", round(time.time() - started, 3), "time", 0.0)
         kwargs = {"should_stop": stop.is_set, "resume": args.resume}
         if "device" in inspect.signature(trainer).parameters:
             kwargs["device"] = device
@@ -197,4 +241,4 @@ def _leave_process_group(code: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standby() if sys.argv[1:] == ["--standby"] else main())

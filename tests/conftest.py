@@ -14,6 +14,10 @@ import pytest
 
 from ptft_core import paths
 
+# Every engine a test builds would start a warm standby worker (5-7 s of imports each, on CI's two cores) for
+# runs that mostly never come; tests/test_warm_worker.py turns them on where they are the subject.
+os.environ.setdefault("PTFT_WARM_WORKERS", "0")
+
 PREPARED_HOME = Path(os.environ.get("PTFT_DATA_SOURCE") or paths.REPO_ROOT / "data")
 
 

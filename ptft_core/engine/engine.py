@@ -120,6 +120,9 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> Engine:
+        prepare = getattr(self.launcher, "prepare", None)  # a warm worker for the first run, importing already
+        if prepare is not None:
+            prepare()
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="ptft-engine", daemon=True)
@@ -159,6 +162,9 @@ class Engine:
 
     def close(self, cancel_running: bool = False) -> None:
         self.stop(cancel_running=cancel_running)
+        close_launcher = getattr(self.launcher, "close", None)  # the local one's warm standby worker
+        if close_launcher is not None:
+            close_launcher()
         self.store.close()
 
     def __enter__(self) -> Engine:

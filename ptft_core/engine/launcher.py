@@ -7,16 +7,19 @@ launcher needs to find its worker again; it must carry `.pid` (None where there 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ptft_core import paths
+from ptft_core.worker import CLAIM_NAME
 
 # `poll` returns this when the worker is gone but its exit code cannot be known (a re-adopted worker, which is
 # not this process's child). Negative codes are signals, as with `subprocess.Popen.returncode`.
@@ -59,6 +62,11 @@ def worker_command(run_dir: Path, resume: bool) -> list[str]:
     return [*launch, "ptft_core.worker", str(run_dir), *(["--resume"] if resume else [])]
 
 
+def _warm_fits(run_dir: Path, device_env: dict[str, str]) -> bool:
+    run = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    return device_env.get("PTFT_DEVICE") == "cpu" and int(run["config"].get("ranks") or 1) == 1
+
+
 def worker_alive(pid: int | None, run_dir: str | Path) -> bool:
     """Whether `pid` is a live (not zombie) ptft worker for `run_dir`: a PID alone may have been reused."""
     if not pid:
@@ -72,7 +80,17 @@ def worker_alive(pid: int | None, run_dir: str | Path) -> bool:
         cmdline = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return "ptft_core.worker" in cmdline and str(run_dir) in cmdline
+    return "ptft_core.worker" in cmdline and (str(run_dir) in cmdline or _claimed(proc, run_dir))
+
+
+def _claimed(proc, run_dir: str | Path) -> bool:
+    """A warm worker's command line does not name its run; the claim it wrote in the run folder does (its pid and
+    start time: a reused pid has another start time)."""
+    try:
+        claim = json.loads((Path(run_dir) / CLAIM_NAME).read_text(encoding="utf-8"))
+        return claim["pid"] == proc.pid and abs(claim["create_time"] - proc.create_time()) < 0.01
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 class LocalSubprocessLauncher:
@@ -82,18 +100,80 @@ class LocalSubprocessLauncher:
     workers (the next engine re-adopts them), and signals go to the worker's whole group, its data-loader
     processes included. stdout and stderr go to `RUN_DIR/worker.log`, a file: a pipe nobody reads would fill
     up and block the worker, and a file survives the engine.
+
+    Warm workers (`warm`, default on; `PTFT_WARM_WORKERS=0` turns them off): each CPU launch of one rank hands
+    its run to a standby worker that has done its imports already (`python -m ptft_core.worker --standby`), and
+    starts the next standby, which imports while the run trains (imports are single-threaded). A run's time to
+    its first step loses the 5-7 s of imports (the engine's `start` calls `prepare`: the first run's standby
+imports while the service starts). GPU runs and runs of
+    several ranks start cold: their CUDA device list must be set before anything touches CUDA.
     """
+
+    def __init__(self, warm: bool | None = None):
+        self.warm = os.environ.get("PTFT_WARM_WORKERS", "1") != "0" if warm is None else warm
+        self._standby: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Start a standby now (when warm workers are on and none waits), so that the first run is warm too."""
+        with self._lock:
+            if self.warm and (self._standby is None or self._standby.poll() is not None):
+                self._standby = self._spawn_standby()
 
     def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> subprocess.Popen:
         run_dir = Path(run_dir)
+        if self.warm and _warm_fits(run_dir, device_env):
+            with self._lock:
+                standby, self._standby = self._standby, self._spawn_standby()
+            if standby is not None and self._hand_over(standby, run_dir, device_env, resume):
+                return standby
+        with open(run_dir / "worker.log", "ab") as log:
+            return subprocess.Popen(
+                worker_command(run_dir, resume), cwd=run_dir, env=self._env(device_env), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+
+    @staticmethod
+    def _env(device_env: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ)
         env.update(device_env)
         env["PYTHONPATH"] = paths.child_pythonpath(env)
-        with open(run_dir / "worker.log", "ab") as log:
+        return env
+
+    def _spawn_standby(self) -> subprocess.Popen:
+        folder = paths.home() / "runs"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "standby-worker.log", "ab") as log:
             return subprocess.Popen(
-                worker_command(run_dir, resume), cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "ptft_core.worker", "--standby"], cwd=folder,
+                env=self._env({"CUDA_VISIBLE_DEVICES": "", "PTFT_DEVICE": "cpu"}), stdin=subprocess.PIPE,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
             )
+
+    @staticmethod
+    def _hand_over(standby: subprocess.Popen, run_dir: Path, device_env: dict[str, str], resume: bool) -> bool:
+        """Give the standby its run; False when it died meanwhile (the caller starts a cold worker instead)."""
+        order = {"run_dir": str(run_dir.resolve()), "resume": resume, "env": device_env}
+        try:
+            if standby.poll() is not None:
+                return False
+            standby.stdin.write((json.dumps(order) + "\n").encode())
+            standby.stdin.close()  # one run per standby; it never reads again
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        """Stop the standby (an idle process that holds no run); workers with runs go on."""
+        with self._lock:
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            with contextlib.suppress(OSError):
+                standby.stdin.close()  # it exits on end of input
+            try:
+                standby.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                standby.kill()
 
     def poll(self, handle: subprocess.Popen | AdoptedWorker) -> int | None:
         if isinstance(handle, AdoptedWorker):

@@ -1,0 +1,115 @@
+"""Time to first step, per run kind, cold and warm: the engine's local launcher starts a real worker, and the clock
+runs from its `launch` call to the run's first logged training step, with where the time went (the journal's time
+split: `startup_s` = interpreter and imports, or a warm worker's hand-over to its trainer; `load_s` = model and
+tokenizer; `data_s` = tokenisation; `probes_s`; the rest is mostly the step-0 evaluation every run does before it
+trains). Cold: `python -m ptft_core.worker RUN_DIR`, as before warm workers. Warm: the run goes to a standby worker
+that imported while the previous run trained (as in a queue or a study). Each kind runs `--repeats` times, cold
+and warm interleaved, on a throw-away home that links the prepared data; the median is reported.
+
+    python -m bench.startup_bench [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from ptft_core import paths
+from ptft_core.config import config_from_dict, config_to_dict
+from ptft_core.engine.launcher import LocalSubprocessLauncher
+
+KINDS = {  # what a user launches first: the built-in configs, cut to a few steps
+    "finetune (MiniLM, movies)": "configs/finetune_full.yaml",
+    "pretrain from scratch (tiny)": "configs/pretrain_tiny.yaml",
+    "further pretraining (MiniLM)": "configs/further_pretrain_minilm.yaml",
+}
+PHASES = ("startup_s", "load_s", "data_s", "probes_s")
+
+
+def _config(path: str) -> dict:
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    data.update(max_steps=4, log_every=1)  # the first step is logged the moment it ends
+    if data["kind"] == "pretrain":
+        data["checkpoint_steps"] = []
+    return config_to_dict(config_from_dict(data))
+
+
+def wait_until_idle(launcher: LocalSubprocessLauncher) -> None:
+    """Until the standby has done its imports (its CPU time stops growing): a cold run measured while the next
+    standby imports beside it would be slowed by it, which is not what a cold start costs."""
+    standby = launcher._standby  # the bench may look inside: nothing else needs to know when a standby is ready
+    if standby is None:
+        return
+    proc = psutil.Process(standby.pid)
+    last = -1.0
+    while (used := sum(proc.cpu_times()[:2])) - last > 0.05:
+        last = used
+        time.sleep(0.5)
+
+
+def one_start(launcher: LocalSubprocessLauncher, home: Path, name: str, config: dict, index: int) -> dict:
+    run_dir = home / "runs" / f"startup-{index}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "config": config, "attempt": 1}))
+    threads = str(os.cpu_count() or 1)  # one CPU slot: the engine's default
+    started = time.time()
+    worker = launcher.launch(run_dir, {"PTFT_THREADS": threads, "PTFT_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""},
+                             resume=False)
+    if worker.wait() != 0:
+        raise RuntimeError(f"{name}: the worker failed; see {run_dir / 'worker.log'}")
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    metrics = [e for e in events if e.get("type") == "metric"]
+    first = next(e for e in metrics if e["split"] == "train" and e["name"] == "loss" and e["step"] >= 1)
+    phases = {e["name"]: e["value"] for e in metrics if e["split"] == "time"}
+    return {"kind": name, "warm": launcher.warm, "first_step_s": first["wall_time"] - started,
+            **{p: phases.get(p, 0.0) for p in PHASES}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    configs = {name: _config(path) for name, path in KINDS.items()}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        for folder in ("datasets", "models"):
+            (home / folder).symlink_to(paths.home() / folder)
+        os.environ["PTFT_HOME"] = str(home)
+        cold, warm = LocalSubprocessLauncher(warm=False), LocalSubprocessLauncher(warm=True)
+        warm.prepare()  # imports while the first cold run trains, as a standby does behind a running run
+        try:
+            for _ in range(args.repeats):
+                for name, config in configs.items():
+                    for launcher in (cold, warm):
+                        wait_until_idle(warm)
+                        rows.append(one_start(launcher, home, name, config, len(rows)))
+                        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}))
+        finally:
+            warm.close()
+    summary = {}
+    for name in KINDS:
+        for mode in (False, True):
+            mine = [r for r in rows if r["kind"] == name and r["warm"] == mode]
+            summary[f"{name}, {'warm' if mode else 'cold'}"] = {
+                key: statistics.median(r[key] for r in mine) for key in ("first_step_s", *PHASES)}
+    print(f"{'run kind':38s} {'first step':>10s} " + " ".join(f"{p:>9s}" for p in PHASES) + "  (medians, s)")
+    for name, s in summary.items():
+        print(f"{name:38s} {s['first_step_s']:10.2f} " + " ".join(f"{s[p]:9.2f}" for p in PHASES))
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "startup.json").write_text(json.dumps({"args": vars(args), "rows": rows, "summary": summary}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
