@@ -231,7 +231,7 @@ def trials_table(study, runs: dict[int, dict[str, Any]], spec: SweepSpec) -> pd.
         run = runs.get(t.number)
         value = t.value if t.state.name in ("COMPLETE", "PRUNED") else None
         last = t.last_step
-        if value is None and last is not None:
+        if t.state.name == "RUNNING" and last is not None:
             value = t.intermediate_values[last]  # running: the latest validation value
         seconds = None
         if run is not None and run.get("started_at") is not None and run.get("finished_at") is not None:
@@ -241,8 +241,9 @@ def trials_table(study, runs: dict[int, dict[str, Any]], spec: SweepSpec) -> pd.
                "prune_step": t.user_attrs.get("prune_step"),
                "reason": (run or {}).get("error") or t.user_attrs.get("error"), "seconds": seconds}
         for name, p in spec.space.items():
-            v = t.params.get(name)
-            row[name] = (None if v is None else str(v)) if p.is_choice else v
+            row[name] = None
+            if name in t.params:
+                row[name] = str(t.params[name]) if p.is_choice else t.params[name]  # choices as text (one type)
         rows.append(row)
     columns = TRIAL_COLUMNS + list(spec.space)
     df = pd.DataFrame(rows, columns=columns)
