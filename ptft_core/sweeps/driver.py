@@ -69,6 +69,22 @@ def _optuna():
     return optuna
 
 
+_JOURNAL_LOCK = threading.Lock()
+
+
+class _ProcessLock:
+    """The journals' write lock (what `JournalFileBackend` asks of a `lock_obj`: acquire, release): one per
+    process, not a lock file. The service is a sweep's only writer (the run store's lock sees to that: one service
+    per home), and Optuna's file locks outlive a `kill -9` of their holder, so the next service would wait out
+    their 30 s grace before its first tick. Readers (`sweep status` with no service) take no lock."""
+
+    def acquire(self) -> bool:
+        return _JOURNAL_LOCK.acquire()
+
+    def release(self) -> None:
+        _JOURNAL_LOCK.release()
+
+
 def open_study(home: Path, sweep_id: str, spec: SweepSpec, create: bool = False, offset: int = 0):
     """The sweep's Optuna study, from its journal file (created with `create`). `offset` moves the sampler's seed:
     a driver that starts on a study with n trials seeds it `spec.seed + n`, so the draws go on deterministically
@@ -81,7 +97,7 @@ def open_study(home: Path, sweep_id: str, spec: SweepSpec, create: bool = False,
     if not create and not path.is_file():
         raise KeyError(f"sweep {sweep_id!r} has no Optuna journal at {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(path)))
+    storage = JournalStorage(JournalFileBackend(str(path), lock_obj=_ProcessLock()))
     if create:
         optuna.create_study(study_name=sweep_id, storage=storage, load_if_exists=True,
                             direction="maximize" if spec.maximize else "minimize")
