@@ -52,7 +52,7 @@ with tab_launch:
                 ui.set_params(sweep=sweep_id)
                 st.success(f"Sweep {sweep_id} launched: see Sweeps and trials.", icon=":material/rocket_launch:")
 
-# --- sweeps and their trials -------------------------------------------------------------------------------------------
+# --- sweeps and their trials -----------------------------------------------------------------------------------------
 with tab_sweeps:
 
     @st.fragment(run_every=5)

@@ -1,5 +1,6 @@
 """`Ticker`: what the studies' and the sweeps' drivers share: a `tick()` called every `interval` seconds by a
-daemon thread (`start()` / `stop()`), ending when its engine's store closes, and outliving one bad tick."""
+daemon thread (`start()` / `stop()`), ending when its engine's store closes, and outliving one bad tick; and one
+driver of each kind per engine in a process (`for_engine`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import logging
 import threading
 
 log = logging.getLogger(__name__)
+
+_DRIVERS: dict[tuple[type, int], Ticker] = {}
+_DRIVERS_LOCK = threading.Lock()
 
 
 class Ticker:
@@ -20,6 +24,16 @@ class Ticker:
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+
+    @classmethod
+    def for_engine(cls, engine, start: bool = False):
+        """The one driver of this kind for `engine` in this process (created on first use; `start=True` starts
+        its thread)."""
+        with _DRIVERS_LOCK:
+            driver = _DRIVERS.get((cls, id(engine)))
+            if driver is None or driver.engine is not engine:
+                driver = _DRIVERS[(cls, id(engine))] = cls(engine)
+        return driver.start() if start else driver
 
     def tick(self) -> object:
         raise NotImplementedError

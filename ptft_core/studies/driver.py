@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import platform
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -349,17 +348,9 @@ class StudyDriver(Ticker):
             time.sleep(interval)
 
 
-_DRIVERS: dict[int, StudyDriver] = {}
-_DRIVERS_LOCK = threading.Lock()
-
-
 def driver_for(engine, start: bool = False) -> StudyDriver:
     """The one driver of `engine` in this process (created on first use; `start=True` starts its thread)."""
-    with _DRIVERS_LOCK:
-        driver = _DRIVERS.get(id(engine))
-        if driver is None or driver.engine is not engine:
-            driver = _DRIVERS[id(engine)] = StudyDriver(engine)
-    return driver.start() if start else driver
+    return StudyDriver.for_engine(engine, start)
 
 
 # --- the data a report is built from ----------------------------------------------------------------------------

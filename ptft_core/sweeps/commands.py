@@ -15,13 +15,11 @@ store and the sweep's journal when none runs. Exit codes: 0 when the sweep finis
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
-import time
 from pathlib import Path
 
 from ptft_core import paths
 from ptft_core.config import ConfigError
+from ptft_core.engine.commands import _engine_args
 
 
 def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -33,8 +31,7 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--name", default=None, help="the sweep's name (default: the spec's, else its fields)")
     sweep.add_argument("--detach", action="store_true",
                        help="return once the sweep is launched (the running service goes on with it)")
-    sweep.add_argument("--db", type=Path, default=None, help="the run store (default: PTFT_HOME/ptft.duckdb)")
-    sweep.add_argument("--cpu-slots", type=int, default=None, help="concurrent CPU runs (default: cores / 2)")
+    _engine_args(sweep)  # --db, --cpu-slots (of a service this command starts)
     sweep.set_defaults(handler=cmd_sweep)
 
 
@@ -50,7 +47,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace, path: Path) -> int:
-    from ptft_core.engine.commands import lab_session
+    from ptft_core.engine.commands import follow_launched, lab_session
     from ptft_core.sweeps.spec import load_spec, spec_to_dict
 
     spec = load_spec(path)  # every problem of the spec before any work
@@ -59,26 +56,10 @@ def cmd_launch(args: argparse.Namespace, path: Path) -> int:
           f"{'maximized' if spec.maximize else 'minimized'}", flush=True)
     with lab_session(args) as lab:
         sweep_id = lab.launch_sweep(spec_to_dict(spec), name=args.name)
-        print(f"sweep {sweep_id} launched", flush=True)
-        if args.detach:
-            print(f"detached: the lab service drives it; `sweep status {sweep_id}` shows where it stands")
+        progress = follow_launched(lab, "sweep", sweep_id, args.detach, lambda: lab.sweep_progress(sweep_id),
+                                   lambda: lab.cancel_sweep(sweep_id))
+        if progress is None:
             return 0
-        try:
-            shown = None
-            while True:
-                progress = lab.sweep_progress(sweep_id)
-                if progress.line() != shown:
-                    shown = progress.line()
-                    print(f"[{sweep_id}] {shown}", flush=True)
-                if progress.finished:
-                    break
-                time.sleep(2.0)
-        except KeyboardInterrupt:
-            print("\ncancelling the sweep (no more trials; each running one saves a checkpoint)...", file=sys.stderr)
-            ids = lab.cancel_sweep(sweep_id)
-            with contextlib.suppress(TimeoutError):
-                lab.wait(ids, timeout=15)
-            raise
         print_best(progress)
     return 0 if progress.status == "done" and progress.best_run else 1
 

@@ -527,14 +527,6 @@ class SweepDriver(Ticker):
             time.sleep(interval)
 
 
-_DRIVERS: dict[int, SweepDriver] = {}
-_DRIVERS_LOCK = threading.Lock()
-
-
 def sweep_driver_for(engine, start: bool = False) -> SweepDriver:
     """The one sweep driver of `engine` in this process (created on first use; `start=True` starts its thread)."""
-    with _DRIVERS_LOCK:
-        driver = _DRIVERS.get(id(engine))
-        if driver is None or driver.engine is not engine:
-            driver = _DRIVERS[id(engine)] = SweepDriver(engine)
-    return driver.start() if start else driver
+    return SweepDriver.for_engine(engine, start)
