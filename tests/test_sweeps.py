@@ -190,6 +190,24 @@ def test_a_prune_holds_across_a_restart_of_the_engine(fake_lab):
         assert (row["status"], row["error"]) == ("pruned", "pruned at step 5: validation loss 4.4")
 
 
+@pytest.mark.slow
+def test_a_grid_sweep_runs_each_combination_once_and_stops_at_its_size(fake_lab):
+    from ptft_core.engine import Engine
+    from ptft_core.sweeps.driver import SweepDriver
+
+    grid = {"base": fake(steps=10), "space": {"seed": {"low": 0, "high": 2}, "optim.schedule": ["constant", "linear"]},
+            "sampler": "grid", "pruner": {"type": "median", "startup_trials": 2}, "n_trials": 50, "parallel": 2}
+    with Engine(home=fake_lab, cpu_slots=2) as engine:
+        driver = SweepDriver(engine)
+        sweep_id = driver.launch(grid)
+        progress = driver.wait(sweep_id, timeout=120)
+        trials = driver.view(sweep_id).trials()
+    assert progress.status == "done" and progress.n_trials == len(trials) == 6, progress.line()
+    assert sorted(zip(trials["seed"], trials["optim.schedule"], strict=True)) == [
+        (s, k) for s in range(3) for k in ("constant", "linear")]
+    assert engine.max_concurrent <= 2
+
+
 # --- a sweep across a kill -9 of the service (stand-in trainer) -------------------------------------------------------
 
 

@@ -111,7 +111,12 @@ def make_sampler(spec: SweepSpec, offset: int = 0):
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(spec.grid(), seed=spec.seed)  # it reads the grid's use from the study
+        class Grid(optuna.samplers.GridSampler):  # it reads which points are taken from the study itself
+            def after_trial(self, study, trial, state, values) -> None:
+                """No `study.stop()` once the grid is used up (that is for `optimize` loops, and raises outside
+                one): the driver stops asking at the grid's size itself (`SweepSpec.trials`)."""
+
+        return Grid(spec.grid(), seed=spec.seed)
     # TPE after a few random trials (a third of the budget, 2..10); constant liar: running trials count as bad
     # guesses, so trials asked at once do not all land on the same spot.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, spec.trials // 3)),
