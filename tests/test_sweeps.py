@@ -190,6 +190,32 @@ def test_a_prune_holds_across_a_restart_of_the_engine(fake_lab):
         assert (row["status"], row["error"]) == ("pruned", "pruned at step 5: validation loss 4.4")
 
 
+def test_ticks_repair_a_trial_asked_but_never_submitted_and_never_exceed_n_trials(fake_lab):
+    """No worker runs (the engine launches nothing). A driver asks a trial and dies before submitting it; the next
+    driver (a restarted service) submits it with its sampled values, once; a cancelled sweep asks no more, and its
+    trials are told as failed once their runs end."""
+    from ptft_core.engine import Engine
+    from ptft_core.sweeps.driver import SweepDriver, distributions, open_study
+
+    three = {**FAKE_SWEEP, "n_trials": 3, "parallel": 2}
+    with Engine(home=fake_lab, cpu_slots=1, launch_queued=False) as engine:
+        sweep_id = SweepDriver(engine).launch(three)
+        assert len(engine.store.list_runs(tag=f"sweep:{sweep_id}")) == 2  # two at once
+        study = open_study(fake_lab, sweep_id, spec_from_dict(three))
+        crashed = study.ask(distributions(spec_from_dict(three)))  # asked, then the process died
+        driver = SweepDriver(engine)  # the next service's
+        assert len(driver.tick()) == 1 and driver.tick() == []
+        runs = engine.store.list_runs(tag=f"sweep:{sweep_id}")
+        assert sorted(runs["tags"].map(lambda t: next(x for x in t if x.startswith("sweep-trial:")))) == [
+            "sweep-trial:0", "sweep-trial:1", "sweep-trial:2"]
+        mine = runs[runs["tags"].map(lambda t: "sweep-trial:2" in t)].iloc[0]
+        assert json.loads(mine["config"])["seed"] == crashed.params["seed"]
+        assert sorted(driver.cancel(sweep_id)) == sorted(runs["id"])
+        progress = driver.progress(sweep_id)
+        assert progress.finished and progress.status == "cancelled" and progress.counts == {"failed": 3}
+        assert driver.tick() == []
+
+
 @pytest.mark.slow
 def test_a_grid_sweep_runs_each_combination_once_and_stops_at_its_size(fake_lab):
     from ptft_core.engine import Engine
@@ -308,6 +334,7 @@ def test_the_tiny_asha_sweep_runs_end_to_end_from_the_cli_and_prunes(home, monke
         assert_every_trial_once(runs, trials, 8)
         pruned = runs[runs["status"] == "pruned"]
         assert len(pruned) >= 1, trials.to_string()
+        print(f"tiny sweep: {len(pruned)} of 8 trials pruned, at steps {sorted(trials['prune_step'].dropna())}")
         for row in pruned.to_dict("records"):
             assert re.match(r"pruned at step \d+: validation loss \d", row["error"]), row["error"]
             assert not store.metric_series([row["id"]], names=["loss"], splits=["validation"]).empty
