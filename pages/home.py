@@ -36,6 +36,7 @@ with steps[3].container(border=True):
     st.markdown("**4 · Or run a whole study**  \nSix planned questions (does pretraining help? how much is "
                 "forgotten?) with seeds, lineage and a report whose conclusions come from the runs.")
     st.page_link("pages/studies.py", label="Open Studies", icon=":material/science:")
+    st.page_link("pages/sweeps.py", label="Or sweep a config's settings", icon=":material/tune:")
 
 left, right = st.columns([3, 2])
 with left:

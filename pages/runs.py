@@ -6,6 +6,7 @@ import streamlit as st
 
 from ptft_core import plots, ui
 from ptft_core.engine.engine import RESUMABLE
+from ptft_core.store import STATUSES
 
 ui.require_frame()
 
@@ -50,7 +51,7 @@ if runs_all.empty:
     st.stop()
 
 filters = st.columns([2, 1, 2])
-statuses = filters[0].multiselect("Status", ["queued", "running", "completed", "failed", "cancelled", "interrupted"])
+statuses = filters[0].multiselect("Status", list(STATUSES))
 kind = filters[1].selectbox("Kind", ["all", "pretrain", "finetune", "evaluate"])
 tags = sorted({t for ts in runs_all["tags"] for t in ts})
 tag = filters[2].selectbox("Tag", ["all", *tags])
@@ -83,8 +84,11 @@ st.subheader(f"{ui.STATUS_ICONS.get(row['status'], '')} {row['name']}")
 st.caption(f"`{run_id}` · {row['kind']} · **{row['status']}** · device {row['device'] or '—'} · attempt "
            f"{row['attempt']} · created {row['created_at']:%Y-%m-%d %H:%M}"
            + (f" · from `{row['parent_run']}`" if row["parent_run"] else "")
-           + (f" · study `{row['study']}`" if row["study"] else ""))
-if row["error"]:
+           + (f" · {'sweep' if any(t.startswith('sweep:') for t in row['tags']) else 'study'} `{row['study']}`"
+              if row["study"] else ""))
+if row["error"] and row["status"] == "pruned":  # stopped early by its sweep's pruner: why, not a failure
+    st.info(row["error"], icon=ui.STATUS_ICONS["pruned"])
+elif row["error"]:
     st.error(row["error"], icon=":material/error:")
 if row["status"] == "queued" and (waits := next((q["waits_for"] for q in lab.queue() if q["id"] == run_id), None)):
     st.info(f"Waiting for the {waits}: it starts when that checkpoint is saved.", icon=":material/hourglass_top:")

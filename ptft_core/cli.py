@@ -1,7 +1,7 @@
 """`python -m ptft_core ...`: the lab without the browser.
 
-Each room adds its own sub-commands (`data`, `run`/`runs`, `study`, `serve`); this module only routes and turns the
-lab's own errors (bad config, bad data, a locked store) into one clear line and exit code 2, not a traceback.
+Each room adds its own sub-commands (`data`, `run`/`runs`, `study`, `sweep`, `serve`); this module only routes and
+turns the lab's own errors (bad config, bad data, a locked store) into one clear line and exit code 2, not a traceback.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ptft_core.engine.commands import add_run_commands
     from ptft_core.service.commands import add_service_commands
     from ptft_core.studies.commands import add_study_commands
+    from ptft_core.sweeps.commands import add_sweep_commands
 
     parser = argparse.ArgumentParser(prog="python -m ptft_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
     add_run_commands(sub)
     add_study_commands(sub)
+    add_sweep_commands(sub)
     add_service_commands(sub)
     return parser
 

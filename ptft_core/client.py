@@ -364,3 +364,33 @@ class LabClient:
 
     def cancel_study(self, study_id: str) -> list[str]:
         return self._json("POST", f"/api/studies/{study_id}/cancel")["cancelled"]
+
+    # -- sweeps ----------------------------------------------------------------------------------------------------
+    def sweep_table(self) -> pd.DataFrame:
+        """One row per sweep with its progress (`sweeps.driver.list_sweeps`, from the service's Optuna studies)."""
+        return _frame(self._call("GET", "/api/sweeps"))
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        data = self._json("GET", f"/api/sweeps/{sweep_id}")
+        if isinstance(data.get("spec"), str):
+            data["spec"] = json.loads(data["spec"])
+        return _row(data)
+
+    def sweep_progress(self, sweep_id: str):
+        from ptft_core.sweeps.driver import SweepProgress
+
+        return SweepProgress(**_row(self._json("GET", f"/api/sweeps/{sweep_id}/progress")))
+
+    def sweep_trials(self, sweep_id: str) -> pd.DataFrame:
+        """One row per trial (`sweeps.driver.TRIAL_COLUMNS`, then one column per searched field)."""
+        return _frame(self._call("GET", f"/api/sweeps/{sweep_id}/trials"))
+
+    def sweep_importances(self, sweep_id: str) -> dict[str, float]:
+        return self._json("GET", f"/api/sweeps/{sweep_id}/importances")
+
+    def launch_sweep(self, spec: dict[str, Any], name: str | None = None) -> str:
+        """Launch a sweep (a spec as plain data, its `base` a mapping); ConfigError names the field at fault."""
+        return self._json("POST", "/api/sweeps", json={"spec": spec, "name": name})["id"]
+
+    def cancel_sweep(self, sweep_id: str) -> list[str]:
+        return self._json("POST", f"/api/sweeps/{sweep_id}/cancel")["cancelled"]

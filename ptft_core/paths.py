@@ -66,6 +66,15 @@ def saved_checkpoints(run_folder: Path) -> list[str]:
     return sorted(p.name for p in (Path(run_folder) / "checkpoints").glob("*") if (p / "config.json").is_file())
 
 
+def sweeps_dir(lab_home: Path | None = None) -> Path:
+    """`sweeps/<sweep_id>/`: each sweep's Optuna journal (its sampler's and pruner's state), beside the run store."""
+    return (lab_home or home()) / "sweeps"
+
+
+def sweep_journal(sweep_id: str, lab_home: Path | None = None) -> Path:
+    return sweeps_dir(lab_home) / sweep_id / "optuna.journal"
+
+
 def db_path() -> Path:
     return home() / "ptft.duckdb"
 

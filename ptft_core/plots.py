@@ -612,3 +612,94 @@ def bar_figure(table: pd.DataFrame, x: str, title: str, y: str, group: str | Non
     lo = max(0.0, float((done["mean"] - done["std"].fillna(0)).min()) - 0.1)
     fig.update_yaxes(range=[min(lo, (chance or 1) - 0.05), 1.0], tickformat=".0%")
     return study_layout(fig, title, x.replace("_", " "), y)
+
+
+# --- sweep figures -----------------------------------------------------------------------------------------------
+# For ptft_core.sweeps: the trials table of `SweepView.trials()` (columns trial, state, run_id, value, step, then
+# one per searched field) and the spec's search space as stored ({field: {"low", "high", "log", "values"}}).
+
+PRUNED_COLOR = "#d62728"
+
+
+def _best_so_far(values: pd.Series, maximize: bool) -> pd.Series:
+    return values.cummax() if maximize else values.cummin()
+
+
+def sweep_history_figure(trials: pd.DataFrame, metric: str, maximize: bool, title: str | None = None) -> go.Figure:
+    """The objective per trial number: completed trials as dots, pruned ones as crosses at their last validation
+    value (where the pruner stopped them, not comparable with a finished value), running ones hollow, and the
+    best so far over the completed trials as a step line."""
+    title = title or f"validation {metric} per trial ({'higher' if maximize else 'lower'} is better)"
+    shown = trials[trials["value"].notna()].sort_values("trial")
+    if shown.empty:
+        return study_layout(_empty(title, "no trial has a validation value yet"), title, "trial", metric)
+    fig = go.Figure()
+    styles = {"completed": dict(symbol="circle", color=PALETTE[0], size=9),
+              "pruned": dict(symbol="x", color=PRUNED_COLOR, size=9),
+              "running": dict(symbol="circle-open", color=PALETTE[0], size=9),
+              "queued": dict(symbol="circle-open", color="#888", size=9)}
+    for state, marker in styles.items():
+        part = shown[shown["state"] == state]
+        if part.empty:
+            continue
+        steps = [f"step {int(s)}" if s == s and s is not None else "" for s in part["step"]]
+        fig.add_trace(go.Scatter(
+            x=part["trial"], y=part["value"], mode="markers", name=state, marker=marker,
+            customdata=list(zip(part["run_id"].fillna(""), steps, strict=True)),
+            hovertemplate=f"trial %{{x}} ({state}, %{{customdata[1]}})<br>{metric} %{{y:.4g}}<br>"
+                          "%{customdata[0]}<extra></extra>"))
+    done = shown[shown["state"] == "completed"]
+    if not done.empty:
+        fig.add_trace(go.Scatter(x=done["trial"], y=_best_so_far(done["value"], maximize), mode="lines",
+                                 line=dict(shape="hv", color=PALETTE[2], width=2), name="best so far",
+                                 hovertemplate="best after trial %{x}: %{y:.4g}<extra></extra>"))
+    fig.update_xaxes(dtick=1 if shown["trial"].max() < 30 else None)
+    return study_layout(fig, title, "trial", f"validation {metric}")
+
+
+def _axis(values: pd.Series, name: str, space: dict[str, Any]) -> dict[str, Any]:
+    """One parallel-coordinates axis: a log range as log10 with 10^k ticks, choices as codes with their labels."""
+    choices = space.get("values")
+    if choices is not None:
+        labels = [str(c) for c in choices]
+        codes = values.map({label: i for i, label in enumerate(labels)})
+        return dict(label=name, values=codes, tickvals=list(range(len(labels))), ticktext=labels,
+                    range=[-0.25, len(labels) - 0.75] if len(labels) > 1 else [-1, 1])
+    numbers = values.astype(float)
+    if space.get("log"):
+        logs = np.log10(numbers)
+        lo, hi = int(np.floor(logs.min())), int(np.ceil(logs.max()))
+        ticks = list(range(lo, hi + 1))
+        return dict(label=f"{name} (log)", values=logs, tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
+    return dict(label=name, values=numbers)
+
+
+def parallel_coordinates_figure(trials: pd.DataFrame, space: dict[str, dict[str, Any]], metric: str,
+                                maximize: bool, title: str | None = None) -> go.Figure:
+    """One line per completed trial through each searched field's value and the objective, coloured by the
+    objective (brighter is better)."""
+    title = title or f"searched fields of the completed trials, coloured by validation {metric}"
+    done = trials[(trials["state"] == "completed") & trials["value"].notna()]
+    if done.empty:
+        return study_layout(_empty(title, "no completed trial yet"), title, "", "")
+    dims = [_axis(done[name], name, spec) for name, spec in space.items() if name in done]
+    dims.append(dict(label=f"validation {metric}", values=done["value"]))
+    fig = go.Figure(go.Parcoords(
+        dimensions=dims,
+        line=dict(color=done["value"], colorscale="Viridis", reversescale=not maximize, showscale=True,
+                  colorbar=dict(title=metric))))
+    fig.update_layout(template=TEMPLATE, title=title, height=FIGURE_HEIGHT, margin=dict(l=70, r=40, t=90, b=30))
+    return fig
+
+
+def importance_figure(importances: dict[str, float], title: str = "which settings matter (PED-ANOVA importance)"
+                      ) -> go.Figure:
+    """Horizontal bars, most important on top; shares of the whole (they sum to 1)."""
+    if not importances:
+        return study_layout(_empty(title, "needs a few completed trials"), title, "", "")
+    ordered = sorted(importances.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in ordered], y=[k for k, _ in ordered], orientation="h",
+                           marker_color=PALETTE[0], text=[f"{v:.0%}" for _, v in ordered], textposition="auto",
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_xaxes(tickformat=".0%", range=[0, max(1.0, max(importances.values()))])
+    return study_layout(fig, title, "share of the objective's variation explained", "", height=80 + 50 * len(ordered))

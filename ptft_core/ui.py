@@ -44,7 +44,8 @@ DEMO_TOKEN_ENV = "PTFT_DEMO_TOKEN_REQUIRED"  # set by `demo` when it serves beyo
 ACTIVE = ("queued", "running")
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
                 "completed": ":material/check_circle:", "failed": ":material/error:",
-                "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}  # Streamlit markdown
+                "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:",
+                "pruned": ":material/content_cut:"}  # Streamlit markdown
 # Masked-LM training throughput in tokens/s (batch 32 x block 128, AdamW, ptft's masked-positions-only MLM head,
 # float32, 2 threads) measured on this project's 2-core CPU machines with `run_pretrain`; they turn
 # steps x batch x block into a time estimate on the Pretrain page. A GPU is one to two orders of magnitude faster.

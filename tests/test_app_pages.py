@@ -38,7 +38,7 @@ from tests.conftest import stop_lab
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
-PAGES = ["home", "data", "pretrain", "finetune", "runs", "compare", "inspect", "studies"]
+PAGES = ["home", "data", "pretrain", "finetune", "runs", "compare", "inspect", "studies", "sweeps"]
 TIMEOUT = 60  # seconds per script run: the first one imports pandas, plotly and the engine on 2 busy cores
 T0 = 1_700_000_000.0
 
@@ -199,6 +199,19 @@ def test_runs_page_shows_the_selected_run_with_its_error_config_and_log(lab_with
     assert "attempt 1: failed" in texts(at.code)
     assert {b.label for b in at.button} >= {"Resume", "Retry", "Delete this run"}
     assert "Cancel" not in {b.label for b in at.button}  # only queued or running runs can be cancelled
+
+
+def test_runs_page_shows_why_a_pruned_run_stopped_not_an_error(lab):
+    store = Store(lab / "ptft.duckdb")
+    add_run(store, lab, "pt-0009", PretrainConfig(name="sweep #3", max_steps=40), status="pruned",
+            tags=("sweep:sw-1", "sweep-trial:3"))
+    store.update_run("pt-0009", error="pruned at step 20: validation loss 6.6, not in the top 1/2 (ASHA)",
+                     study="sw-1")
+    store.close()
+    at = open_page("runs", {"run": "pt-0009"})
+    assert not at.exception and not at.error, texts(at.error)
+    assert "pruned at step 20" in texts(at.info) and "sweep `sw-1`" in texts(at.caption)
+    assert "Resume" in {b.label for b in at.button}  # like a cancelled run
 
 
 def test_runs_page_shows_a_readopted_run_that_has_no_progress_yet(lab):
@@ -465,7 +478,7 @@ def test_data_page_registers_an_upload_and_reports_bad_ones(lab):
 # --- read-only mode -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("page", ["pretrain", "finetune", "runs", "data", "studies"])
+@pytest.mark.parametrize("page", ["pretrain", "finetune", "runs", "data", "studies", "sweeps"])
 def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs, monkeypatch, page):
     monkeypatch.setenv(ui.READ_ONLY_ENV, "1")
     at = open_page(page)

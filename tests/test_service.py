@@ -60,7 +60,8 @@ WRITES = [("POST", "/api/runs", {"config": {"kind": "pretrain", "max_steps": 5}}
           ("POST", "/api/runs/pt-x/resume", None), ("POST", "/api/runs/pt-x/retry", None),
           ("DELETE", "/api/runs/pt-x", None), ("PUT", "/api/runs/pt-x/tags", {"tags": []}),
           ("PUT", "/api/runs/pt-x/notes", {"notes": ""}), ("POST", "/api/studies", {"template": "forgetting"}),
-          ("POST", "/api/studies/st-x/cancel", None)]
+          ("POST", "/api/studies/st-x/cancel", None), ("POST", "/api/sweeps", {"spec": {}}),
+          ("POST", "/api/sweeps/sw-x/cancel", None)]
 
 
 def test_the_api_refuses_without_a_token_and_viewers_cannot_write(service):
@@ -75,6 +76,8 @@ def test_the_api_refuses_without_a_token_and_viewers_cannot_write(service):
         assert httpx.request(method, f"{url}{path}", json=body, headers=viewer).status_code == 403, path
         assert httpx.request(method, f"{url}{path}", json=body).status_code == 401, path
     assert httpx.post(f"{url}/api/query/series", json={"run_ids": []}, headers=viewer).status_code == 200
+    assert httpx.get(f"{url}/api/sweeps", headers=viewer).status_code == 200  # a viewer reads sweeps
+    assert httpx.get(f"{url}/api/sweeps/sw-nope/trials", headers=viewer).status_code == 404
     for bad in ("pt-nope", "..%2F..%2Fptft.duckdb", "%2E%2E"):
         assert httpx.get(f"{url}/api/runs/{bad}", headers=viewer).status_code == 404, bad
         assert httpx.get(f"{url}/api/runs/{bad}/log", headers=viewer).status_code == 404, bad
@@ -97,7 +100,7 @@ def test_a_run_submitted_through_the_client_trains_and_reads_back(service, fake_
     assert list(series["x"]) == list(range(1, 13)) and set(series["name"]) == {"loss"}
     with pytest.raises(ConfigError, match="x must be one of"):
         lab.metric_series([run_id], x="bogus")
-    with pytest.raises(ValueError, match="only interrupted, cancelled, failed runs can resume"):
+    with pytest.raises(ValueError, match="only interrupted, cancelled, failed, pruned runs can resume"):
         lab.resume(run_id)  # 409: the engine's own reason
     with pytest.raises(KeyError):
         lab.get_run("pt-nope")

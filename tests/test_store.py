@@ -124,7 +124,8 @@ def test_migrates_a_version_1_database(tmp_path):
     con.execute("INSERT INTO metrics VALUES ('old', 1, 1, NULL, 'train', 'loss', 2.5, 1000.0, 10)")
     con.close()
     with Store(path) as store:
-        assert store.version() == schema.LATEST == 2
+        assert store.version() == schema.LATEST == 3
+        assert store.list_sweeps().empty  # version 3: the sweeps table
         row = store.get_run("old")
         assert row["attempt"] == 1 and row["priority"] == 0 and row["journal_offset"] == 0
         assert row["queued_at"] == row["created_at"] and row["tags"] == ["a"]
@@ -132,7 +133,7 @@ def test_migrates_a_version_1_database(tmp_path):
         assert m["attempt"] == 1 and not m["superseded"] and m["value"] == 2.5
         assert store.ingest_events([metric("old", 1, 1, 9.9), metric("old", 2, 2, 2.0)]) == 1
     with Store(path) as store:  # reopening does not migrate again
-        assert store.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 2
+        assert store.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 3
 
 
 def test_refuses_a_newer_database(tmp_path):

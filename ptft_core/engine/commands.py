@@ -131,6 +131,33 @@ def lab_session(args: argparse.Namespace) -> Iterator[Any]:
             started.wait(timeout=60)
 
 
+def follow_launched(lab, what: str, launched_id: str, detach: bool, progress, cancel, left=lambda p: "",
+                    interval: float = 2.0):
+    """After a study or sweep is launched: with `detach`, say how to find it and return None; else print its
+    progress line (`progress()`, one whose `line()` changed) until it is `finished`, and return the last one.
+    Ctrl-C calls `cancel()` (it returns the run ids it stopped), waits briefly for them, and re-raises."""
+    print(f"{what} {launched_id} launched", flush=True)
+    if detach:
+        print(f"detached: the lab service drives it; `{what} status {launched_id}` shows where it stands")
+        return None
+    try:
+        shown = None
+        while True:
+            found = progress()
+            if found.line() != shown:
+                shown = found.line()
+                print(f"[{launched_id}] {shown}" + ("" if found.finished else left(found)), flush=True)
+            if found.finished:
+                return found
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        print(f"\ncancelling the {what} (its running runs each save a checkpoint)...", file=sys.stderr)
+        ids = cancel()
+        with contextlib.suppress(TimeoutError):
+            lab.wait(ids, timeout=CANCEL_WAIT)
+        raise
+
+
 def running_lab():
     """The client of the running service, or None."""
     from ptft_core.client import connect, find_service

@@ -7,7 +7,8 @@ called directly by tests and by `wait()` when no thread runs):
 3. each running run's journal is read from its byte offset and all new events of all runs are ingested in one
    transaction, together with the new offsets (so rows and offsets never disagree after a crash);
 4. runs whose worker exited are finished: the journal's final status wins; without one the exit code decides
-   (a signal or a non-zero code: failed, with the worker.log tail; a cancel we sent: cancelled);
+   (a signal or a non-zero code: failed, with the worker.log tail; a cancel we sent: cancelled; a prune we
+   sent: pruned, with the pruner's reason);
 5. a worker whose heartbeat file is older than `heartbeat_timeout` is killed and failed ("no heartbeat");
    a cancelled worker still alive after `cancel_grace` seconds gets SIGKILL;
 6. queued runs are launched into free slots (priority, then FIFO; see scheduler.py), except those whose config
@@ -50,7 +51,11 @@ from ptft_core.worker import HEARTBEAT_NAME, latest_step_checkpoint
 log = logging.getLogger(__name__)
 
 CANCEL_REQUEST = "cancel.request"
-RESUMABLE = ("interrupted", "cancelled", "failed")
+# Left by `prune`: {"reason": ...}. The worker only knows it was asked to stop and reports "cancelled"; this file
+# makes that `pruned` (at ingestion, at recovery, and when the worker died without a word), so the row never reads
+# cancelled, even across a restart of the engine between the request and the worker's exit.
+PRUNE_REQUEST = "prune.request"
+RESUMABLE = ("interrupted", "cancelled", "failed", "pruned")
 
 
 def new_run_id(kind: str) -> str:
@@ -72,7 +77,7 @@ class Active:
     adopted: bool = False
     last_status: str | None = None
     error: str | None = None
-    stop_reason: str | None = None  # "cancel" or "no heartbeat" once we asked it to stop
+    stop_reason: str | None = None  # "cancel", "prune" or "no heartbeat" once we asked it to stop
     kill_at: float | None = None  # SIGKILL deadline after a cancel
     heartbeat_saved: float = 0.0
     history: dict[str, Any] = field(default_factory=dict)
@@ -220,16 +225,28 @@ class Engine:
 
         Returns the run's status (still "running" while a worker winds down, unless `wait` seconds are given
         to wait for the final one)."""
+        return self._halt(run_id, "cancel", None, wait)
+
+    def prune(self, run_id: str, reason: str, wait: float | None = None) -> str:
+        """Stop a run that a sweep's pruner judged not worth finishing: the same path as `cancel` (the worker
+        saves a checkpoint and exits), but the run ends `pruned` with `reason` (the step and value that decided
+        it) in its error field. Its metrics and checkpoints stay; it can resume like a cancelled run."""
+        return self._halt(run_id, "prune", reason, wait)
+
+    def _halt(self, run_id: str, how: str, reason: str | None, wait: float | None) -> str:
         with self._lock:
             row = self.store.get_run(run_id)
             active = self._active.get(run_id)
+            if how == "prune" and (row["status"] == "queued" or (active is not None and active.stop_reason is None)):
+                _write_json(self.run_dir(run_id) / PRUNE_REQUEST, {"reason": reason})
             if active is not None:
                 if active.stop_reason is None:
-                    active.stop_reason = "cancel"
+                    active.stop_reason = how
                     active.kill_at = time.monotonic() + self.cancel_grace
                     self.launcher.terminate(active.handle)
             elif row["status"] == "queued":
-                self.store.update_run(run_id, status="cancelled", finished_at=now(), error=None)
+                final = "pruned" if how == "prune" else "cancelled"
+                self.store.update_run(run_id, status=final, finished_at=now(), error=reason)
             elif row["status"] == "running":  # a worker we do not watch: recovery failed to adopt it
                 self.store.update_run(run_id, status="interrupted", finished_at=now())
         if wait:
@@ -251,7 +268,8 @@ class Engine:
                 raise ValueError(f"run {run_id} has no checkpoint to resume from (use retry for a fresh run)")
             # Everything the earlier attempt logged is in the store before its rows are superseded.
             events, offset = read_events(run_dir / JOURNAL_NAME, row["journal_offset"] or 0)
-            self.store.ingest_events(events, {run_id: offset})
+            self.store.ingest_events(self._in_own_words(events), {run_id: offset})
+            (run_dir / PRUNE_REQUEST).unlink(missing_ok=True)  # a new attempt: a later stop is a cancel again
             attempt = int(row["attempt"] or 1) + 1
             self.store.mark_superseded(run_id, after_step=step, before_attempt=attempt)
             run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
@@ -342,7 +360,7 @@ class Engine:
                 offsets[run_id] = offset
         if not offsets:
             return
-        self.store.ingest_events(events, offsets)
+        self.store.ingest_events(self._in_own_words(events), offsets)
         for run_id, offset in offsets.items():
             self._active[run_id].offset = offset
         for event in events:
@@ -350,6 +368,24 @@ class Engine:
                 active = self._active[event["run_id"]]
                 active.last_status = event.get("status")
                 active.error = event.get("error")
+
+    def _prune_reason(self, run_id: str) -> str | None:
+        """The reason of a prune requested for this run's current attempt, or None."""
+        try:
+            data = json.loads((self.run_dir(run_id) / PRUNE_REQUEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return str(data.get("reason") or "pruned")
+
+    def _in_own_words(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Journal events with a pruned worker's "cancelled" (all it knows: it was asked to stop) made `pruned`,
+        with the pruner's reason, before they reach the store."""
+        for i, event in enumerate(events):
+            if event.get("type") == "status" and event.get("status") == "cancelled":
+                reason = self._prune_reason(str(event.get("run_id")))
+                if reason is not None:
+                    events[i] = {**event, "status": "pruned", "error": reason}
+        return events
 
     def _finish(self, active: Active, code: int) -> None:
         self.pool.release(active.run_id)
@@ -361,8 +397,10 @@ class Engine:
             status = "interrupted"
             error = "the worker was stopped by a signal the lab did not send (its actor or node died, or a kill " \
                     "from outside); it saved a checkpoint first, so it can resume"
-        elif active.last_status in ("completed", "cancelled", "failed"):
+        elif active.last_status in ("completed", "cancelled", "failed", "pruned"):
             status, error = active.last_status, active.error  # the worker's own word (already ingested)
+        elif (active.stop_reason in ("prune", None)) and (reason := self._prune_reason(active.run_id)) is not None:
+            status, error = "pruned", reason  # gone before its last word (SIGKILL after the grace)
         elif active.stop_reason == "cancel":
             status, error = "cancelled", None
         elif active.stop_reason == "no heartbeat":
@@ -498,7 +536,7 @@ class Engine:
             run_id = row["id"]
             run_dir = self.run_dir(run_id)
             events, offset = read_events(run_dir / JOURNAL_NAME, row["journal_offset"] or 0)
-            self.store.ingest_events(events, {run_id: offset})
+            self.store.ingest_events(self._in_own_words(events), {run_id: offset})
             row = self.store.get_run(run_id)
             if row["status"] in TERMINAL:
                 log.info("run %s finished while no engine watched: %s", run_id, row["status"])
@@ -512,6 +550,9 @@ class Engine:
                 self.history.append(active.history)
                 self._active[run_id] = active
                 log.info("run %s: re-adopted its live worker (pid %s)", run_id, row["pid"])
+            elif (reason := self._prune_reason(run_id)) is not None:  # pruned, then gone before its last word
+                self.store.update_run(run_id, status="pruned", finished_at=now(), error=reason)
+                log.info("run %s: pruned (its worker is gone)", run_id)
             else:
                 self.store.update_run(run_id, status="interrupted", finished_at=now(),
                                       error="the worker stopped while no engine was watching it")

@@ -1,7 +1,8 @@
-"""The lab's HTTP API (FastAPI): the engine's operations, the study driver and the store's reads, behind tokens.
+"""The lab's HTTP API (FastAPI): the engine's operations, the study and sweep drivers and the store's reads,
+behind tokens.
 
 Every request carries a token (`Authorization: Bearer <token>`, or `?token=` in a demo link): none or a wrong
-one is 401, a viewer token on a write is 403, an unknown run or study id is 404 (ids are looked up in the
+one is 401, a viewer token on a write is 403, an unknown run, study or sweep id is 404 (ids are looked up in the
 store, never joined into a path), an action the run's state refuses (resume without a checkpoint, delete while
 running) is 409. Tables travel as Arrow IPC streams (typed: timestamps, lists), not row-by-row JSON; single
 rows and small answers as JSON. Reads that name many runs are POSTs under /api/query/ (a viewer may make
@@ -31,6 +32,7 @@ from ptft_core.config import ConfigError, config_from_dict
 from ptft_core.engine import Engine
 from ptft_core.service.tokens import Tokens
 from ptft_core.studies.driver import StudyDriver, list_studies, study_progress
+from ptft_core.sweeps.driver import SweepDriver
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 Repeated = Annotated[list[str] | None, Query()]  # ?status=queued&status=running
@@ -59,6 +61,13 @@ class StudyLaunch(BaseModel):
     template: str
     preset: str = "quick"
     tiny: bool = False
+    name: str | None = None
+
+
+class SweepLaunch(BaseModel):
+    """A sweep spec (ptft_core.sweeps.spec: base config, space, objective, sampler, pruner, trials) to launch."""
+
+    spec: dict[str, Any]
     name: str | None = None
 
 
@@ -126,7 +135,7 @@ class AnswerCache:
         return answer
 
 
-def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
+def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver, sweeps: SweepDriver | None = None) -> FastAPI:
     app = FastAPI(title="ptft lab service", docs_url=None, redoc_url=None)
     store = engine.store
     cache = AnswerCache(store)
@@ -332,6 +341,47 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver) -> FastAPI:
         for run_id in ids:
             engine.cancel(run_id)
         return {"cancelled": ids}
+
+    # -- sweeps ----------------------------------------------------------------------------------------------------
+    sweeps = sweeps or SweepDriver(engine)
+
+    def sweep_view(sweep_id: str):
+        try:
+            return sweeps.view(sweep_id)
+        except KeyError:
+            raise HTTPException(404, f"no sweep {sweep_id!r}") from None
+
+    @app.get("/api/sweeps", dependencies=read)
+    def list_sweeps() -> Response:
+        return Response(arrow_bytes(sweeps.table()), media_type=ARROW_STREAM)
+
+    @app.get("/api/sweeps/{sweep_id}", dependencies=read)
+    def get_sweep(sweep_id: str) -> dict[str, Any]:
+        return record(sweep_view(sweep_id).row)
+
+    @app.get("/api/sweeps/{sweep_id}/progress", dependencies=read)
+    def sweep_progress(sweep_id: str) -> dict[str, Any]:
+        return record(asdict(sweep_view(sweep_id).progress()))
+
+    @app.get("/api/sweeps/{sweep_id}/trials", dependencies=read)
+    def sweep_trials(sweep_id: str) -> Response:
+        return Response(arrow_bytes(sweep_view(sweep_id).trials()), media_type=ARROW_STREAM)
+
+    @app.get("/api/sweeps/{sweep_id}/importances", dependencies=read)
+    def sweep_importances(sweep_id: str) -> dict[str, float]:
+        return sweep_view(sweep_id).importances()
+
+    @app.post("/api/sweeps", status_code=201, dependencies=write)
+    def launch_sweep(body: SweepLaunch) -> dict[str, str]:
+        try:
+            return {"id": sweeps.launch(body.spec, name=body.name)}
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.post("/api/sweeps/{sweep_id}/cancel", dependencies=write)
+    def cancel_sweep(sweep_id: str) -> dict[str, list[str]]:
+        sweep_view(sweep_id)
+        return {"cancelled": sweeps.cancel(sweep_id)}
 
     app.state.home = Path(engine.home)
     return app

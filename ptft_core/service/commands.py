@@ -3,10 +3,10 @@ recovery, ingestion) and the run store, and serves the HTTP API (api.py) on uvic
 
 The socket is bound before anything is announced; then `PTFT_HOME/service.json` (url, pid, started) tells
 clients on this machine where the service is, and the tokens in `PTFT_HOME/service-tokens.json` (0600) let
-them in. The service also drives the studies (`StudyDriver` in a thread): they move on with no browser open
-and pick up where the store stands after a restart. Ctrl-C or SIGTERM stop it; the workers go on and the next
-engine re-adopts them. `serve --detach` makes sure one runs (starts it in the background if none does) and
-returns: what `make run` does before the dashboard.
+them in. The service also drives the studies and the sweeps (`StudyDriver`, `SweepDriver`, a thread each): they
+move on with no browser open and pick up where the store (and a sweep's Optuna journal) stands after a restart.
+Ctrl-C or SIGTERM stop it; the workers go on and the next engine re-adopts them. `serve --detach` makes sure one
+runs (starts it in the background if none does) and returns: what `make run` does before the dashboard.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ptft_core.service.api import create_app
     from ptft_core.service.tokens import TOKENS_NAME, load_or_create
     from ptft_core.studies.driver import driver_for
+    from ptft_core.sweeps.driver import sweep_driver_for
 
     # A stop requested while starting up still runs the cleanup below (uvicorn installs its own handlers later,
     # and hands the signal back to this one when it has shut down).
@@ -63,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = Engine(cpu_slots=args.cpu_slots, db_path=args.db)  # takes the store's lock, or fails naming its owner
     service_file = paths.service_file(engine.home)
     driver = driver_for(engine)
+    sweeps = sweep_driver_for(engine)
     try:
         tokens = load_or_create(engine.home)
         sock = socket.create_server((args.host, args.port))
@@ -76,11 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tmp.replace(service_file)  # announced whole, once the socket accepts connections
         engine.start()
         driver.start()
+        sweeps.start()
         print(f"ptft service on {url} (tokens: {engine.home / TOKENS_NAME})", flush=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(engine, tokens, driver), log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(create_app(engine, tokens, driver, sweeps), log_level="warning"))
         server.run(sockets=[sock])
     finally:
         service_file.unlink(missing_ok=True)
+        sweeps.stop()
         driver.stop()
         engine.close()
     return 0

@@ -72,5 +72,19 @@ ALTER TABLE metrics ADD COLUMN superseded BOOLEAN DEFAULT false;
 UPDATE runs SET queued_at = created_at;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# Version 3: sweeps (a search over a config space; its trials are runs tagged `sweep:<id>`, its sampler's and
+# pruner's state is an Optuna journal under PTFT_HOME/sweeps/<id>/). Runs may end `pruned` (a status, no column).
+_V3 = """
+CREATE TABLE sweeps (
+    id VARCHAR PRIMARY KEY,
+    name VARCHAR,
+    spec JSON NOT NULL,
+    status VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    error VARCHAR
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 LATEST = len(MIGRATIONS)

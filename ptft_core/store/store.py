@@ -1,4 +1,4 @@
-"""`Store`: the DuckDB run store (runs, metrics, artifacts, studies), owned by one process.
+"""`Store`: the DuckDB run store (runs, metrics, artifacts, studies, sweeps), owned by one process.
 
 DuckDB lets one process open a database file read-write; a second process (read-write or read-only) gets an
 IO error naming the holder's PID. `Store` turns that into `StoreLockedError`, which names the PID and, where it
@@ -36,7 +36,8 @@ from ptft_core.store.series import series_sql
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+# `pruned`: stopped early by a sweep's pruner (the reason in `error`); finished, like completed, never a failure.
+TERMINAL = ("completed", "failed", "cancelled", "interrupted", "pruned")
 STATUSES = ("queued", "running", *TERMINAL)
 X_AXES = ("step", "epoch", "tokens_seen", "wall_time")
 
@@ -360,6 +361,36 @@ class Store:
         row["config"] = json.loads(row["config"]) if isinstance(row["config"], str) else None
         return row
 
+    # -- sweeps ----------------------------------------------------------------------------------------------
+    def create_sweep(self, sweep_id: str, name: str, spec: dict[str, Any]) -> str:
+        with self._tx() as con:
+            con.execute("INSERT INTO sweeps (id, name, spec, status, created_at) VALUES (?, ?, ?, 'running', ?)",
+                        [sweep_id, name, json.dumps(spec, sort_keys=True), now()])
+        return sweep_id
+
+    def list_sweeps(self) -> pd.DataFrame:
+        """Sweeps, newest first (spec as JSON text)."""
+        return self.query("SELECT * FROM sweeps ORDER BY created_at DESC, id DESC")
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep's row, `spec` parsed; KeyError if unknown."""
+        df = self.query("SELECT * FROM sweeps WHERE id = ?", [sweep_id])
+        if df.empty:
+            raise KeyError(f"no sweep {sweep_id!r}")
+        row = {k: (None if _isna(v) else v) for k, v in df.iloc[0].to_dict().items()}
+        for col in ("created_at", "finished_at"):
+            if row[col] is not None:
+                row[col] = row[col].to_pydatetime()
+        row["spec"] = json.loads(row["spec"])
+        return row
+
+    def set_sweep_status(self, sweep_id: str, status: str, error: str | None = None) -> None:
+        """running | done | cancelled | failed; a final one sets finished_at."""
+        finished = None if status == "running" else now()
+        with self._tx() as con:
+            con.execute("UPDATE sweeps SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                        [status, error, finished, sweep_id])
+
     # -- ingestion -------------------------------------------------------------------------------------------
     def ingest_events(self, events: Sequence[dict[str, Any]], offsets: dict[str, int] | None = None) -> int:
         """Ingest journal events (any runs, any order) in one transaction; returns the metric rows added.
@@ -367,8 +398,8 @@ class Store:
         Idempotent by (run_id, seq): metric rows go in with one `INSERT ... SELECT FROM <arrow table> ON
         CONFLICT DO NOTHING`. Each metric row is tagged with its attempt: the `attempt` of the latest
         `status`/`resume` event before it in the journal, else the run's current attempt. Other events update
-        the run row: `status` (running: pid, device, started_at; completed/cancelled/failed: finished_at,
-        error), `progress` (step, total_steps), `heartbeat`, `checkpoint` (an `artifacts` row) and `resume`
+        the run row: `status` (running: pid, device, started_at; completed/cancelled/failed/pruned:
+        finished_at, error), `progress` (step, total_steps), `heartbeat`, `checkpoint` (an `artifacts` row) and `resume`
         (marks earlier attempts' rows after the resumed step as superseded). `offsets` (run_id -> journal
         byte offset) are saved in the same transaction, so a crash never separates rows from their offset.
         """
@@ -449,7 +480,7 @@ class Store:
                         u["device"] = e["device"]
                 else:
                     u["finished_at"] = t
-                    u["error"] = e.get("error") if status == "failed" else None
+                    u["error"] = e.get("error") if status in ("failed", "pruned") else None
             elif kind == "progress":
                 if e.get("step") is not None:
                     u["step"] = int(e["step"])

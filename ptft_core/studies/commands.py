@@ -17,9 +17,6 @@ starts one for its lifetime (like `run`); Ctrl-C cancels the study's queued and 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
-import time
 from pathlib import Path
 
 from ptft_core import paths
@@ -108,7 +105,7 @@ def _slots(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace, name: str) -> int:
-    from ptft_core.engine.commands import lab_session
+    from ptft_core.engine.commands import follow_launched, lab_session
     from ptft_core.studies.driver import study_report
     from ptft_core.studies.report import report_html
 
@@ -116,27 +113,11 @@ def cmd_launch(args: argparse.Namespace, name: str) -> int:
           f"{estimate_line(name, args.preset, _slots(args), args.tiny_for_tests)}", flush=True)
     with lab_session(args) as lab:
         study_id = lab.launch_study(name, args.preset, tiny=args.tiny_for_tests, name=args.name)
-        print(f"study {study_id} launched", flush=True)
-        if args.detach:
-            print(f"detached: the lab service drives it; `study status {study_id}` shows where it stands")
+        progress = follow_launched(lab, "study", study_id, args.detach, lambda: lab.study_progress(study_id),
+                                   lambda: lab.cancel_study(study_id),
+                                   left=lambda p: f"; about {_duration(p.remaining_s)} left")
+        if progress is None:
             return 0
-        try:
-            shown = None
-            while True:
-                progress = lab.study_progress(study_id)
-                if progress.line() != shown:
-                    shown = progress.line()
-                    print(f"[{study_id}] {shown}" + ("" if progress.finished else
-                                                    f"; about {_duration(progress.remaining_s)} left"), flush=True)
-                if progress.finished:
-                    break
-                time.sleep(2.0)
-        except KeyboardInterrupt:
-            print("\ncancelling the study's runs (each saves a checkpoint)...", file=sys.stderr)
-            ids = lab.cancel_study(study_id)
-            with contextlib.suppress(TimeoutError):
-                lab.wait(ids, timeout=15)
-            raise
         report = study_report(lab, study_id)
     print_report(report)
     if args.out:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import platform
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -35,14 +34,16 @@ import pandas as pd
 from ptft_core.config import CHECKPOINT_FIELD, ConfigError, EvaluateConfig, FinetuneConfig, config_to_dict
 from ptft_core.studies.costs import dataset_chance, dataset_classes, dataset_shape, estimate_seconds, run_seconds
 from ptft_core.studies.templates import PlannedRun, build_runs, get_template
+from ptft_core.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
 KEY_TAG = "study-key:"
 PLAN_VERSION = 2  # 2: cross-domain evaluations are planned runs of kind evaluate (1: a list on the fine-tune)
-TERMINAL = ("completed", "failed", "cancelled", "interrupted")
+TERMINAL = ("completed", "failed", "cancelled", "interrupted", "pruned")  # pruned: by hand, a study never prunes
+# An evaluate run's status as the report reads it; others: pending.
 EVALUATION_STATE = {"completed": "done", "running": "running", "failed": "failed", "cancelled": "failed",
-                    "interrupted": "failed"}  # an evaluate run's status as the report reads it; others: pending
+                    "interrupted": "failed", "pruned": "failed"}
 
 
 # --- the plan ------------------------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class StudyProgress:
 
     def line(self) -> str:
         parts = [f"{self.completed}/{self.total} completed"]
-        for state in ("running", "queued", "waiting", "failed", "cancelled", "interrupted"):
+        for state in ("running", "queued", "waiting", "failed", "cancelled", "interrupted", "pruned"):
             if self.counts.get(state):
                 parts.append(f"{self.counts[state]} {state}")
         return ", ".join(parts)
@@ -227,7 +228,7 @@ def study_progress(store, study_id: str) -> StudyProgress:
     finished = all(s.state in TERMINAL for s in states.values())
     failed = [{"key": s.key, "run_id": s.run_id, "status": s.state,
                "error": (s.row or {}).get("error") or s.reason}
-              for s in states.values() if s.state in ("failed", "cancelled", "interrupted")]
+              for s in states.values() if s.state in ("failed", "cancelled", "interrupted", "pruned")]
     return StudyProgress(study_id, row.get("name") or study_id, plan.template, plan.preset, row.get("created_at"),
                          len(states), counts, finished, remaining, failed, evaluation_states(states))
 
@@ -253,20 +254,18 @@ def list_studies(store) -> pd.DataFrame:
 # --- the driver --------------------------------------------------------------------------------------------------
 
 
-class StudyDriver:
+class StudyDriver(Ticker):
     """Launches studies and moves them along; one per engine (`driver_for(engine)`).
 
     `tick()` is one pass over every unfinished study, submitting the planned runs that have no run yet and can
     have one. `start()` ticks in a daemon thread every `interval` seconds.
     """
 
+    name = "ptft-studies"
+
     def __init__(self, engine, interval: float = 2.0):
-        self.engine = engine
-        self.interval = interval
-        self._lock = threading.RLock()
+        super().__init__(engine, interval)
         self._finished: set[str] = set()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
 
     # -- launching ---------------------------------------------------------------------------------------------
     def launch(self, template: str, preset: str = "quick", tiny: bool = False, name: str | None = None) -> str:
@@ -325,29 +324,7 @@ class StudyDriver:
         log.info("study %s: submitted %s as %s", study_id, planned.key, run_id)
         return run_id
 
-    # -- the background thread and waiting ------------------------------------------------------------------------
-    def start(self) -> StudyDriver:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="ptft-studies", daemon=True)
-            self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        # The engine's store closes when the engine does: the driver ends with it.
-        while not self._stop.is_set() and not self.engine.store.closed:
-            try:
-                self.tick()
-            except Exception:  # the loop must outlive one bad tick
-                log.exception("study driver tick failed")
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
+    # -- waiting (the background thread is Ticker's) ---------------------------------------------------------------
     def progress(self, study_id: str) -> StudyProgress:
         return study_progress(self.engine.store, study_id)
 
@@ -371,17 +348,9 @@ class StudyDriver:
             time.sleep(interval)
 
 
-_DRIVERS: dict[int, StudyDriver] = {}
-_DRIVERS_LOCK = threading.Lock()
-
-
 def driver_for(engine, start: bool = False) -> StudyDriver:
     """The one driver of `engine` in this process (created on first use; `start=True` starts its thread)."""
-    with _DRIVERS_LOCK:
-        driver = _DRIVERS.get(id(engine))
-        if driver is None or driver.engine is not engine:
-            driver = _DRIVERS[id(engine)] = StudyDriver(engine)
-    return driver.start() if start else driver
+    return StudyDriver.for_engine(engine, start)
 
 
 # --- the data a report is built from ----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Completeness:
         return f"{word}: {self.completed} of {self.total} runs finished" + (f" ({extra})" if extra else "")
 
 
-PROBLEM_STATES = ("failed", "cancelled", "interrupted", "blocked")
+PROBLEM_STATES = ("failed", "cancelled", "interrupted", "pruned", "blocked")
 
 
 def completeness(runs: pd.DataFrame) -> Completeness:
