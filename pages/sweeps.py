@@ -16,9 +16,6 @@ ui.require_frame()
 lab = ui.lab()
 read_only = ui.read_only()
 EXAMPLES = sorted((paths.REPO_ROOT / "configs" / "sweeps").glob("*.yaml"))
-STATE_ICONS = {"completed": ui.STATUS_ICONS["completed"], "pruned": ui.STATUS_ICONS["pruned"],
-               "failed": ui.STATUS_ICONS["failed"], "running": ui.STATUS_ICONS["running"],
-               "queued": ui.STATUS_ICONS["queued"], "starting": ui.STATUS_ICONS["queued"]}
 
 st.title("Sweeps")
 st.caption("A sweep searches a config's settings: Optuna proposes each trial (random, grid or TPE), the lab runs "
@@ -109,8 +106,8 @@ with tab_sweeps:
         ui.chart(plots.importance_figure(lab.sweep_importances(sweep_id)), f"{sweep_id}-importances",
                  key=f"importances-{sweep_id}")
         st.subheader("Trials")
-        table = trials.assign(state=[f"{STATE_ICONS.get(s, '')} {s}" for s in trials["state"]])
-        st.dataframe(table.drop(columns=["status"]), hide_index=True, column_config={
+        # Plain states: a table cell shows a `:material/...:` icon code as its text, not as an icon.
+        st.dataframe(trials.drop(columns=["status"]), hide_index=True, column_config={
             "value": st.column_config.NumberColumn(f"validation {progress.metric}", format="%.4g"),
             "step": st.column_config.NumberColumn("last step", format="%d"),
             "prune_step": st.column_config.NumberColumn("pruned at", format="%d"),
