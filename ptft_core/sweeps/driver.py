@@ -245,10 +245,15 @@ def _state(trial, run: dict[str, Any] | None) -> str:
     return "queued" if run["status"] == "queued" else "running"  # an ended run is told at the next tick
 
 
+def _asked(study) -> list:
+    """The trials asked so far: an enqueued one not yet asked (WAITING) is not a trial yet."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
+
+
 def trials_table(study, runs: dict[int, dict[str, Any]], spec: SweepSpec) -> pd.DataFrame:
-    """One row per trial: TRIAL_COLUMNS, then one column per searched field (choices as text)."""
+    """One row per trial asked: TRIAL_COLUMNS, then one column per searched field (choices as text)."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in _asked(study):
         run = runs.get(t.number)
         value = t.value if t.state.name in ("COMPLETE", "PRUNED") else None
         last = t.last_step
@@ -393,7 +398,9 @@ class SweepDriver(Ticker):
             spec.name = name
         sweep_id = new_sweep_id()
         with self._lock:
-            self._studies[sweep_id] = open_study(self.engine.home, sweep_id, spec, create=True)
+            study = self._studies[sweep_id] = open_study(self.engine.home, sweep_id, spec, create=True)
+            for values in spec.enqueue:  # before the row: a sweep the store knows has all its enqueued trials
+                study.enqueue_trial(values)
             self.store.create_sweep(sweep_id, spec.label(), spec_to_dict(spec))
         log.info("sweep %s (%s): %d trials, %d at once, %s sampler, %s pruner", sweep_id, spec.label(),
                  spec.trials, spec.parallel, spec.sampler, spec.pruner.type)
@@ -450,14 +457,14 @@ class SweepDriver(Ticker):
         for t in open_trials:  # 2. and 3.
             if t.number in runs:
                 self._follow(study, spec, t, runs[t.number], points[runs[t.number]["id"]])
-        trials = study.get_trials(deepcopy=False)
-        active = sum(t.state == running_state for t in trials)
-        while row["status"] == "running" and len(trials) < spec.trials and active < spec.parallel:  # 4.
-            trial = study.ask(distributions(spec))
+        asked = _asked(study)
+        active = sum(t.state == running_state for t in asked)
+        while row["status"] == "running" and len(asked) < spec.trials and active < spec.parallel:  # 4.
+            trial = study.ask(distributions(spec))  # an enqueued trial first (its values fixed), else sampled
             submitted.append(self._submit(sweep_id, spec, row, study.get_trials(deepcopy=False)[trial.number]))
-            trials = study.get_trials(deepcopy=False)
+            asked = _asked(study)
             active += 1
-        if active == 0 and (len(trials) >= spec.trials or row["status"] != "running"):
+        if active == 0 and (len(asked) >= spec.trials or row["status"] != "running"):
             if row["status"] == "running":
                 self.store.set_sweep_status(sweep_id, "done")
             self._finished.add(sweep_id)
@@ -482,12 +489,16 @@ class SweepDriver(Ticker):
         trial = optuna.trial.Trial(study, frozen._trial_id)
         status = run["status"]
         pruning = "prune_step" in frozen.user_attrs
+        last_step = run.get("total_steps")
         for step, value in points:
             if step in frozen.intermediate_values:
                 continue
             trial.report(value, step)
-            # Asked at each step, also once the run has ended: the pruner's rungs record every trial's values.
-            if spec.pruner.type != "none" and trial.should_prune() and not pruning and status == "running":
+            # Asked at each step, also once the run has ended: the pruner's rungs record every trial's values. Not
+            # acted on at the run's last step: nothing is left to save there, and stopping would lose its test score.
+            at_end = last_step is not None and step >= last_step
+            if (spec.pruner.type != "none" and trial.should_prune() and not pruning and status == "running"
+                    and not at_end):
                 storage.set_trial_user_attr(frozen._trial_id, "prune_step", step)
                 storage.set_trial_user_attr(frozen._trial_id, "prune_value", value)
                 pruning = True

@@ -14,6 +14,7 @@ pruner, how many trials and how many at once. Typed and validated like the run c
     pruner: {type: asha, min_resource: 10, reduction_factor: 3}   # none | median | asha
     n_trials: 12
     parallel: 2
+    enqueue: [{optim.lr: 1.0e-4, layer_decay: 0.8}]        # trials to run first, with these values
 
 `base` may also be a run config file, relative to the spec's folder. Every searched name is a field of the
 base's run kind (nested ones with a dot: `optim.lr`); a range's bounds and every choice are checked by building
@@ -141,6 +142,10 @@ class SweepSpec:
     """Trials running at once (the engine's slots still bound it)."""
     seed: int = Field(0, ge=0)
     """Seeds the sampler (the trials' own seed is the base config's, unless searched)."""
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    """Trials to run first, in this order, each with these values of searched fields (a field left out is
+    sampled): a known-good config to start from, or another sweep's trials rerun (`bench.sweep_bench` reruns a
+    sweep's trials without pruning this way). They count towards n_trials."""
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
@@ -224,6 +229,8 @@ def check_spec(spec: SweepSpec) -> list[str]:
     types = _field_types(base["kind"])
     for name, param in spec.space.items():
         problems += [f"space.{name}: {p}" for p in _check_param(spec, name, param, types)]
+    if not problems:
+        problems += _check_enqueued(spec)
     metrics = OBJECTIVE_METRICS[base["kind"]]
     if spec.objective.metric not in metrics:
         problems.append(f"objective.metric: a {base['kind']} run's validation metrics are {', '.join(metrics)} "
@@ -282,6 +289,25 @@ def _check_param(spec: SweepSpec, name: str, param: Param, types: dict[str, str]
             config_from_dict(with_values(spec.base, {name: value}))
         except ConfigError as exc:
             problems.append(f"{what}: {exc}")
+    return problems
+
+
+def _check_enqueued(spec: SweepSpec) -> list[str]:
+    """Each enqueued trial names searched fields only, with values the search could have drawn."""
+    if len(spec.enqueue) > spec.trials:
+        return [f"enqueue: {len(spec.enqueue)} trials, more than the sweep's {spec.trials}"]
+    problems = []
+    for i, values in enumerate(spec.enqueue):
+        for name, value in values.items():
+            where = f"enqueue[{i}].{name}"
+            param = spec.space.get(name)
+            if param is None:
+                problems.append(f"{where}: not a searched field (the space has {', '.join(spec.space)})")
+            elif param.is_choice and value not in param.values:
+                problems.append(f"{where}: {json.dumps(value)} is not one of {json.dumps(param.values)}")
+            elif not param.is_choice and (isinstance(value, bool) or not isinstance(value, int | float)
+                                          or not param.low <= value <= param.high):
+                problems.append(f"{where}: {json.dumps(value)} is outside the range [{param.low:g}, {param.high:g}]")
     return problems
 
 

@@ -402,6 +402,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
             meter.restart_clock()
         if stop:
             save_resume_point()
+            logger.event("progress", step=progress.step, total_steps=total_steps)  # the row shows where it stopped
             return "cancelled"
 
     distributed.barrier(run.ranks)  # rank 0's best checkpoint is on disk before any rank reads it

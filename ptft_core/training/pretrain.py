@@ -175,6 +175,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
             (stop,) = distributed.agree(ranks, step < config.max_steps and should_stop())
             if stop:
                 save(f"step-{step}")
+                logger.event("progress", step=step, total_steps=config.max_steps)  # the row shows where it stopped
                 return "cancelled"
     if ranks.parallel:  # 0 when the ranks' weights are the same, as averaged gradients keep them
         logger.metric(step, "rank_weight_spread", distributed.weight_spread(model, ranks), "time")
