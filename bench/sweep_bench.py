@@ -7,7 +7,10 @@ would have ended, how many of them would have beaten the pruned sweep's best, an
 step it was judged at ranks its final value (Spearman, over all trials). The rerun goes second (it needs the
 first one's trials), so the machine's load may differ between them; a quiet machine is the fair one.
 
-    python -m bench.sweep_bench [configs/sweeps/minilm_lr_decay.yaml]
+    python -m bench.sweep_bench [configs/sweeps/minilm_lr_decay.yaml] [--home DIR]
+
+`--home DIR` keeps the lab home (both sweeps, their runs) for a look in the dashboard afterwards:
+`PTFT_HOME=DIR make run`, or `PTFT_HOME=DIR python -m streamlit run app.py`.
 """
 
 from __future__ import annotations
@@ -99,14 +102,19 @@ def compare(spec, pruned: dict, unpruned: dict, lab) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", nargs="?", default=DEFAULT_SPEC)
+    parser.add_argument("--home", type=Path, default=None,
+                        help="a new lab home to keep (default: a throw-away one), linking the prepared data")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
     if spec.pruner.type == "none":
         raise SystemExit(f"{args.spec}: its pruner is none; there is nothing to compare")
     from ptft_core.client import connect, start_service
 
+    if args.home is not None and args.home.exists() and any(args.home.iterdir()):
+        raise SystemExit(f"--home {args.home}: not empty (the bench needs a lab home of its own)")
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home = args.home or Path(tmp)
+        home.mkdir(parents=True, exist_ok=True)
         for folder in ("datasets", "models"):
             (home / folder).symlink_to(paths.home() / folder)
         _, service = start_service(home)
