@@ -61,7 +61,8 @@ lint: setup
 # Store, logging, Compare and service benches (about five minutes), then the training-throughput ones (ptft against the loops a user
 # would write; about 20 minutes on a 2-core CPU), ptft against the best-configured Trainer and Accelerate loops (3 seeds, about
 # 25 minutes), time to first step cold and warm (about 6 minutes), torch.compile (about 10 minutes), bf16 against float32 on the
-# full split (about 20 minutes), then bf16/MFU where CUDA is present. Results: bench/results/.
+# full split (about 20 minutes), which-settings-matter estimators on simulated sweeps (about 2 minutes), the 12-trial MiniLM sweep
+# pruned and then unpruned (about 30 minutes), then bf16/MFU where CUDA is present. Results: bench/results/.
 bench: data
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.finetune_bench
@@ -70,6 +71,8 @@ bench: data
 	$(BIN)/python -m bench.startup_bench
 	$(BIN)/python -m bench.compile_bench
 	$(BIN)/python -m bench.precision_bench
+	$(BIN)/python -m bench.importance_bench
+	$(BIN)/python -m bench.sweep_bench
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(BIN)/python -m bench.gpu_bench; else echo "no CUDA here: bench.gpu_bench skipped"; fi
 

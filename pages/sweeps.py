@@ -103,8 +103,14 @@ with tab_sweeps:
                  key=f"history-{sweep_id}")
         ui.chart(plots.parallel_coordinates_figure(trials, spec["space"], progress.metric, maximize),
                  f"{sweep_id}-parallel", key=f"parallel-{sweep_id}")
-        ui.chart(plots.importance_figure(lab.sweep_importances(sweep_id)), f"{sweep_id}-importances",
-                 key=f"importances-{sweep_id}")
+        effects = lab.sweep_effects(sweep_id)
+        ui.chart(plots.effects_figure(effects), f"{sweep_id}-effects", key=f"effects-{sweep_id}")
+        st.caption("R²: the share of the trials' objective that the field's value alone explains (a quadratic in "
+                   "it, log scale for a log range; group means for choices). p: the share of 999 shuffles of the "
+                   "field's values that explain as much, Holm-adjusted over the fields; n.s. = not "
+                   "distinguishable from no effect at 0.05. Where trials were pruned, the second view compares "
+                   "every trial at the step the pruner judged them (the same step for all), which favours "
+                   "settings that learn fast.")
         st.subheader("Trials")
         # Plain states: a table cell shows a `:material/...:` icon code as its text, not as an icon.
         st.dataframe(trials.drop(columns=["status"]), hide_index=True, column_config={

@@ -385,8 +385,9 @@ class LabClient:
         """One row per trial (`sweeps.driver.TRIAL_COLUMNS`, then one column per searched field)."""
         return _frame(self._call("GET", f"/api/sweeps/{sweep_id}/trials"))
 
-    def sweep_importances(self, sweep_id: str) -> dict[str, float]:
-        return self._json("GET", f"/api/sweeps/{sweep_id}/importances")
+    def sweep_effects(self, sweep_id: str) -> pd.DataFrame:
+        """Which settings matter: `sweeps.effects.EFFECT_COLUMNS` per searched field and view."""
+        return _frame(self._call("GET", f"/api/sweeps/{sweep_id}/effects"))
 
     def launch_sweep(self, spec: dict[str, Any], name: str | None = None) -> str:
         """Launch a sweep (a spec as plain data, its `base` a mapping); ConfigError names the field at fault."""

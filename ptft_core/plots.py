@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import qualitative, sequential
 from plotly.subplots import make_subplots
 
 TEMPLATE = "plotly_white"
@@ -674,32 +674,61 @@ def _axis(values: pd.Series, name: str, space: dict[str, Any]) -> dict[str, Any]
     return dict(label=name, values=numbers)
 
 
+UNFINISHED_COLOR = "#c8c8c8"  # pruned and running trials in the parallel coordinates
+_GREY_BAND = 0.06  # the bottom of that plot's colour scale: not a value, "not finished"
+
+
 def parallel_coordinates_figure(trials: pd.DataFrame, space: dict[str, dict[str, Any]], metric: str,
                                 maximize: bool, title: str | None = None) -> go.Figure:
-    """One line per completed trial through each searched field's value and the objective, coloured by the
-    objective (brighter is better)."""
-    title = title or f"searched fields of the completed trials, coloured by validation {metric}"
-    done = trials[(trials["state"] == "completed") & trials["value"].notna()]
-    if done.empty:
-        return study_layout(_empty(title, "no completed trial yet"), title, "", "")
-    dims = [_axis(done[name], name, spec) for name, spec in space.items() if name in done]
-    dims.append(dict(label=f"validation {metric}", values=done["value"]))
+    """One line per trial with a validation value through each searched field, the steps it trained and its
+    objective: completed trials coloured by the objective (brighter is better), pruned and running ones grey at
+    their last value (an earlier step's value: the steps axis says which)."""
+    title = title or (f"every trial: completed ones coloured by validation {metric} (brighter is better), "
+                      "pruned and running ones grey")
+    shown = trials[trials["value"].notna()].sort_values("trial")
+    if shown.empty:
+        return study_layout(_empty(title, "no trial has a validation value yet"), title, "", "")
+    done = (shown["state"] == "completed").to_numpy()
+    dims = [_axis(shown[name], name, spec) for name, spec in space.items() if name in shown]
+    dims.append(dict(label="steps trained", values=shown["step"].astype(float)))
+    dims.append(dict(label=f"validation {metric}", values=shown["value"]))
+    values = shown["value"].to_numpy(dtype=float)
+    lo, hi = (values[done].min(), values[done].max()) if done.any() else (0.0, 1.0)
+    span = (hi - lo) or 1.0
+    quality = (values - lo) / span if maximize else (hi - values) / span
+    color = np.where(done, _GREY_BAND + (1 - _GREY_BAND) * np.clip(quality, 0, 1), 0.0)
+    viridis = sequential.Viridis
+    scale = [[0.0, UNFINISHED_COLOR], [_GREY_BAND, UNFINISHED_COLOR]] + [
+        [_GREY_BAND + (1 - _GREY_BAND) * i / (len(viridis) - 1), c] for i, c in enumerate(viridis)]
+    ticks = [_GREY_BAND + (1 - _GREY_BAND) * k / 4 for k in range(5)]
+    labels = [f"{(lo + span * k / 4) if maximize else (hi - span * k / 4):.3g}" for k in range(5)]
     fig = go.Figure(go.Parcoords(
         dimensions=dims,
-        line=dict(color=done["value"], colorscale="Viridis", reversescale=not maximize, showscale=True,
-                  colorbar=dict(title=metric))))
-    fig.update_layout(template=TEMPLATE, title=title, height=FIGURE_HEIGHT, margin=dict(l=70, r=40, t=90, b=30))
+        line=dict(color=color, colorscale=scale, cmin=0, cmax=1, showscale=bool(done.any()),
+                  colorbar=dict(title=metric, tickvals=[_GREY_BAND / 2, *ticks], ticktext=["not finished", *labels]))))
+    fig.update_layout(template=TEMPLATE, title=title, height=FIGURE_HEIGHT, margin=dict(l=70, r=60, t=90, b=30))
     return fig
 
 
-def importance_figure(importances: dict[str, float], title: str = "which settings matter (PED-ANOVA importance)"
-                      ) -> go.Figure:
-    """Horizontal bars, most important on top; shares of the whole (they sum to 1)."""
-    if not importances:
-        return study_layout(_empty(title, "needs a few completed trials"), title, "", "")
-    ordered = sorted(importances.items(), key=lambda kv: kv[1])
-    fig = go.Figure(go.Bar(x=[v for _, v in ordered], y=[k for k, _ in ordered], orientation="h",
-                           marker_color=PALETTE[0], text=[f"{v:.0%}" for _, v in ordered], textposition="auto",
-                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_xaxes(tickformat=".0%", range=[0, max(1.0, max(importances.values()))])
-    return study_layout(fig, title, "share of the objective's variation explained", "", height=80 + 50 * len(ordered))
+def effects_figure(effects: pd.DataFrame, title: str = "which settings matter: the share of the objective each "
+                   "field explains (R², quadratic fit; permutation test)") -> go.Figure:
+    """Horizontal bars of each searched field's R², one colour per view (the completed trials at the end; all
+    trials at the step the pruner judged them), labelled with the Holm-adjusted p, n and the fields it was drawn
+    together with; a field not estimated (too few trials) says so."""
+    if effects.empty or effects["r2"].isna().all():
+        return study_layout(_empty(title, "needs 4 trials that finished or were pruned"), title, "", "")
+    fig = go.Figure()
+    for i, (view, rows) in enumerate(effects.groupby("view", sort=False)):
+        text = [f"not estimated (n={n})" if r2 != r2 else
+                f"R² {r2:.2f} · p {p:.2g}{'' if p < 0.05 else ' (n.s.)'} · n={n}"
+                + (f" · drawn with {shared}" if shared else "")
+                for r2, p, n, shared in zip(rows["r2"], rows["p_holm"], rows["n"], rows["correlated_with"],
+                                            strict=True)]
+        fig.add_trace(go.Bar(x=rows["r2"].fillna(0.0), y=rows["field"], orientation="h", name=view, text=text,
+                             textposition="outside", marker_color=PALETTE[i], cliponaxis=False,
+                             hovertemplate="%{y}: %{text}<extra>" + view + "</extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(range=[0, 1.35], tickvals=[0, 0.25, 0.5, 0.75, 1.0], tickformat=".2f")
+    fields = effects["field"].nunique()
+    return study_layout(fig, title, "R² of the objective on the field alone", "",
+                        height=140 + 40 * fields * effects["view"].nunique())

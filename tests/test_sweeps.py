@@ -54,6 +54,14 @@ def spec(space, **fields):
     ({"optim.lr": {"low": 1e-5, "high": 1e-3}}, {"pruner": "hyperband"}, "pruner.type: must be one of 'none'"),
     ({"optim.lr": {"low": 1e-5, "high": 1e-3}}, {"n_trials": 0}, "n_trials: must be >= 1 (got 0)"),
     ({}, {}, "space: must have at least 1 item(s)"),
+    ({"optim.lr": {"low": 1e-5, "high": 1e-3}}, {"enqueue": [{"optim.lrr": 1e-4}]},
+     "enqueue[0].optim.lrr: not a searched field (the space has optim.lr)"),
+    ({"optim.lr": {"low": 1e-5, "high": 1e-3}}, {"enqueue": [{"optim.lr": 1e-4}, {"optim.lr": 2e-3}]},
+     "enqueue[1].optim.lr: 0.002 is outside the range [1e-05, 0.001]"),
+    ({"strategy": ["full", "discriminative"]}, {"enqueue": [{"strategy": "sideways"}]},
+     "enqueue[0].strategy: \"sideways\" is not one of [\"full\", \"discriminative\"]"),
+    ({"optim.lr": {"low": 1e-5, "high": 1e-3}}, {"n_trials": 1, "enqueue": [{"optim.lr": 1e-4}] * 2},
+     "enqueue: 2 trials, more than the sweep's 1"),
 ])
 def test_the_spec_names_what_is_wrong(space, fields, message):
     with pytest.raises(ConfigError) as caught:
@@ -124,16 +132,21 @@ def test_the_sweep_figures_build_from_the_trials_table():
     space = {"optim.lr": {"low": 1e-5, "high": 1e-3, "log": True, "values": None},
              "strategy": {"low": None, "high": None, "log": False, "values": ["full", "discriminative"]}}
     parcoords = plots.parallel_coordinates_figure(trials, space, "accuracy", maximize=True).data[0]
-    lr, strategy, objective = parcoords.dimensions
-    assert lr.label == "optim.lr (log)" and list(lr.values) == pytest.approx([-4, -4.5229, -3.699], abs=1e-3)
+    lr, strategy, steps, objective = parcoords.dimensions  # every trial with a value, pruned and running ones too
+    assert lr.label == "optim.lr (log)" and list(lr.values) == pytest.approx(
+        [-4, -3, -4.5229, -3.699, -3.301], abs=1e-3)
     assert list(lr.ticktext) == ["1e-5", "1e-4", "1e-3"]
-    assert list(strategy.values) == [0, 1, 0] and list(strategy.ticktext) == ["full", "discriminative"]
-    assert list(objective.values) == [0.7, 0.8, 0.75] and not parcoords.line.reversescale
-    bars = plots.importance_figure({"optim.lr": 0.8, "strategy": 0.2}).data[0]
-    assert list(bars.y) == ["strategy", "optim.lr"]  # the most important on top
+    assert list(strategy.values) == [0, 0, 1, 0, 0] and list(strategy.ticktext) == ["full", "discriminative"]
+    assert steps.label == "steps trained" and list(steps.values) == [40, 10, 40, 40, 20]
+    assert list(objective.values) == [0.7, 0.55, 0.8, 0.75, 0.6]
+    color = list(parcoords.line.color)  # grey (0) for the unfinished; the best completed brightest (1)
+    assert color[1] == color[4] == 0 and color[2] == 1 and 0 < color[0] < color[3] < 1
+    minimize = plots.parallel_coordinates_figure(trials, space, "loss", maximize=False).data[0]
+    assert list(minimize.line.color)[0] == 1  # lower is better: the lowest completed value brightest
     empty = trials.assign(state="running", value=None)
     for fig in (plots.sweep_history_figure(empty, "loss", False),
-                plots.parallel_coordinates_figure(empty, space, "loss", False), plots.importance_figure({})):
+                plots.parallel_coordinates_figure(empty, space, "loss", False),
+                plots.effects_figure(pd.DataFrame(columns=["view", "field", "n", "r2", "p", "p_holm"]))):
         assert fig.layout.annotations  # says what is missing instead of empty axes
 
 
@@ -234,6 +247,63 @@ def test_a_grid_sweep_runs_each_combination_once_and_stops_at_its_size(fake_lab)
     assert engine.max_concurrent <= 2
 
 
+@pytest.mark.slow
+def test_enqueued_trials_run_first_with_their_values_and_count_towards_n_trials(fake_lab):
+    """What `bench.sweep_bench` reruns a sweep's trials with: the given values, in order, then sampled ones."""
+    from ptft_core.engine import Engine
+    from ptft_core.sweeps.driver import SweepDriver
+
+    given = [{"seed": 7, "optim.lr": 2e-3}, {"seed": 11}]  # the second one's lr is sampled
+    sweep = {**FAKE_SWEEP, "base": fake(steps=10), "pruner": "none", "n_trials": 3, "parallel": 2, "enqueue": given}
+    with Engine(home=fake_lab, cpu_slots=2) as engine:
+        driver = SweepDriver(engine)
+        sweep_id = driver.launch(sweep)
+        progress = driver.wait(sweep_id, timeout=120)
+        trials = driver.view(sweep_id).trials().set_index("trial")
+        configs = {r["id"]: json.loads(r["config"]) for r in engine.store.list_runs(tag=f"sweep:{sweep_id}")
+                   .to_dict("records")}
+    assert progress.status == "done" and progress.counts == {"completed": 3}, progress.line()
+    assert list(trials.index) == [0, 1, 2]
+    assert (trials.loc[0, "seed"], trials.loc[0, "optim.lr"], trials.loc[1, "seed"]) == (7, 2e-3, 11)
+    assert 1e-4 <= trials.loc[1, "optim.lr"] <= 1e-2 and trials.loc[2, "seed"] not in (7, 11)
+    assert configs[trials.loc[0, "run_id"]]["optim"]["lr"] == 2e-3 and configs[trials.loc[1, "run_id"]]["seed"] == 11
+
+
+def _report_validation(store, run_id: str, losses: dict[int, float], total_steps: int) -> None:
+    """What a worker's journal brings for a run: running, its progress, its validation losses."""
+    events = [{"type": "status", "run_id": run_id, "seq": 1, "status": "running", "pid": os.getpid(),
+               "device": "cpu", "attempt": 1, "wall_time": 1.0}]
+    for step, loss in losses.items():
+        events.append({"type": "metric", "run_id": run_id, "seq": len(events) + 1, "step": step, "epoch": 0.0,
+                       "split": "validation", "name": "loss", "value": loss, "wall_time": 1.0 + step})
+        events.append({"type": "progress", "run_id": run_id, "seq": len(events) + 1, "step": step,
+                       "total_steps": total_steps, "wall_time": 1.0 + step})
+    store.ingest_events(events, {run_id: 0})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rung, pruned_at", [(5, 5), (10, None)])
+def test_the_pruner_is_not_acted_on_at_a_runs_last_step(fake_lab, rung, pruned_at):
+    """ASHA with two trials: the worse one is pruned at a rung inside the run (step 5 of 10), but not at a rung
+    on its last step, where nothing is left to save and stopping would lose its test score. No worker runs: the
+    store gets what the workers' journals would bring."""
+    from ptft_core.engine import Engine
+    from ptft_core.sweeps.driver import SweepDriver
+
+    sweep = {**FAKE_SWEEP, "base": fake(steps=10), "n_trials": 2, "parallel": 2,
+             "pruner": {"type": "asha", "min_resource": rung, "reduction_factor": 2}}
+    with Engine(home=fake_lab, cpu_slots=2, launch_queued=False) as engine:
+        driver = SweepDriver(engine)
+        sweep_id = driver.launch(sweep)
+        runs = driver.view(sweep_id).trials().set_index("trial")["run_id"]
+        _report_validation(engine.store, runs[0], {5: 3.0, 10: 2.0}, total_steps=10)  # the better one, first
+        _report_validation(engine.store, runs[1], {5: 4.0, 10: 3.5}, total_steps=10)
+        driver.tick()
+        attrs = driver.study(sweep_id).trials[1].user_attrs
+        assert attrs.get("prune_step") == pruned_at, attrs
+        assert "prune_step" not in driver.study(sweep_id).trials[0].user_attrs
+
+
 # --- a sweep across a kill -9 of the service (stand-in trainer) -------------------------------------------------------
 
 
@@ -296,6 +366,10 @@ def test_a_sweep_finishes_across_a_kill_9_of_the_service(fake_lab, monkeypatch):
         assert_every_trial_once(runs, trials, 8)
         assert set(runs["study"]) == {sweep_id}  # Compare picks the trials together
         assert lab.sweep_table()["id"].tolist() == [sweep_id]
+        effects = lab.sweep_effects(sweep_id)  # which settings matter, over the trials told
+        assert set(effects["field"]) == {"seed", "optim.lr"}
+        assert effects["view"].str.startswith("end of training: the ").any()
+        assert (effects["n"] == len(trials[trials["state"] == "completed"])).any()
 
         ui.release_labs()
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
@@ -348,3 +422,4 @@ def test_the_tiny_asha_sweep_runs_end_to_end_from_the_cli_and_prunes(home, monke
         assert all(1e-4 <= c["optim"]["lr"] <= 3e-2 and c["batch_size"] in (4, 8, 12, 16) for c in configs)
     status = cli("sweep", "status", sweep_id)
     assert status.returncode == 0 and "8/8 trials finished" in status.stdout and "pruned" in status.stdout
+    assert "which settings matter, end of training: the " in status.stdout and "  optim.lr: " in status.stdout

@@ -367,9 +367,9 @@ def create_app(engine: Engine, tokens: Tokens, driver: StudyDriver, sweeps: Swee
     def sweep_trials(sweep_id: str) -> Response:
         return Response(arrow_bytes(sweep_view(sweep_id).trials()), media_type=ARROW_STREAM)
 
-    @app.get("/api/sweeps/{sweep_id}/importances", dependencies=read)
-    def sweep_importances(sweep_id: str) -> dict[str, float]:
-        return sweep_view(sweep_id).importances()
+    @app.get("/api/sweeps/{sweep_id}/effects", dependencies=read)
+    def sweep_effects(sweep_id: str) -> Response:
+        return Response(arrow_bytes(sweep_view(sweep_id).effects()), media_type=ARROW_STREAM)
 
     @app.post("/api/sweeps", status_code=201, dependencies=write)
     def launch_sweep(body: SweepLaunch) -> dict[str, str]:

@@ -5,7 +5,8 @@
 - `driver`: `SweepDriver(engine)` (the service's thread) asks Optuna for trials, submits them as ordinary runs,
   reports their validation values, prunes (`Engine.prune`: the run ends `pruned`) and tells Optuna how each
   ended; the study lives in an Optuna journal under `PTFT_HOME/sweeps/<id>/`, so it survives a restart.
-  `SweepView` / `list_sweeps`: trials, progress and parameter importances (the page, the CLI, the API).
+  `SweepView` / `list_sweeps`: trials, progress and which settings matter (the page, the CLI, the API).
+- `effects`: which settings matter: each searched field's R² on the objective, with a permutation test.
 - `commands`: the `sweep` CLI sub-command.
 
 Exports resolve lazily: importing this package loads neither Optuna nor torch.

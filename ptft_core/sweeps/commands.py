@@ -2,7 +2,8 @@
 
     sweep SPEC.yaml [--name TEXT] [--detach]     launch a sweep through the lab service, follow it to the end,
                                                  print the best trial
-    sweep status [SWEEP_ID]                      the sweeps and their progress, or one sweep's trials
+    sweep status [SWEEP_ID]                      the sweeps and their progress, or one sweep's trials and which
+                                                 settings matter
 
 The service drives the sweep (asks Optuna for trials, submits them, prunes the bad ones): it goes on with no
 browser open, after this command ends (`--detach`) and across a restart of the service. With no service running,
@@ -77,6 +78,7 @@ def cmd_status(args: argparse.Namespace, sweep_id: str | None) -> int:
     from ptft_core.client import LabClient
     from ptft_core.engine.commands import read_source
     from ptft_core.sweeps.driver import SweepView, list_sweeps
+    from ptft_core.sweeps.effects import verdict
 
     with read_source(args.db) as source:
         if source is None:
@@ -92,9 +94,10 @@ def cmd_status(args: argparse.Namespace, sweep_id: str | None) -> int:
         try:
             if service:
                 progress, trials = source.sweep_progress(sweep_id), source.sweep_trials(sweep_id)
+                effects = source.sweep_effects(sweep_id)
             else:
                 view = SweepView(source, paths.home(), sweep_id)
-                progress, trials = view.progress(), view.trials()
+                progress, trials, effects = view.progress(), view.trials(), view.effects()
         except KeyError as exc:
             raise ConfigError(str(exc.args[0])) from None
     print(f"{progress.sweep_id} {progress.name}: {progress.line()}")
@@ -102,4 +105,8 @@ def cmd_status(args: argparse.Namespace, sweep_id: str | None) -> int:
         shown = trials.drop(columns=["reason", "status"]).to_string(index=False)
         print(shown)
     print_best(progress)
+    for view, rows in effects.groupby("view", sort=False):
+        print(f"which settings matter, {view}:")
+        for row in rows.to_dict("records"):
+            print(f"  {verdict(row)}")
     return 0

@@ -1,5 +1,5 @@
 """The sweep driver: Optuna samples and prunes, the engine runs the trials; plus the read side (trials, progress,
-importances).
+which settings matter).
 
 A sweep is a row in the store's `sweeps` table (its spec) and an Optuna study in a journal file
 (`PTFT_HOME/sweeps/<id>/optuna.journal`: Optuna's `JournalStorage`, append-only, so the sampler's history and the
@@ -32,7 +32,6 @@ import math
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,22 +295,30 @@ def progress_of(row: dict[str, Any], spec: SweepSpec, trials: pd.DataFrame) -> S
         {} if best is None else {name: best[name] for name in spec.space}, row.get("error"))
 
 
-def importances(study) -> dict[str, float]:
-    """How much each searched field explains of the objective over the completed trials (PED-ANOVA: no extra
-    package); {} until there are enough of them."""
-    optuna = _optuna()
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if len(complete) < 2:
-        return {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental-feature and small-sample warnings
-            found = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-        log.debug("importances of %s: %s", study.study_name, exc)
-        return {}
-    return {k: float(v) for k, v in found.items() if math.isfinite(v)}
+def _points(trials: list, value) -> pd.DataFrame:
+    return pd.DataFrame([{**t.params, "value": value(t)} for t in trials])
+
+
+def effect_table(study, spec: SweepSpec) -> pd.DataFrame:
+    """Which settings matter (`sweeps.effects`: R² and a permutation p per searched field), in up to two views:
+    the completed trials' objective, and, where the pruner stopped some, every completed or pruned trial at the
+    latest validation step all of them reached (one step for all, so the values compare; it is also what the
+    pruner judged them by)."""
+    from ptft_core.sweeps.effects import EFFECT_COLUMNS, effects
+
+    judged = [t for t in _asked(study) if t.state.name in ("COMPLETE", "PRUNED")]
+    done = [t for t in judged if t.state.name == "COMPLETE"]
+    frames = []
+    if done:
+        frames.append(effects(_points(done, lambda t: t.value), spec.space,
+                              f"end of training: the {len(done)} completed trials"))
+    if len(done) < len(judged):
+        steps = set.intersection(*(set(t.intermediate_values) for t in judged))
+        if steps:
+            step = max(steps)
+            frames.append(effects(_points(judged, lambda t: t.intermediate_values[step]), spec.space,
+                                  f"step {step}: all {len(judged)} completed and pruned trials"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EFFECT_COLUMNS)
 
 
 class SweepView:
@@ -330,8 +337,8 @@ class SweepView:
     def progress(self) -> SweepProgress:
         return progress_of(self.row, self.spec, self.trials())
 
-    def importances(self) -> dict[str, float]:
-        return importances(self.study)
+    def effects(self) -> pd.DataFrame:
+        return effect_table(self.study, self.spec)
 
 
 def list_sweeps(store, home: Path, studies: dict[str, Any] | None = None) -> pd.DataFrame:
