@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ptft_core import paths
+from ptft_core.sweeps.effects import verdict
 from ptft_core.sweeps.spec import load_spec, spec_to_dict
 
 DEFAULT_SPEC = "configs/sweeps/minilm_lr_decay.yaml"
@@ -94,6 +95,12 @@ def compare(spec, pruned: dict, unpruned: dict, lab) -> dict:
         out["judged_at_step"] = step
         out["spearman_early_final"] = float(pairs["early"].corr(pairs["final"], method="spearman"))
         out["spearman_n"] = len(pairs)
+        # The same trial twice (same values, same seed) should train the same up to the judged step: how far
+        # apart the two arms' values there are says whether "the same trials" were the same runs.
+        first = values_at(lab, list(p["run_id"].dropna()), spec.objective.metric, step)
+        twice = [(first.get(p.loc[n, "run_id"]), early.get(u.loc[n, "run_id"])) for n in p.index if n in u.index]
+        out["same_trial_max_difference_at_judged_step"] = max(
+            (abs(a - b) for a, b in twice if a is not None and b is not None), default=None)
     out["best_value_difference"] = (None if not out["unpruned"]["best"] or best_kept is None
                                     else out["unpruned"]["best"]["value"] - best_kept)
     return out
@@ -128,6 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
             unpruned = run_sweep(lab, rerun, f"{spec.label()} (same trials, unpruned)")
             result = compare(spec, pruned, unpruned, lab)
             result["trials"] = {"pruned": _records(pruned["trials"]), "unpruned": _records(unpruned["trials"])}
+            result["effects"] = {arm: _records(lab.sweep_effects(run["id"]))
+                                 for arm, run in (("pruned", pruned), ("unpruned", unpruned))}
         finally:
             lab.close()
             service.terminate()
@@ -161,9 +170,13 @@ def report(r: dict) -> None:
                   f"{b['params']}  ({arm['counts']})")
     print(f"pruned trials that would have beaten the pruned sweep's best: {r['pruned_that_would_have_won']} "
           f"(finals {r['pruned_trials_final']})")
+    for arm, rows in r.get("effects", {}).items():
+        for row in rows:
+            print(f"which settings matter ({arm}), {row['view']}: {verdict(row)}")
     if "spearman_early_final" in r:
         print(f"rank correlation of step-{r['judged_at_step']} value with the final value: "
-              f"{r['spearman_early_final']:.2f} (n={r['spearman_n']})")
+              f"{r['spearman_early_final']:.2f} (n={r['spearman_n']}); the same trial in the two arms differs by "
+              f"at most {r['same_trial_max_difference_at_judged_step']} there")
 
 
 if __name__ == "__main__":
