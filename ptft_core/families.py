@@ -24,7 +24,10 @@ sorted, see models.train_wordpiece), so a seed reproduces its run. Every pretrai
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -47,6 +50,7 @@ from transformers import (
     XLNetConfig,
 )
 
+from ptft_core import paths
 from ptft_core.config import BUILTIN_CHECKPOINT, FAMILY_OBJECTIVE, PRESETS, ConfigError
 from ptft_core.models import (
     PRESET_SHAPES,
@@ -94,8 +98,38 @@ def _template(tokenizer, single: str, pair: str, specials: list[str]) -> None:
         single=single, pair=pair, special_tokens=[(s, tokenizer.token_to_id(s)) for s in specials])
 
 
+TOKENIZER_RECIPE = "1"  # part of a trained tokenizer's cache key: bump it when _train_tokenizer changes
+
+
 def train_tokenizer(family: str, texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """The family's kind of tokenizer, trained on `texts`, with the special tokens its model classes expect."""
+    """The family's kind of tokenizer, trained on `texts`, with the special tokens its model classes expect;
+    trained once per lab home for the same family, vocabulary size and texts, and loaded from
+    `paths.tokenizer_cache` after that.
+
+    Why a cache: the trainers break ties between equally frequent merges in a process-random order, so a second
+    training on the same texts can swap a token at the vocabulary's edge, and two runs with the same config and
+    seed would not be the same run (a sweep's rerun of its own trials, a study's seeds). Reusing the first makes
+    them so, and saves the training (seconds per from-scratch run). Concurrent trainings each write a folder of
+    their own and rename it into place; the first rename wins, and every run loads the winner."""
+    import tokenizers
+
+    digest = hashlib.sha256()
+    for part in (family, str(vocab_size), TOKENIZER_RECIPE, tokenizers.__version__, *texts):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    folder = paths.tokenizer_cache(digest.hexdigest()[:32])
+    if not (folder / "tokenizer.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        _train_tokenizer(family, texts, vocab_size).save_pretrained(staging)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process's tokenizer is in place: use that one
+            shutil.rmtree(staging, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _train_tokenizer(family: str, texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     if family in ("bert", "distilbert"):
         return train_wordpiece(texts, vocab_size, MAX_POSITIONS)
     if family == "roberta":

@@ -33,6 +33,11 @@ def models_dir() -> Path:
     return home() / "models"
 
 
+def tokenizer_cache(key: str) -> Path:
+    """A trained tokenizer's folder (`families.train_tokenizer`), by its inputs' digest."""
+    return home() / "cache" / "tokenizers" / key
+
+
 def runs_dir() -> Path:
     return home() / "runs"
 

@@ -1,7 +1,12 @@
 """Every model family the guides name, offline: pretraining with its objective, checkpoints that reload with
 plain `transformers`, fine-tuning strategies that find the family's layer groups, and classifiers that learn."""
 
+import hashlib
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +14,9 @@ import torch
 from tiny_runs import tiny_finetune, tiny_pretrain
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
+from ptft_core import paths
 from ptft_core.config import FAMILIES, FAMILY_OBJECTIVE, ConfigError, OptimConfig, PretrainConfig
+from ptft_core.data import load_texts
 from ptft_core.families import load_classifier, train_tokenizer
 from ptft_core.journal import MemoryLogger
 from ptft_core.training import run_finetune, run_pretrain
@@ -31,8 +38,6 @@ def test_each_family_has_one_objective_and_refuses_another():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tokenizers_frame_texts_as_their_family_does(home, family):
-    from ptft_core.data import load_texts
-
     tokenizer = train_tokenizer(family, load_texts(["news"], "train")[:300], 500)
     head, tail = block_markers(tokenizer)
     expected = {"bert": (["[CLS]"], ["[SEP]"]), "distilbert": (["[CLS]"], ["[SEP]"]), "roberta": (["<s>"], ["</s>"]),
@@ -43,6 +48,27 @@ def test_tokenizers_frame_texts_as_their_family_does(home, family):
     if family == "gpt2":  # texts are separated by end-of-text instead
         assert (blocks == tokenizer.eos_token_id).any()
     assert tokenizer.padding_side == ("left" if family == "xlnet" else "right")
+
+
+@pytest.mark.slow
+def test_a_tokenizer_is_trained_once_per_home_and_every_process_gets_the_same(home):
+    """Two processes train the same tokenizer at once (a study's seeds starting together): the first rename wins,
+    both use its vocabulary, no staging folder is left; a third call in this process loads it; another
+    vocabulary size is another tokenizer."""
+    script = ("import hashlib, json; from ptft_core.data import load_texts; "
+              "from ptft_core.families import train_tokenizer; "
+              "t = train_tokenizer('bert', load_texts(['news'], 'train')[:400], 700); "
+              "print(hashlib.sha256(json.dumps(sorted(t.get_vocab().items())).encode()).hexdigest())")
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=paths.REPO_ROOT, env=os.environ) for _ in range(2)]
+    digests = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs) and digests[0] == digests[1] != ""
+    cache = home / "cache" / "tokenizers"
+    assert len(list(cache.iterdir())) == 1, list(cache.iterdir())  # one folder, no staging left behind
+    texts = load_texts(["news"], "train")[:400]
+    again = train_tokenizer("bert", texts, 700)
+    assert hashlib.sha256(json.dumps(sorted(again.get_vocab().items())).encode()).hexdigest() == digests[0]
+    assert len(train_tokenizer("bert", texts, 600)) <= 600 and len(list(cache.iterdir())) == 2
 
 
 def test_span_corruption_replaces_spans_by_sentinels_and_the_labels_spell_them_out():

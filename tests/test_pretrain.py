@@ -79,9 +79,7 @@ def test_tiny_pretrain_logs_and_saves_a_loadable_checkpoint(home, tmp_path):
 def test_cancel_then_resume_continues_exactly(home, tmp_path):
     """A run stopped after step 3 and resumed logs the same losses at steps 4-6 as an uninterrupted one.
 
-    Both further-pretrain one checkpoint: two from-scratch runs could differ by their WordPiece vocabularies
-    (the trainer breaks frequency ties in a process-random order; see train_wordpiece).
-    """
+    Both further-pretrain one checkpoint, so they start from the same weights."""
     run_pretrain(tiny_pretrain(max_steps=1), tmp_path / "base", MemoryLogger())
     config = tiny_pretrain(model=str(tmp_path / "base" / "checkpoints" / "final"))
     straight = MemoryLogger()
