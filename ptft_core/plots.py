@@ -690,22 +690,26 @@ def parallel_coordinates_figure(trials: pd.DataFrame, space: dict[str, dict[str,
         return study_layout(_empty(title, "no trial has a validation value yet"), title, "", "")
     done = (shown["state"] == "completed").to_numpy()
     dims = [_axis(shown[name], name, spec) for name, spec in space.items() if name in shown]
-    dims.append(dict(label="steps trained", values=shown["step"].astype(float)))
+    if shown["step"].nunique() > 1:  # where trials stopped at different steps: which value is which
+        dims.append(dict(label="steps trained", values=shown["step"].astype(float)))
     dims.append(dict(label=f"validation {metric}", values=shown["value"]))
     values = shown["value"].to_numpy(dtype=float)
     lo, hi = (values[done].min(), values[done].max()) if done.any() else (0.0, 1.0)
     span = (hi - lo) or 1.0
     quality = (values - lo) / span if maximize else (hi - values) / span
-    color = np.where(done, _GREY_BAND + (1 - _GREY_BAND) * np.clip(quality, 0, 1), 0.0)
+    grey = _GREY_BAND if not done.all() else 0.0  # the grey band only where some trial is unfinished
+    color = np.where(done, grey + (1 - grey) * np.clip(quality, 0, 1), 0.0)
     viridis = sequential.Viridis
-    scale = [[0.0, UNFINISHED_COLOR], [_GREY_BAND, UNFINISHED_COLOR]] + [
-        [_GREY_BAND + (1 - _GREY_BAND) * i / (len(viridis) - 1), c] for i, c in enumerate(viridis)]
-    ticks = [_GREY_BAND + (1 - _GREY_BAND) * k / 4 for k in range(5)]
+    scale = ([[0.0, UNFINISHED_COLOR], [grey, UNFINISHED_COLOR]] if grey else []) + [
+        [grey + (1 - grey) * i / (len(viridis) - 1), c] for i, c in enumerate(viridis)]
+    ticks = [grey + (1 - grey) * k / 4 for k in range(5)]
     labels = [f"{(lo + span * k / 4) if maximize else (hi - span * k / 4):.3g}" for k in range(5)]
+    if grey:
+        ticks, labels = [grey / 2, *ticks], ["not finished", *labels]
     fig = go.Figure(go.Parcoords(
         dimensions=dims,
         line=dict(color=color, colorscale=scale, cmin=0, cmax=1, showscale=bool(done.any()),
-                  colorbar=dict(title=metric, tickvals=[_GREY_BAND / 2, *ticks], ticktext=["not finished", *labels]))))
+                  colorbar=dict(title=dict(text=metric, side="right"), tickvals=ticks, ticktext=labels))))
     fig.update_layout(template=TEMPLATE, title=title, height=FIGURE_HEIGHT, margin=dict(l=70, r=60, t=90, b=30))
     return fig
 

@@ -143,6 +143,10 @@ def test_the_sweep_figures_build_from_the_trials_table():
     assert color[1] == color[4] == 0 and color[2] == 1 and 0 < color[0] < color[3] < 1
     minimize = plots.parallel_coordinates_figure(trials, space, "loss", maximize=False).data[0]
     assert list(minimize.line.color)[0] == 1  # lower is better: the lowest completed value brightest
+    finished = plots.parallel_coordinates_figure(trials[trials["state"] == "completed"], space, "accuracy",
+                                                 maximize=True).data[0]
+    assert [d.label for d in finished.dimensions] == ["optim.lr (log)", "strategy", "validation accuracy"]
+    assert list(finished.line.color) == [0, 1, 0.5] and "not finished" not in finished.line.colorbar.ticktext
     empty = trials.assign(state="running", value=None)
     for fig in (plots.sweep_history_figure(empty, "loss", False),
                 plots.parallel_coordinates_figure(empty, space, "loss", False),
