@@ -210,6 +210,11 @@ class LabClient:
         except ValueError:
             detail = response.text
         detail = detail if isinstance(detail, str) else json.dumps(detail)
+        if response.status_code == 404 and detail == "Not Found":  # the route, not a thing (ours name the thing)
+            pid = (find_service(self.home) or {}).get("pid")
+            raise ServiceUnavailable(
+                f"the lab service at {self.url} has no {method} {path}: it runs older code than this client (it "
+                f"was started before an update); stop it (`kill {pid}`: its runs go on) and start it again")
         if response.status_code == 404:
             raise KeyError(detail)
         if response.status_code in (401, 403):

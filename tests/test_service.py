@@ -88,6 +88,10 @@ def test_a_run_submitted_through_the_client_trains_and_reads_back(service, fake_
     url, tokens, proc = service
     lab = connect(fake_lab)
     assert lab.url == url and lab.role == "editor"
+    with pytest.raises(KeyError, match="no run 'pt-nope'"):  # a thing that is not there: named
+        lab.get_run("pt-nope")
+    with pytest.raises(ServiceUnavailable, match=rf"has no GET /api/nowhere: it runs older code .*\(`kill {proc.pid}`"):
+        lab._call("GET", "/api/nowhere")  # a route this service does not have: a client newer than the service
     with pytest.raises(ConfigError, match=r"optim.lrr: unknown field; did you mean 'lr'\?"):
         lab.submit({"kind": "pretrain", "optim": {"lrr": 1e-4}})
     run_id = lab.submit({"kind": "pretrain", "name": "api", "max_steps": 12, "eval_every": 4,

@@ -10,7 +10,8 @@ shares the other's effect, so a field whose values correlate with another's (|Sp
 
 Why not Optuna's importance estimators: fANOVA and mean-decrease-impurity need scikit-learn, and PED-ANOVA
 (quantile-based) ranked the deciding field first in 56-58 % of simulated 10-trial sweeps, where this ranked it
-first in 96-100 % (`python -m bench.importance_bench`, docs/benchmarks.md section 9). Pure numpy and pandas: no Optuna, no torch.
+first in 96-100 % (`python -m bench.importance_bench`, docs/benchmarks.md section 9). Pure numpy and pandas: no
+Optuna, no torch.
 """
 
 from __future__ import annotations
