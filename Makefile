@@ -71,6 +71,7 @@ bench: data
 	$(BIN)/python -m bench.startup_bench
 	$(BIN)/python -m bench.compile_bench
 	$(BIN)/python -m bench.precision_bench
+	$(BIN)/python -m bench.attention_bench
 	$(BIN)/python -m bench.importance_bench
 	$(BIN)/python -m bench.sweep_bench
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \

@@ -105,14 +105,31 @@ def compute_dtype() -> torch.dtype:
     return torch.float32 if dtype is None else dtype
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+CPU_BF16_TRAINING_ATTENTION = ("MATH",)  # SDPBackend names; bench.attention_bench sets others to compare
+
+
+def autocast(device: torch.device, training: bool = False) -> contextlib.AbstractContextManager:
     """bf16 autocast where the run computes in bf16 (see compute_precision; no loss scaling needed for bf16),
-    nothing in float32."""
+    nothing in float32.
+
+    `training`: a fine-tuning forward that will be backpropagated (padded batches with an attention mask). On a
+    CPU in bf16 its attention then takes the math kernel: the flash kernel's CPU backward cost about 6x its
+    forward there (26.7 ms against 4.3 ms a call on MiniLM's batches of 32), and the math kernel made the whole
+    fine-tuning step 1.42-1.54x faster at the same accuracy (`python -m bench.attention_bench`, docs/benchmarks.md
+    section 6). Masked-LM pretraining's packed blocks (no padding) showed no difference, and evaluation forwards
+    keep the flash kernel."""
     dtype = _COMPUTE_DTYPE.get()
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype == torch.float32:
         return contextlib.nullcontext()
+    if training and device.type == "cpu":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(device.type, dtype=dtype))
+        stack.enter_context(sdpa_kernel([getattr(SDPBackend, name) for name in CPU_BF16_TRAINING_ATTENTION]))
+        return stack
     return torch.autocast(device.type, dtype=dtype)
 
 

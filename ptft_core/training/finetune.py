@@ -358,7 +358,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
         shard = distributed.shard(order[index], run.ranks)
         batch = task.train.batch(shard, pad_id, device)
         lr = optimizer.param_groups[-1]["lr"]  # the head's: under discriminative lrs, the top group's
-        with autocast(device):
+        with autocast(device, training=True):
             task_loss = task.model(**batch).loss
             loss = share * task_loss
             if replayed is not None and task.n_replay:
