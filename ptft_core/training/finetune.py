@@ -241,8 +241,8 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
 
 @torch.no_grad()
 def classify(model: PreTrainedModel, examples: Examples, pad_id: int, device: torch.device) -> dict[str, float]:
-    """Metrics of `model` on `examples`, batched by length (little padding) in eval mode."""
-    was_training = model.training
+    """Metrics of `model` on `examples`, batched by length (little padding) in eval mode, which it leaves set:
+    the training loop sets the training mode after each evaluation (`train_mode`), never by restoring one."""
     model.eval()
     order = np.argsort([len(ids) for ids in examples.ids], kind="stable")
     logits = []
@@ -250,7 +250,6 @@ def classify(model: PreTrainedModel, examples: Examples, pad_id: int, device: to
         batch = examples.batch(order[start:start + EVAL_BATCH], pad_id, device)
         with autocast(device):
             logits.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float())
-    model.train(was_training)
     return classification_metrics(torch.cat(logits).cpu().numpy(), examples.labels[order])
 
 
@@ -295,6 +294,20 @@ def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
 
 
 # --- training ------------------------------------------------------------------------------------------------
+
+
+def train_mode(task: Task, replayed: Task | None) -> None:
+    """The training phase, set where it starts: at a task's start and after every evaluation (which leaves what
+    it read in eval mode). Dropout is on (at the config's `dropout`, or the base's own) in every module a step
+    trains through: the task's model (the shared encoder and its head) and, when the earlier task is replayed,
+    that task's head. Never inherited: `from_pretrained` hands a model over in eval mode, `from_config` in train
+    mode, and a pretrained base must train exactly as a scratch one does. Frozen layers keep train mode too (a
+    strategy freezes gradients, not dropout), as in every `Trainer` run; the MLM head read by replay and by the
+    probe has no dropout."""
+    task.model.train()
+    if replayed is not None:
+        replayed.model.train()
+
 
 
 def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
@@ -344,6 +357,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
     if task_step == 0 and restored is None:  # the starting point of every curve: step 0 of each task
         evaluate(run, progress, task, epoch_float)
         meter.restart_clock()
+    train_mode(task, replayed)
     while task_step < task.total_steps:
         epoch, index = divmod(task_step, task.steps_per_epoch)
         if epoch != order_epoch:  # a function of (seed, task, epoch): resuming replays the same order
@@ -388,6 +402,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
             logger.event("progress", step=progress.step, total_steps=total_steps)
         if task_step in task.eval_at:
             stop_early = evaluate(run, progress, task, epoch_float)
+            train_mode(task, replayed)
             meter.restart_clock()
             if stop_early:
                 logger.event("early_stop", step=progress.step, best=progress.best)

@@ -46,10 +46,12 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 @torch.no_grad()
 def pooled_representations(encoder: nn.Module, batches: list[dict[str, torch.Tensor]],
                            device: torch.device) -> np.ndarray:
-    """Mean of the last hidden states over each text's real tokens (an encoder-decoder's encoder states)."""
+    """Mean of the last hidden states over each text's real tokens (an encoder-decoder's encoder states).
+
+    Leaves the encoder in eval mode: the training loop sets its own mode after every evaluation, so a probe
+    never decides the mode training continues in."""
     if getattr(encoder.config, "is_encoder_decoder", False):
         encoder = encoder.get_encoder()
-    was_training = encoder.training
     encoder.eval()
     pooled = []
     for batch in batches:
@@ -58,7 +60,6 @@ def pooled_representations(encoder: nn.Module, batches: list[dict[str, torch.Ten
             hidden = encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).float()
         pooled.append(((hidden.float() * weights).sum(1) / weights.sum(1)).cpu().numpy())
-    encoder.train(was_training)
     return np.concatenate(pooled)
 
 

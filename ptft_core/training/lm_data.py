@@ -152,8 +152,8 @@ def fixed_batches(objective: str, blocks: torch.Tensor, batch_size: int, tokeniz
 
 @torch.no_grad()
 def eval_loss(model, batches, device: torch.device) -> float:
-    """Mean loss over every scored token of `batches` (token-weighted, not batch-weighted)."""
-    was_training = model.training
+    """Mean loss over every scored token of `batches` (token-weighted, not batch-weighted), in eval mode; the
+    modules it read stay in eval mode (the caller sets the mode its training continues in)."""
     model.eval()
     total = torch.zeros((), device=device)
     count = 0
@@ -164,5 +164,4 @@ def eval_loss(model, batches, device: torch.device) -> float:
             loss = model(inputs.to(device), labels.to(device))
         total += loss.float() * n
         count += n
-    model.train(was_training)
     return total.item() / max(count, 1)
