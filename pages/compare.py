@@ -68,7 +68,9 @@ group = controls[3].selectbox("Group by (mean ± std)", [NO_GROUP, *group_keys],
                               help="Runs sharing this config value become one line with a ±1 std band (seeds)")
 group = None if group == NO_GROUP else group
 names = lab.metric_names(ids)
+names = names[names["split"] != plots.REFERENCE_SPLIT]  # drawn as lines on the loss charts, not picked as metrics
 metrics = [plots.metric_key(s, n) for s, n in zip(names["split"], names["name"], strict=True)]
+references = ui.load_references(lab, selected)
 
 
 def pairs(keys: list[str]) -> list[tuple[str, str]]:
@@ -96,7 +98,8 @@ with explore:
     facet = "metric" if st.checkbox("One panel per metric", value=len(chosen) > 1, key="facet") else None
     data = ui.load_series(lab, selected, pairs(chosen), x, group)
     ui.chart(plots.metric_figure(data, x=x, smoothing=smoothing, log_y=log_y, group="group" if group else None,
-                                 group_title=group, facet=facet), figure_name("explore"), data, key="explore")
+                                 group_title=group, facet=facet, references=references),
+             figure_name("explore"), data, key="explore")
 
 with convergence:
     validation = [m for m in metrics if m.startswith("validation/")]
@@ -116,7 +119,8 @@ with convergence:
                                     format="%.3f", key="target", **BIND)
         data = by_step if x == "step" else ui.load_series(lab, selected, [(split, name)], x, group)
         ui.chart(plots.metric_figure(data, x=x, smoothing=smoothing, log_y=log_y, group="group" if group else None,
-                                     group_title=group, target=target, title=f"{metric} vs {plots.X_TITLES[x]}"),
+                                     group_title=group, target=target, title=f"{metric} vs {plots.X_TITLES[x]}",
+                                     references=references),
                  figure_name("convergence"), data, key="convergence")
         reached = plots.first_reach(by_step, target, higher).set_index("run_id").reindex(ids)
         table = pd.DataFrame({"run": list(ui.run_labels(selected).values()), f"best {name}": reached["best"].values,

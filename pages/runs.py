@@ -158,8 +158,13 @@ with curves:
             if (n in ("loss", "accuracy", "perplexity") and s in ("train", "validation"))
             or (s, n) == ("device", "mfu")]
     if keys:
-        series = ui.load_series(lab, runs_all[runs_all["id"] == run_id], keys, "step")
-        ui.chart(plots.metric_figure(series, facet="name"), f"{run_id}-curves")
+        this_run = runs_all[runs_all["id"] == run_id]
+        series = ui.load_series(lab, this_run, keys, "step")
+        ui.chart(plots.metric_figure(series, facet="name", references=ui.load_references(lab, this_run)),
+                 f"{run_id}-curves")
+        if row["kind"] == "pretrain":
+            st.caption("Dotted and dash-dotted lines: the validation loss that word frequencies alone reach on the "
+                       "same targets (unigram; bigram: the previous token too), with this run's tokenizer.")
     elif row["kind"] != "evaluate":
         st.caption("No metrics logged yet.")
 with config:

@@ -335,15 +335,47 @@ def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, 
     return traces
 
 
+# What word frequencies alone score on a pretraining run's validation targets (training/reference.py: split
+# "reference"), drawn on loss panels: a loss on the unigram line means the model learned word frequencies only.
+REFERENCE_SPLIT = "reference"
+REFERENCE_LINES = {"unigram_loss": ("unigram", "dot"), "bigram_loss": ("bigram", "dashdot")}
+
+
+def reference_lines(fig: go.Figure, references: pd.DataFrame | None, **where: Any) -> None:
+    """Horizontal lines at each distinct unigram / bigram cross-entropy of `references` (rows of split
+    "reference": run_id, name, value and, optionally, label); a line names its run when the runs' corpora or
+    tokenizers differ. `where`: add_hline's row/col."""
+    if references is None or references.empty:
+        return
+    for name, (title, dash) in REFERENCE_LINES.items():
+        rows = references[references["name"] == name]
+        values = rows.assign(rounded=rows["value"].round(3)).drop_duplicates("rounded")
+        for _, r in values.iterrows():
+            owner = f" ({r['label']})" if len(values) > 1 and "label" in r and pd.notna(r["label"]) else ""
+            fig.add_hline(y=float(r["value"]), line={"color": "#777", "width": 1, "dash": dash},
+                          annotation_text=f"{title} {r['value']:.2f}{owner}", annotation_position="bottom left",
+                          annotation_font={"size": 10, "color": "#555"}, exclude_empty_subplots=False, **where)
+
+
+def _loss_panel(panel: str | None, metrics: list[tuple[str, str]]) -> bool:
+    """Whether a panel of metric_figure shows a language-model loss (where the reference lines belong)."""
+    if panel is None:
+        return any(name == "loss" for _, name in metrics)
+    return panel == "loss" or panel.endswith("/loss")
+
+
 def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, log_y: bool = False,
                   group: str | None = None, group_title: str | None = None, facet: str | None = None,
-                  target: float | None = None, title: str | None = None) -> go.Figure:
+                  target: float | None = None, title: str | None = None,
+                  references: pd.DataFrame | None = None) -> go.Figure:
     """Curves of every series in the long frame `df`.
 
     `group`: a column of `df` (a config value per run): one mean line per group value with a +/- std band
     over its runs instead of one line per run. `facet`: panels sharing the x axis instead of one plot:
     "metric", one per split/name (scales that differ); "name", one per metric name with its splits overlaid
     (train vs validation loss in one panel). `target`: a horizontal reference line (convergence targets).
+    `references`: pretraining runs' unigram / bigram cross-entropy rows (split "reference"), drawn on the loss
+    panels (reference_lines).
     """
     if facet not in (None, "metric", "name"):
         raise ValueError(f"facet must be None, 'metric' or 'name', got {facet!r}")
@@ -369,6 +401,8 @@ def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, 
         else:
             traces = _run_traces(part, x, smoothing, colors, lines)
         fig.add_traces(traces, **({"rows": [row] * len(traces), "cols": [1] * len(traces)} if facet else {}))
+        if _loss_panel(panels[row - 1][0], metrics):
+            reference_lines(fig, references, **({"row": row, "col": 1} if facet else {}))
     if log_y:
         fig.update_yaxes(type="log")
     if not facet and len(metrics) == 1:

@@ -411,6 +411,16 @@ def load_series(source: LabClient, runs: pd.DataFrame, metrics: Sequence[tuple[s
     return df.drop(columns=["run_rank", "metric_rank"]).reset_index(drop=True)
 
 
+def load_references(source: LabClient, runs: pd.DataFrame) -> pd.DataFrame:
+    """The unigram / bigram cross-entropy rows (split "reference") of the pretraining runs among `runs`, with
+    `label`: what `plots.metric_figure(references=...)` draws on a loss panel."""
+    ids = runs.loc[runs["kind"] == "pretrain", "id"].tolist()
+    if not ids:
+        return pd.DataFrame(columns=["run_id", "split", "name", "x", "value", "label"])
+    df = source.metric_series(ids, splits=[plots.REFERENCE_SPLIT], names=list(plots.REFERENCE_LINES))
+    return df.assign(label=df["run_id"].map(run_labels(runs)))
+
+
 # --- data room helpers --------------------------------------------------------------------------------------------
 
 UPLOAD_SUFFIXES = ("csv", "tsv", "jsonl", "json", "parquet", "txt")

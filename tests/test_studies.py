@@ -207,6 +207,24 @@ def test_a_study_with_nothing_finished_renders_without_conclusions():
     assert SCRIPT_SRC.search(rp.report_html(report)) is None
 
 
+@pytest.mark.parametrize("last_loss, stuck", [(6.95, True), (5.9, False)])
+def test_pretraining_reports_say_where_the_loss_stands_against_the_unigram_line(last_loss, stuck):
+    """A pretraining run whose validation loss stays at the unigram line is flagged as having learned word
+    frequencies only, and the unigram and bigram lines are drawn on its loss panel."""
+    def values(key, labels):
+        if key == "pretrain":
+            return [("reference", "unigram_loss", 0, 7.0), ("reference", "bigram_loss", 0, 5.8),
+                    ("validation", "loss", 0, 9.0), ("validation", "loss", 1000, last_loss)]
+        return [("test", "accuracy", 100, 0.6 + 0.01 * labels["seed"])]
+
+    conclusions = rp.build_report(synthetic("how_much_pretraining", values)).conclusions
+    assert conclusions["numbers"]["pretrain_nats_below_unigram"] == pytest.approx(7.0 - last_loss)
+    assert any(f"{7.0 - last_loss:.2f} nats below the unigram line 7.00" in f for f in conclusions["findings"])
+    assert any("did not learn past word frequencies" in c for c in conclusions["caveats"]) == stuck
+    fig = rp.build_report(synthetic("how_much_pretraining", values)).figures["accuracy_vs_tokens"]
+    assert sorted(s.y0 for s in fig.layout.shapes if s.y0 == s.y1 and s.yref == "y2") == [5.8, 7.0]
+
+
 @pytest.mark.parametrize("second_accuracy, invalid", [(0.50, True), (0.75, False)])
 def test_forgetting_report_flags_a_second_stage_that_only_learned_the_majority_class(second_accuracy, invalid):
     def values(key, labels):

@@ -9,8 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ptft_core.config import BUILTIN_CHECKPOINT, OptimConfig
-from ptft_core.plots import arm_color, bar_figure, empty_figure, study_layout
-from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
+from ptft_core.plots import arm_color, bar_figure, empty_figure, reference_lines, study_layout
+from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, reference_rows, seed_note
 from ptft_core.studies.stats import attach, cell, cells, difference, fmt_stat, last_values, pts
 from ptft_core.studies.templates import (
     FINETUNE_BUDGET,
@@ -134,14 +134,17 @@ def report(data: StudyData, out: Findings) -> None:
                                                  "expectation."))
     # The further pretraining itself.
     pt = data.runs[data.runs["kind"] == "pretrain"]
-    fig = go.Figure()
+    fig, references = go.Figure(), []
     for i, (_, r) in enumerate(pt.iterrows()):
         s = m[(m["run_id"] == r["run_id"]) & (m["split"] == "validation") & (m["name"] == "loss")].sort_values("x")
         if not s.empty:
             fig.add_trace(go.Scatter(x=s["x"], y=s["value"], mode="lines+markers", name=f"{r['arm']}",
                                      marker_color=arm_color(i + 1)))
+            references.append(reference_rows(data, r["run_id"], r["arm"]))
             out.numbers.setdefault("mlm_val_loss", {})[r["arm"]] = {"first": float(s["value"].iloc[0]),
                                                                    "last": float(s["value"].iloc[-1])}
+    if references:
+        reference_lines(fig, pd.concat(references))
     out.figures["mlm_loss"] = (study_layout(fig, "Further pretraining: masked-LM validation loss on each corpus",
                                             "step", "validation MLM loss (each on its own corpus)")
                                if fig.data else empty_figure("Further pretraining: masked-LM validation loss"))

@@ -12,14 +12,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ptft_core.config import OptimConfig
-from ptft_core.plots import TEMPLATE, arm_color, empty_figure, study_layout
+from ptft_core.plots import TEMPLATE, arm_color, empty_figure, reference_lines, study_layout
 from ptft_core.studies.report import (
     Findings,
     accuracy_by_tokens_trace,
     chance_rate,
     finetune_runs,
     missing_note,
+    reference_rows,
     seed_note,
+    unigram_check,
 )
 from ptft_core.studies.stats import attach, cells, difference, fmt_stat, last_values
 from ptft_core.studies.templates import (
@@ -96,6 +98,7 @@ def report(data: StudyData, out: Findings) -> None:
         if not s.empty:
             fig.add_trace(go.Scatter(x=s["x"], y=s["value"], mode="lines" if split == "train" else "lines+markers",
                                      name=f"{split} MLM loss", marker_color=arm_color(i + 1)), row=1, col=2)
+    reference_lines(fig, reference_rows(data, pt["run_id"]), row=1, col=2)
     for step in sorted(set(ft["pretrain_tokens"])):
         fig.add_vline(x=step, line_dash="dot", line_color="lightgray", row=1, col=2)
     fig.update_xaxes(title_text="pretraining tokens", row=1, col=1)
@@ -142,6 +145,9 @@ def report(data: StudyData, out: Findings) -> None:
                             f"{_tokens(val['x'].iloc[0])} tokens to {val['value'].iloc[-1]:.2f} at "
                             f"{_tokens(val['x'].iloc[-1])}.")
         out.numbers["pretrain_val_loss"] = {"first": float(val["value"].iloc[0]), "last": float(val["value"].iloc[-1])}
+    below = unigram_check(data, pt["run_id"], "The pretraining", out)
+    if below is not None:
+        out.numbers["pretrain_nats_below_unigram"] = below
 
     # Compute: seconds to reach each checkpoint vs seconds of one fine-tune.
     steps_wall = (_step_wall(data, pt["run_id"]) if isinstance(pt["run_id"], str)

@@ -10,14 +10,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ptft_core.config import OBJECTIVE_TITLE, OptimConfig
-from ptft_core.plots import TEMPLATE, arm_color
+from ptft_core.plots import TEMPLATE, arm_color, reference_lines
 from ptft_core.studies.report import (
+    UNIGRAM_MARGIN,
     Findings,
     accuracy_by_tokens_trace,
     chance_rate,
     finetune_runs,
     missing_note,
+    reference_rows,
     seed_note,
+    unigram_check,
 )
 from ptft_core.studies.stats import attach, cell, cells, difference, fmt_stat, last_values
 from ptft_core.studies.templates import (
@@ -98,6 +101,7 @@ def report(data: StudyData, out: Findings) -> None:
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("movies test accuracy after fine-tuning",
                                                         "pretraining validation loss (per objective's own task)"))
+    references, below = [], {}
     for i, objective in enumerate(OBJECTIVES):
         done = acc[(acc["objective"] == objective) & (acc["n"] > 0)]
         fig.add_trace(accuracy_by_tokens_trace(done, f"{OBJECTIVE_TITLE[objective]} ({OBJECTIVES[objective]})",
@@ -109,6 +113,9 @@ def report(data: StudyData, out: Findings) -> None:
             fig.add_trace(go.Scatter(x=val["x"], y=val["value"], mode="lines+markers", marker_color=arm_color(i),
                                      name=f"{OBJECTIVE_TITLE[objective]} validation loss", showlegend=False),
                           row=1, col=2)
+        references.append(reference_rows(data, run_id, OBJECTIVE_TITLE[objective]))
+        below[objective] = unigram_check(data, run_id, f"{OBJECTIVE_TITLE[objective].capitalize()} pretraining", out)
+    reference_lines(fig, pd.concat(references), row=1, col=2)
     if chance:
         fig.add_hline(y=chance, line_dash="dot", line_color="gray", row=1, col=1,
                       annotation_text=f"majority class {chance:.1%}")
@@ -151,4 +158,9 @@ def report(data: StudyData, out: Findings) -> None:
             out.headline = (f"At {int(mlm['pretrain_tokens']):,} pretraining tokens, masked LM minus causal LM on "
                             f"movies test accuracy: {d.text()} ({fmt_stat(mlm['stat'])} vs {fmt_stat(clm['stat'])}).")
             out.findings.insert(0, out.headline)
+    stuck = [OBJECTIVE_TITLE[o] for o, b in below.items() if b is not None and b < UNIGRAM_MARGIN]
+    if stuck and out.headline:
+        out.headline += (f" Not a comparison of objectives: {' and '.join(stuck)} did not learn past word "
+                         "frequencies (the unigram line).")
+        out.findings[0] = out.headline
     seed_note(ft, out)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ptft_core.plots import REFERENCE_SPLIT
 from ptft_core.studies.stats import last_values
 from ptft_core.studies.templates import get_template
 
@@ -241,6 +242,40 @@ def accuracy_by_tokens_trace(done: pd.DataFrame, name: str, color: str) -> go.Sc
 
 def finetune_runs(data: StudyData) -> pd.DataFrame:
     return data.runs[data.runs["kind"] == "finetune"].copy()
+
+
+# Past the unigram line by less than this: the model has learned word frequencies and little else; a finding
+# about what its pretraining buys downstream would be about word frequencies.
+UNIGRAM_MARGIN = 0.1
+
+
+def reference_rows(data: StudyData, run_id: str | None, label: str | None = None) -> pd.DataFrame:
+    """A pretraining run's unigram / bigram cross-entropy rows (split "reference"), for plots.reference_lines."""
+    m = data.metrics
+    rows = m[(m["run_id"] == run_id) & (m["split"] == REFERENCE_SPLIT)] if isinstance(run_id, str) else m.iloc[0:0]
+    return rows.assign(label=label)
+
+
+def unigram_check(data: StudyData, run_id: str | None, what: str, out: Findings) -> float | None:
+    """Where a pretraining run's last validation loss stands against what word frequencies score on the same
+    targets: a finding with both gaps, and a caveat when it is not past the unigram line by UNIGRAM_MARGIN (its
+    checkpoints then carry word frequencies, not language). Returns the nats below the unigram line."""
+    refs = reference_rows(data, run_id).set_index("name")["value"]
+    m = data.metrics
+    val = m[(m["run_id"] == run_id) & (m["split"] == "validation") & (m["name"] == "loss")].sort_values("x")
+    if "unigram_loss" not in refs or val.empty:
+        return None
+    last, unigram = float(val["value"].iloc[-1]), float(refs["unigram_loss"])
+    below = unigram - last
+    bigram = f", bigram line {refs['bigram_loss']:.2f} ({refs['bigram_loss'] - last:+.2f} nats below it)" \
+        if "bigram_loss" in refs else ""
+    out.findings.append(f"{what}: validation loss {last:.2f} at step {int(val['x'].iloc[-1])}, {below:.2f} nats below "
+                        f"the unigram line {unigram:.2f}{bigram}.")
+    if below < UNIGRAM_MARGIN:
+        out.caveats.append(f"{what} did not learn past word frequencies (validation loss {last:.2f} against the "
+                           f"unigram line {unigram:.2f}): what its checkpoints do downstream says nothing about "
+                           "pretraining on language.")
+    return below
 
 
 # --- HTML export ------------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from ptft_core.training.common import (
     seed_everything,
 )
 from ptft_core.training.lm_data import eval_loss, fixed_batches, objective_batch, text_blocks
+from ptft_core.training.reference import reference_losses
 from ptft_core.training.utilisation import Utilisation
 
 EVAL_MASK_SEED = 1234  # one masking of the validation blocks for every evaluation of every run
@@ -77,7 +78,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     with clock.phase("load"):
         train_texts = load_texts(config.corpus, "train")
         model, tokenizer, objective = build_model(config, checkpoint, train_texts)
-        model.to(device).train()
+        model.to(device)
     if checkpoint is None:  # say what trains, once
         note = OBJECTIVE_NOTE.get(getattr(model.saved.config, "model_type", ""), "")
         logger.event("note", message=f"{type(model.saved).__name__}, {OBJECTIVE_TITLE[objective]}"
@@ -85,8 +86,15 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     if config.freeze_encoder and objective != "mlm":
         raise ConfigError(f"freeze_encoder: {config.model} trains with {objective}; only masked LM has a head "
                           "of its own to train")
-    if config.freeze_encoder:  # only the head learns: a fixed encoder gets a reader (dropout off: fixed features)
-        model.encoder.requires_grad_(False).eval()
+    if config.freeze_encoder:  # only the head learns: a fixed encoder gets a reader
+        model.encoder.requires_grad_(False)
+
+    def train_mode() -> None:
+        """The training phase, set where it starts (before the first step, after every evaluation, which leaves
+        the model in eval mode): dropout on, except in a frozen encoder, a fixed feature extractor."""
+        model.train()
+        if config.freeze_encoder:
+            model.encoder.eval()
     with clock.phase("data"):
         train_blocks = text_blocks(tokenizer, train_texts, config.block_size)
         val_blocks = text_blocks(tokenizer, load_texts(config.corpus, "validation"), config.block_size)
@@ -98,6 +106,11 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
                           f"{len(val_blocks)} validation blocks")
     val_batches = fixed_batches(objective, val_blocks, config.batch_size, tokenizer, config.mask_prob,
                                 EVAL_MASK_SEED)
+    if checkpoint is None and ranks.main:  # what word frequencies alone score on the same validation targets
+        with clock.phase("data"):
+            reference = reference_losses(objective, train_blocks, val_batches, len(tokenizer),
+                                         tokenizer.all_special_ids)
+        log_metrics(logger, 0, reference, "reference", 0.0, 0)
 
     # --- optimization
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -126,8 +139,6 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
             return
         with clock.phase("evaluate"):
             val_loss = eval_loss(model, val_batches, device)
-            if config.freeze_encoder:
-                model.encoder.eval()  # eval_loss restored train mode on the whole model
         log_metrics(logger, step, {"loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0))},
                     "validation", step / batches_per_epoch, tokens_seen)
         meter.restart_clock()
@@ -139,6 +150,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     if step == 0:  # the starting point of the loss curve
         evaluate()
     order_epoch, order = -1, None
+    train_mode()
     with clock.phase("train"):
         while step < config.max_steps:
             # The data order is a function of (seed, epoch): a resumed run draws exactly the batches it would have.
@@ -169,6 +181,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
                 logger.event("progress", step=step, total_steps=config.max_steps)
             if step in evaluate_at:
                 evaluate()
+                train_mode()
             if step in config.checkpoint_steps:
                 save(f"step-{step}")
                 meter.restart_clock()
