@@ -44,11 +44,12 @@ Precision = Literal["auto", "float32", "bf16"]
 Preset = Literal["tiny", "mini", "small", "base"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 BUILTIN_CHECKPOINT = "minilm-l6"
-Family = Literal["bert", "roberta", "distilbert", "xlnet", "gpt2", "t5"]
+Family = Literal["bert", "roformer", "roberta", "distilbert", "xlnet", "gpt2", "t5"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 Objective = Literal["auto", "mlm", "clm", "span"]
 # The one pretraining objective each family's `transformers` classes support here (families.py says why).
-FAMILY_OBJECTIVE = {"bert": "mlm", "roberta": "mlm", "distilbert": "mlm", "xlnet": "mlm", "gpt2": "clm", "t5": "span"}
+FAMILY_OBJECTIVE = {"bert": "mlm", "roformer": "mlm",
+                    "roberta": "mlm", "distilbert": "mlm", "xlnet": "mlm", "gpt2": "clm", "t5": "span"}
 OBJECTIVE_TITLE = {"mlm": "masked LM", "clm": "causal LM", "span": "span corruption", "auto": "the checkpoint's"}
 STRATEGY_HELP = {  # the strategy field's help, and the Fine-tune form's line beside the choice
     "full": "every weight trains",

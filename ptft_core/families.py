@@ -4,11 +4,17 @@ the run's own text, and the language model its pretraining objective trains.
 | family     | classes (pretraining → classification)                  | objective here | tokenizer            |
 |------------|---------------------------------------------------------|----------------|----------------------|
 | bert       | BertModel + our MLM head → BertForSequenceClassification | masked LM      | WordPiece            |
+| roformer   | RoFormerModel + MLM head → RoFormerForSequenceClassification | masked LM   | WordPiece            |
 | roberta    | RobertaModel + MLM head → RobertaForSequenceClassification | masked LM    | byte-level BPE       |
 | distilbert | DistilBertModel + MLM head → DistilBert…Classification  | masked LM      | WordPiece            |
 | xlnet      | XLNetModel + MLM head → XLNetForSequenceClassification  | masked LM (*)  | SentencePiece-style BPE |
 | gpt2       | GPT2LMHeadModel → GPT2ForSequenceClassification         | causal LM      | byte-level BPE       |
 | t5         | T5ForConditionalGeneration → T5ForSequenceClassification | span corruption | SentencePiece-style BPE |
+
+RoFormer is BERT with rotary position embeddings in every attention layer (Su et al. 2021) instead of learned
+absolute positions: what lets a tiny masked LM learn past word frequencies on a 2-core CPU in minutes (a
+position-relative attention pattern is there from the first step; BERT's absolute positions leave a 2-layer
+model at the unigram plateau for 6,000 steps: `python -m bench.pretrain_levers_bench`, docs/studies.md).
 
 (*) XLNet's own objective, permutation LM, needs two attention streams and target mappings per example; the
 lab trains XLNet's architecture with masked LM instead, and says so (`OBJECTIVE_NOTE`). GPT-2 cannot see to
@@ -46,6 +52,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
     RobertaConfig,
+    RoFormerConfig,
     T5Config,
     XLNetConfig,
 )
@@ -68,7 +75,8 @@ from ptft_core.models import (
 MAX_POSITIONS = 512
 PRESET_VOCAB = 8000  # a from-scratch classifier's own tokenizer (families other than bert), trained on its task
 SENTINELS = 100  # T5's <extra_id_0..99>: one per corrupted span of a block
-OBJECTIVE_NOTE = {"xlnet": "XLNet trains with masked LM here, not its permutation LM"}
+OBJECTIVE_NOTE = {"xlnet": "XLNet trains with masked LM here, not its permutation LM",
+                  "roformer": "BERT with rotary position embeddings"}
 
 
 # --- tokenizers ----------------------------------------------------------------------------------------------
@@ -130,7 +138,7 @@ def train_tokenizer(family: str, texts: list[str], vocab_size: int) -> PreTraine
 
 
 def _train_tokenizer(family: str, texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    if family in ("bert", "distilbert"):
+    if family in ("bert", "roformer", "distilbert"):
         return train_wordpiece(texts, vocab_size, MAX_POSITIONS)
     if family == "roberta":
         tok = _bpe(texts, vocab_size, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], byte_level=True)
@@ -169,6 +177,8 @@ def preset_config(family: str, preset: str, tokenizer: PreTrainedTokenizerFast) 
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     if family == "bert":
         return BertConfig(max_position_embeddings=MAX_POSITIONS, **ids, **s)
+    if family == "roformer":  # positions are rotations of queries and keys: no position table to learn
+        return RoFormerConfig(embedding_size=width, max_position_embeddings=MAX_POSITIONS, **ids, **s)
     if family == "roberta":  # positions start after the padding index, as in RoBERTa's own checkpoints
         return RobertaConfig(max_position_embeddings=MAX_POSITIONS + 2, type_vocab_size=1,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **ids, **s)
@@ -259,10 +269,10 @@ def load_lm(spec: str) -> tuple[LanguageModel, PreTrainedTokenizerFast, str]:
 
 
 def preset_parts(preset: str, family: str, dataset: str | None) -> tuple[PretrainedConfig, PreTrainedTokenizerFast]:
-    """The config and tokenizer of a randomly initialised classifier: a BERT preset reads with the built-in
-    (bert-base-uncased) tokenizer; another family has no built-in tokenizer of its kind, so one is trained on
-    the task's training text."""
-    if family == "bert":
+    """The config and tokenizer of a randomly initialised classifier: a BERT or RoFormer preset reads with the
+    built-in (bert-base-uncased) WordPiece tokenizer; another family has no built-in tokenizer of its kind, so one
+    is trained on the task's training text."""
+    if family in ("bert", "roformer"):
         tokenizer = load_tokenizer(BUILTIN_CHECKPOINT)
     elif dataset is None:
         raise ConfigError(f"family: a {family} preset trains its tokenizer on a dataset; none given")

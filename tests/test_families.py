@@ -40,7 +40,8 @@ def test_each_family_has_one_objective_and_refuses_another():
 def test_tokenizers_frame_texts_as_their_family_does(home, family):
     tokenizer = train_tokenizer(family, load_texts(["news"], "train")[:300], 500)
     head, tail = block_markers(tokenizer)
-    expected = {"bert": (["[CLS]"], ["[SEP]"]), "distilbert": (["[CLS]"], ["[SEP]"]), "roberta": (["<s>"], ["</s>"]),
+    expected = {"bert": (["[CLS]"], ["[SEP]"]), "roformer": (["[CLS]"], ["[SEP]"]),
+                "distilbert": (["[CLS]"], ["[SEP]"]), "roberta": (["<s>"], ["</s>"]),
                 "xlnet": ([], ["<sep>", "<cls>"]), "t5": ([], ["</s>"]), "gpt2": ([], [])}[family]
     assert (tokenizer.convert_ids_to_tokens(head), tokenizer.convert_ids_to_tokens(tail)) == expected
     blocks = text_blocks(tokenizer, ["one short text", "and another one"] * 20, 16)
