@@ -44,7 +44,6 @@ LEVERS: dict[str, dict] = {
     "vocab8000": {"vocab": 8000},
     "bf16": {"bf16": True},
     "base_6000steps": {"steps": 6000, "evals": 20},
-    "modernbert": {"arch": "modernbert"},
     "roformer": {"arch": "roformer"},
 }
 VALIDATION_TOKENS = 64 * 128
@@ -55,7 +54,7 @@ def arm(settings: dict) -> dict:
     """Train one arm in this process; its curve: (step, seconds, validation loss, mean train loss since the last
     evaluation)."""
     import torch
-    from transformers import AutoModel, BertConfig, ModernBertConfig, RobertaPreLayerNormConfig, RoFormerConfig
+    from transformers import AutoModel, BertConfig, RobertaPreLayerNormConfig, RoFormerConfig
 
     from ptft_core.config import OptimConfig
     from ptft_core.data import load_texts
@@ -77,16 +76,7 @@ def arm(settings: dict) -> dict:
     shape = dict(num_hidden_layers=a.layers, hidden_size=a.hidden, num_attention_heads=max(2, a.hidden // 64),
                  intermediate_size=4 * a.hidden, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                  hidden_dropout_prob=a.dropout, attention_probs_dropout_prob=a.dropout)
-    if a.arch == "modernbert":  # pre-LN, rotary positions, GeGLU, no biases (Warner et al. 2024)
-        ids = {k: getattr(tokenizer, f"{k}_id") for k in ("pad_token", "cls_token", "sep_token")}
-        config = ModernBertConfig(num_hidden_layers=a.layers, hidden_size=a.hidden,
-                                  num_attention_heads=max(2, a.hidden // 64), intermediate_size=2 * a.hidden,
-                                  vocab_size=len(tokenizer), max_position_embeddings=512,
-                                  attention_dropout=a.dropout, mlp_dropout=a.dropout, embedding_dropout=a.dropout,
-                                  global_attn_every_n_layers=1, reference_compile=False, pad_token_id=ids["pad_token"],
-                                  bos_token_id=ids["cls_token"], cls_token_id=ids["cls_token"],
-                                  eos_token_id=ids["sep_token"], sep_token_id=ids["sep_token"])
-    elif a.arch == "roformer":  # BERT with rotary position embeddings in every attention layer (Su et al. 2021)
+    if a.arch == "roformer":  # BERT with rotary position embeddings in every attention layer (Su et al. 2021)
         config = RoFormerConfig(embedding_size=a.hidden, max_position_embeddings=512, type_vocab_size=1, **shape)
     elif a.preln:
         config = RobertaPreLayerNormConfig(max_position_embeddings=514, type_vocab_size=1, **shape)

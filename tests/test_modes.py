@@ -1,6 +1,9 @@
 """Training phases set their own mode: every optimizer step of every kind of base runs in train mode (dropout on),
 every evaluation and probe in eval mode, whatever mode the base was loaded in (`from_pretrained` hands a model
-over in eval mode, `from_config` in train mode), and measuring a probe never changes what training does."""
+over in eval mode, `from_config` in train mode), and measuring a probe never changes what training does.
+
+The slow tests run real 2-4-step fine-tunes (MiniLM for the built-in, folder, scratch and second-task bases): a
+mode is a property of the real loop, so no stand-in trainer would show it; each run takes a few seconds."""
 
 from __future__ import annotations
 
