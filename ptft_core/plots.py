@@ -624,6 +624,28 @@ def chance_line(fig: go.Figure, chance: float | None, **kw: Any) -> None:
                       annotation_position="bottom right", **kw)
 
 
+def seed_band(fig: go.Figure, curve: pd.DataFrame, name: str, color: str, *, mode: str = "lines+markers",
+              dash: str = "solid", showlegend: bool = True, **where: Any) -> None:
+    """A study curve averaged over seeds, as Compare's grouping draws one: the mean line with a +/- one sample
+    std band, and the run count in its legend name. `curve`: rows of x, mean, std, n (`stats.mean_curves`);
+    `where`: the subplot (row=, col=). One seed has no spread: its line is drawn without a band."""
+    if curve.empty:
+        return
+    curve = curve.sort_values("x")
+    xs, mean = curve["x"].to_numpy(dtype=float), curve["mean"].to_numpy(dtype=float)
+    std, n = curve["std"].fillna(0).to_numpy(dtype=float), curve["n"].to_numpy()
+    label = f"{name} (n={int(n.max())})"
+    if len(xs) > 1 and std.any():
+        fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                                 fill="toself", fillcolor=translucent(color, 0.18), line={"width": 0},
+                                 hoverinfo="skip", legendgroup=label, showlegend=False), **where)
+    fig.add_trace(go.Scatter(x=xs, y=mean, mode=mode, name=label, legendgroup=label, showlegend=showlegend,
+                             line={"color": color, "dash": dash}, marker_color=color,
+                             customdata=np.stack([std, n], axis=1),
+                             hovertemplate=f"<b>{name}</b><br>%{{x:,.4~g}}: %{{y:.4~g}} ± %{{customdata[0]:.3~g}} "
+                                           "(n=%{customdata[1]})<extra></extra>"), **where)
+
+
 def bar_figure(table: pd.DataFrame, x: str, title: str, y: str, group: str | None = None,
                chance: float | None = None, order: Sequence[Any] | None = None) -> go.Figure:
     """Bars of mean ± std per `x` (a colour per `group`) from a table of cells (columns mean, std, n)."""

@@ -235,6 +235,28 @@ def test_grouped_view_keeps_markers_on_short_bands_and_drops_them_on_long_ones()
 # --- convergence and overfitting -------------------------------------------------------------------------------
 
 
+def test_seed_band_draws_mean_with_a_std_band_and_the_run_count_in_the_legend():
+    from ptft_core.studies.stats import mean_curves
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "arm": ["x", "x", "x"], "status": "completed"})
+    m = pd.concat([series("a", [0.5, 0.6]), series("b", [0.7, 0.8]), series("c", [0.6, 0.7])])
+    curve = mean_curves(m, runs, "validation", "loss", ["arm"])
+    fig = go.Figure()
+    plots.seed_band(fig, curve, "arm x", "#1f77b4")
+    band, mean = fig.data
+    assert band.fill == "toself" and band.showlegend is False
+    assert mean.name == "arm x (n=3)"
+    np.testing.assert_allclose(mean.y, [0.6, 0.7])
+    std = np.std([0.5, 0.7, 0.6], ddof=1)
+    np.testing.assert_allclose(band.y, [0.6 + std, 0.7 + std, 0.7 - std, 0.6 - std])
+
+
+def test_seed_band_of_one_seed_has_no_band():
+    fig = go.Figure()
+    plots.seed_band(fig, pd.DataFrame({"x": [1, 2], "mean": [0.5, 0.6], "std": [np.nan, np.nan], "n": [1, 1]}),
+                    "one", "#1f77b4")
+    assert [t.name for t in fig.data] == ["one (n=1)"]
+
+
 def test_first_reach_finds_the_first_crossing_in_either_direction():
     df = pd.concat([series("fast", [0.5, 0.8, 0.9], name="accuracy"),
                     series("never", [0.5, 0.6, 0.7], name="accuracy")])

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ptft_core.config import OptimConfig
-from ptft_core.plots import arm_color, bar_figure, chance_line, empty_figure, study_layout
+from ptft_core.plots import arm_color, bar_figure, chance_line, empty_figure, seed_band, study_layout
 from ptft_core.studies.report import Findings, chance_rate, missing_note, seed_note
 from ptft_core.studies.stats import (
     Difference,
@@ -139,10 +139,7 @@ def report(data: StudyData, out: Findings) -> None:
     fig = go.Figure()
     done = lr_acc[lr_acc["n"] > 0]
     if len(done):
-        fig.add_trace(go.Scatter(x=done["lr"], y=done["mean"], mode="lines+markers", name="full fine-tuning",
-                                 error_y=dict(type="data", array=done["std"].fillna(0)), marker_color=arm_color(0),
-                                 customdata=done["n"], hovertemplate="lr %{x}: %{y:.2%} (n=%{customdata})"
-                                                                     "<extra></extra>"))
+        seed_band(fig, done.rename(columns={"lr": "x"}), "full fine-tuning", arm_color(0))
         chance_line(fig, chance)
         fig.update_xaxes(type="log")
         fig.update_yaxes(tickformat=".0%")
@@ -175,8 +172,8 @@ def report(data: StudyData, out: Findings) -> None:
     fig = go.Figure()
     for i, lr in enumerate(sorted(curves["lr"].unique()) if len(curves) else []):
         c = curves[curves["lr"] == lr]
-        fig.add_trace(go.Scatter(x=c["x"], y=c["mean"], mode="lines", name=f"lr {lr:g}", marker_color=arm_color(i)))
-    out.figures["lr_train_loss"] = (study_layout(fig, "Training loss by learning rate (mean over seeds)", "step",
+        seed_band(fig, c, f"lr {lr:g}", arm_color(i), mode="lines")
+    out.figures["lr_train_loss"] = (study_layout(fig, "Training loss by learning rate (mean ± std over seeds)", "step",
                                                  "training loss")
                                     if fig.data else empty_figure("Training loss by learning rate"))
     seed_note(runs, out)

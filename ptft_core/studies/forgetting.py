@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ptft_core.config import BUILTIN_CHECKPOINT, OptimConfig
-from ptft_core.plots import TEMPLATE, arm_color, empty_figure, study_layout
+from ptft_core.plots import TEMPLATE, arm_color, empty_figure, seed_band, study_layout
 from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
 from ptft_core.studies.stats import (
     Difference,
@@ -210,19 +210,16 @@ def report(data: StudyData, out: Findings) -> None:
     val1 = m[(m["split"] == "validation") & (m["name"] == "accuracy")].merge(done[["run_id", "arm"]], on="run_id")
     val1 = val1[np.array([x <= bounds.get(r, math.inf) for r, x in zip(val1["run_id"], val1["x"], strict=True)],
                          dtype=bool)]
-    stage1 = val1.groupby(["arm", "x"])["value"].mean().reset_index()
+    stage1 = val1.groupby(["arm", "x"])["value"].agg(mean="mean", std="std", n="count").reset_index()
     fig = go.Figure()
     for i, arm in enumerate(order):
-        c, s1 = prev[prev["arm"] == arm], stage1[stage1["arm"] == arm]
-        xs, ys = list(s1["x"]) + list(c["x"]), list(s1["value"]) + list(c["mean"])
-        if xs:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=arm, marker_color=arm_color(i)))
+        seed_band(fig, pd.concat([stage1[stage1["arm"] == arm], prev[prev["arm"] == arm]]), arm, arm_color(i))
     if bounds:
         fig.add_vline(x=min(bounds.values()) - 0.5, line_dash="dot", line_color="gray",
                       annotation_text="second stage starts")
     fig.update_yaxes(tickformat=".0%")
     out.figures["movies_accuracy"] = (study_layout(fig, "Movies validation accuracy: movies stage, then along the "
-                                                        "second stage (mean over seeds)", "step",
+                                                        "second stage (mean ± std over seeds)", "step",
                                                    "movies validation accuracy")
                                       if fig.data else empty_figure("Movies accuracy along the second stage"))
     # Drift probes.
@@ -231,10 +228,7 @@ def report(data: StudyData, out: Findings) -> None:
     for col, name in ((1, "cka_similarity"), (2, "general_mlm_loss")):
         curves = mean_curves(m, done, "forgetting", name, ["arm"])
         for i, arm in enumerate(order):
-            c = curves[curves["arm"] == arm]
-            if not c.empty:
-                fig.add_trace(go.Scatter(x=c["x"], y=c["mean"], mode="lines+markers", name=arm,
-                                         marker_color=arm_color(i), showlegend=col == 1), row=1, col=col)
+            seed_band(fig, curves[curves["arm"] == arm], arm, arm_color(i), showlegend=col == 1, row=1, col=col)
         if bounds:
             fig.add_vline(x=min(bounds.values()) - 0.5, line_dash="dot", line_color="gray", row=1, col=col)
     fig.update_layout(template=TEMPLATE, height=420, title="Representation drift during fine-tuning (dotted: the "

@@ -15,7 +15,7 @@ from ptft_core.config import OptimConfig
 from ptft_core.plots import TEMPLATE, arm_color, empty_figure, reference_lines, study_layout
 from ptft_core.studies.report import (
     Findings,
-    accuracy_by_tokens_trace,
+    accuracy_by_tokens,
     chance_rate,
     finetune_runs,
     missing_note,
@@ -91,7 +91,7 @@ def report(data: StudyData, out: Findings) -> None:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("movies test accuracy after fine-tuning",
                                                         "pretraining masked-LM loss"))
     done = acc[acc["n"] > 0]
-    fig.add_trace(accuracy_by_tokens_trace(done, "fine-tuned", arm_color(0)), row=1, col=1)
+    accuracy_by_tokens(fig, done, "fine-tuned", arm_color(0), row=1, col=1)
     if chance:
         fig.add_hline(y=chance, line_dash="dot", line_color="gray", row=1, col=1,
                       annotation_text=f"majority class {chance:.1%}")

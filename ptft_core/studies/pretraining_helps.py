@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ptft_core.config import BUILTIN_CHECKPOINT
-from ptft_core.plots import arm_color, bar_figure, chance_line, empty_figure, study_layout
+from ptft_core.plots import DASHES, arm_color, bar_figure, chance_line, empty_figure, seed_band, study_layout
 from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
 from ptft_core.studies.stats import (
     TARGET_SHARE,
@@ -92,10 +92,7 @@ def report(data: StudyData, out: Findings) -> None:
     fig = go.Figure()
     for i, arm in enumerate(("pretrained", "scratch")):
         part = acc[(acc["arm"] == arm) & (acc["n"] > 0)]
-        xs = [examples.get(f, f) for f in part["label_fraction"]]
-        fig.add_trace(go.Scatter(x=xs, y=part["mean"], mode="lines+markers", name=arm, marker_color=arm_color(i),
-                                 error_y=dict(type="data", array=part["std"].fillna(0)), customdata=part["n"],
-                                 hovertemplate="%{x} examples: %{y:.2%} (n=%{customdata})<extra>" + arm + "</extra>"))
+        seed_band(fig, part.assign(x=[examples.get(f, f) for f in part["label_fraction"]]), arm, arm_color(i))
     chance_line(fig, chance)
     fig.update_xaxes(type="log")
     fig.update_yaxes(tickformat=".0%")
@@ -164,9 +161,7 @@ def report(data: StudyData, out: Findings) -> None:
         for ai, arm in enumerate(("pretrained", "scratch")):
             curve = val[(val["label_fraction"] == f) & (val["arm"] == arm)]
             if not curve.empty:
-                fig.add_trace(go.Scatter(x=curve["x"], y=curve["mean"], mode="lines+markers",
-                                         name=f"{arm}, {f:.0%} labels", marker_color=arm_color(ai),
-                                         line=dict(dash=("solid", "dash", "dot", "dashdot", "longdash")[fi % 5])))
+                seed_band(fig, curve, f"{arm}, {f:.0%} labels", arm_color(ai), dash=DASHES[fi % len(DASHES)])
             group = runs[(runs["label_fraction"] == f) & (runs["arm"] == arm)]
             finished = group[group["status"] == "completed"]
             steps = [steps_to_target(m[(m["run_id"] == rid) & (m["split"] == "validation")
@@ -182,8 +177,8 @@ def report(data: StudyData, out: Findings) -> None:
                 "target": target, "mean_steps": float(np.mean(reached)) if reached else None,
                 "reached": len(reached), "seeds": len(steps)}
     if fig.data:
-        out.figures["convergence"] = study_layout(fig, f"Validation accuracy during fine-tuning (mean over seeds); "
-                                                       f"target = {TARGET_SHARE:.0%} of the best arm's peak",
+        out.figures["convergence"] = study_layout(fig, "Validation accuracy during fine-tuning (mean ± std over "
+                                                       f"seeds); target = {TARGET_SHARE:.0%} of the best arm's peak",
                                                   "step", "movies validation accuracy")
         out.figures["convergence"].update_yaxes(tickformat=".0%")
     else:

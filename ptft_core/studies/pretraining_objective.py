@@ -14,7 +14,7 @@ from ptft_core.plots import TEMPLATE, arm_color, reference_lines
 from ptft_core.studies.report import (
     UNIGRAM_MARGIN,
     Findings,
-    accuracy_by_tokens_trace,
+    accuracy_by_tokens,
     chance_rate,
     finetune_runs,
     missing_note,
@@ -109,8 +109,8 @@ def report(data: StudyData, out: Findings) -> None:
     references, below = [], {}
     for i, objective in enumerate(OBJECTIVES):
         done = acc[(acc["objective"] == objective) & (acc["n"] > 0)]
-        fig.add_trace(accuracy_by_tokens_trace(done, f"{OBJECTIVE_TITLE[objective]} ({OBJECTIVES[objective]})",
-                                               arm_color(i)), row=1, col=1)
+        accuracy_by_tokens(fig, done, f"{OBJECTIVE_TITLE[objective]} ({OBJECTIVES[objective]})", arm_color(i),
+                           row=1, col=1)
         pt = data.runs[data.runs["key"] == f"pretrain/{objective}"]
         run_id = pt["run_id"].iloc[0] if len(pt) else None
         val = data.tokens[(data.tokens["run_id"] == run_id) & (data.tokens["split"] == "validation")]

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ptft_core.plots import REFERENCE_SPLIT
+from ptft_core.plots import REFERENCE_SPLIT, seed_band
 from ptft_core.studies.stats import last_values
 from ptft_core.studies.templates import get_template
 
@@ -230,14 +230,10 @@ def seed_note(runs: pd.DataFrame, out: Findings) -> None:
         out.caveats.append("one seed per setting: no spread, so no difference can be called clear or noise")
 
 
-def accuracy_by_tokens_trace(done: pd.DataFrame, name: str, color: str) -> go.Scatter:
-    """Mean test accuracy (error bars: std over seeds) against pretraining tokens, from `stats.cells` rows with
-    pretrain_tokens, pretrain_step, n, mean and std."""
-    return go.Scatter(x=done["pretrain_tokens"], y=done["mean"], mode="lines+markers", name=name, marker_color=color,
-                      error_y=dict(type="data", array=done["std"].fillna(0)),
-                      customdata=np.stack([done["pretrain_step"], done["n"]], axis=-1) if len(done) else None,
-                      hovertemplate="%{x:.3s} tokens (step %{customdata[0]}): %{y:.2%} "
-                                    "(n=%{customdata[1]})<extra></extra>")
+def accuracy_by_tokens(fig: go.Figure, done: pd.DataFrame, name: str, color: str, **where: Any) -> None:
+    """Mean test accuracy over seeds (band: +/- std, n in the legend) against pretraining tokens, from
+    `stats.cells` rows with pretrain_tokens, n, mean and std."""
+    seed_band(fig, done.rename(columns={"pretrain_tokens": "x"}), name, color, **where)
 
 
 def finetune_runs(data: StudyData) -> pd.DataFrame:
