@@ -35,9 +35,10 @@ field(row[2], "max_length", step=16)
 field(row[3], "batch_size", step=8)
 
 st.subheader("Strategy")
-row = st.columns([2, 1, 3])
+row = st.columns([2, 1, 1, 3])
 strategy = field(row[0], "strategy", format_func=lambda s: s.replace("_", " "))
-row[2].caption(f"**{strategy.replace('_', ' ')}**: {STRATEGY_HELP[strategy]}.")
+field(row[2], "pooling")
+row[3].caption(f"**{strategy.replace('_', ' ')}**: {STRATEGY_HELP[strategy]}.")
 STRATEGY_FIELD = {"freeze_bottom": "freeze_layers", "gradual_unfreeze": "unfreeze_every_steps",
                   "discriminative": "layer_decay"}
 if strategy in STRATEGY_FIELD:

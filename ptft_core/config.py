@@ -41,6 +41,7 @@ Schedule = Literal["constant", "linear", "cosine"]
 Strategy = Literal["full", "linear_probe", "freeze_bottom", "gradual_unfreeze", "discriminative"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "float32", "bf16"]
+Pooling = Literal["auto", "cls", "mean"]
 Preset = Literal["tiny", "mini", "small", "base"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 BUILTIN_CHECKPOINT = "minilm-l6"
@@ -232,6 +233,12 @@ class FinetuneConfig:
     """Texts are truncated to this many tokens."""
     label_fraction: float = _field("model and data", "Label fraction", 1.0, gt=0, le=1)
     """Share of the training labels used (a stratified sample): low-resource runs."""
+    pooling: Pooling = _field("model and data", "Pooling", "auto")
+    """What the classification head reads. cls: the architecture's own pooling ([CLS] through BERT's pooler, the
+    [CLS] head of RoBERTa and RoFormer, GPT-2's last token); mean: the mean of the last hidden states over the
+    text's tokens (bert, roberta, roformer, distilbert), the feature sentence-transformers models were trained
+    to give; auto: mean for a sentence-transformers checkpoint (the built-in MiniLM), a fine-tune's own pooling
+    for a fine-tuned checkpoint, cls otherwise. The run's notes say which it used."""
     strategy: Strategy = _field("strategy", "Strategy", "full", description="What trains. " + "; ".join(
         f"{name}: {what}" for name, what in STRATEGY_HELP.items()) + ".")
     freeze_layers: int = _field("strategy", "Frozen layers (k)", 0, ge=0)

@@ -63,12 +63,14 @@ from ptft_core.models import (
     PRESET_SHAPES,
     MaskedLMHead,
     MLMModel,
+    default_pooling,
     load_from,
     load_mlm,
     load_tokenizer,
     resolve_checkpoint,
     set_dropout,
     set_labels,
+    set_pooling,
     train_wordpiece,
 )
 
@@ -284,13 +286,14 @@ def preset_parts(preset: str, family: str, dataset: str | None) -> tuple[Pretrai
 
 
 def load_classifier(base: str, labels: list[str], scratch: bool = False, dropout: float | None = None,
-                    family: str = "bert",
-                    dataset: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+                    family: str = "bert", dataset: str | None = None,
+                    pooling: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A sequence classifier on `base` (any model `AutoModelForSequenceClassification` supports: encoders, GPT-2
     style decoders pooling their last token, T5).
 
     A preset base is a randomly initialised model of `family` at that shape (preset_parts); `scratch` keeps a
-    checkpoint's architecture and tokenizer but re-initialises every weight.
+    checkpoint's architecture and tokenizer but re-initialises every weight. `pooling` (FinetuneConfig.pooling;
+    auto: models.default_pooling) is what the head reads; the model's config records it.
     """
     if base in PRESETS:
         config, tokenizer = preset_parts(base, family, dataset)
@@ -305,11 +308,15 @@ def load_classifier(base: str, labels: list[str], scratch: bool = False, dropout
     set_labels(config, labels)
     if dropout is not None:
         set_dropout(config, dropout)
+    pooling = default_pooling(base, path, config) if pooling == "auto" else pooling
     if scratch:
-        return AutoModelForSequenceClassification.from_config(config), tokenizer
+        model = AutoModelForSequenceClassification.from_config(config)
+        set_pooling(model, pooling)
+        return model, tokenizer
     # A fine-tuned base may carry a head for another label count: that head is re-initialised, not an error.
     # float32 master weights whatever the file holds: transformers loads a fp16/bf16 checkpoint in its own dtype,
     # and AdamW updates on half-precision weights stall (bf16 autocast still computes in bf16 on CUDA).
     model = load_from(AutoModelForSequenceClassification.from_pretrained, base, path, config=config,
                       ignore_mismatched_sizes=True, dtype=torch.float32)
+    set_pooling(model, pooling)
     return model, tokenizer

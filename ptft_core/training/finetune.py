@@ -31,6 +31,8 @@ from ptft_core.data import label_names, load_split
 from ptft_core.families import checkpoint_objective, load_classifier
 from ptft_core.journal import MetricLogger
 from ptft_core.models import (
+    POOLING_ATTR,
+    POOLING_NOTE,
     MaskedLMHead,
     MLMModel,
     autocast,
@@ -205,8 +207,10 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
         raise ConfigError("replay_source: 'task' replays the first task into the second; set then_dataset")
     with clock.phase("load"):
         model, tokenizer = load_classifier(config.base, label_names(config.dataset), config.scratch, config.dropout,
-                                           config.family, config.dataset)
+                                           config.family, config.dataset, config.pooling)
         model.to(device)
+        logger.event("note", message=f"pooling: {POOLING_NOTE[getattr(model.config, POOLING_ATTR)]}"
+                                     + (" (auto)" if config.pooling == "auto" else ""))
         second = (classifier_sharing_encoder(model, label_names(config.then_dataset))
                   if config.then_dataset is not None else None)
     with clock.phase("data"):
