@@ -172,9 +172,9 @@ def test_transfer_matrix():
 
 def test_complete_report_computes_its_conclusions_from_the_numbers():
     report = rp.build_report(synthetic("pretraining_helps", helps_values))
-    assert report.status == "complete" and report.status_line == "complete: 12 of 12 runs finished"
+    assert report.status == "complete" and report.status_line == "complete: 18 of 18 runs finished"
     numbers = report.conclusions["numbers"]
-    for fraction in ("0.01", "0.1"):
+    for fraction in ("0.01", "0.1", "1"):
         cell = numbers["test_accuracy"][fraction]
         assert cell["pretrained"]["mean"] == pytest.approx(0.82) and cell["scratch"]["n"] == 3
         assert cell["difference"]["delta"] == pytest.approx(0.25) and cell["difference"]["verdict"] == "clear"
@@ -187,14 +187,36 @@ def test_complete_report_computes_its_conclusions_from_the_numbers():
     assert report.failed.empty
 
 
+def test_pretraining_helps_reads_the_gap_trend_only_where_the_scratch_arm_learned():
+    """Scratch at the majority class (50.5 %) at every fraction but the largest: the smaller fractions' gaps are
+    gains over the label prior, and the headline names the one fraction where both arms learned."""
+    fractions = sorted({r.labels["label_fraction"] for r in build_runs("pretraining_helps", "quick")})
+    assert len(fractions) >= 3, "the quick curve needs a fraction where the scratch arm can learn"
+
+    def values(key, labels):
+        seed, largest = labels["seed"], labels["label_fraction"] == fractions[-1]
+        scratch = 0.70 + 0.01 * seed if largest else 0.505  # the label prior, except with the most labels
+        test = 0.80 + 0.01 * seed if labels["arm"] == "pretrained" else scratch
+        return [("test", "accuracy", 30, test), ("test", "f1", 30, test - 0.05 if test > 0.6 else 0.34),
+                ("validation", "accuracy", 30, test)]
+
+    c = rp.build_report(synthetic("pretraining_helps", values)).conclusions
+    largest = f"{fractions[-1]:.0%}"
+    assert c["numbers"]["scratch_learned_at"] == [fractions[-1]]
+    assert f"leaves the majority class only at {largest} labels" in c["headline"]
+    assert "+10.0 points" in c["headline"]
+    assert any("gain over the prior" in f and "not read as a trend" in f for f in c["findings"])
+    assert any("holds in that sense" in f for f in c["findings"])
+
+
 def test_incomplete_study_says_so_and_draws_no_conclusion_from_missing_runs():
     data = synthetic("pretraining_helps", helps_values, failed={"scratch/frac0.1/s1"})
     report = rp.build_report(data)
     assert report.status == "incomplete"
-    assert report.status_line.startswith("incomplete: 11 of 12 runs finished")
-    assert report.conclusions["headline"].startswith("Incomplete: 11 of 12 runs finished")
+    assert report.status_line.startswith("incomplete: 17 of 18 runs finished")
+    assert report.conclusions["headline"].startswith("Incomplete: 17 of 18 runs finished")
     assert report.failed["key"].tolist() == ["scratch/frac0.1/s1"] and report.failed["error"].tolist() == ["boom"]
-    assert set(report.conclusions["numbers"]["test_accuracy"]) == {"0.01"}  # the 10 % cell lost a seed
+    assert set(report.conclusions["numbers"]["test_accuracy"]) == {"0.01", "1"}  # the 10 % cell lost a seed
     assert any("scratch at 10% labels (2 of 3 runs)" in c for c in report.conclusions["caveats"])
     assert not any("10% of the labels" in f for f in report.conclusions["findings"])
 
