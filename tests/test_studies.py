@@ -209,6 +209,19 @@ def test_pretraining_helps_reads_the_gap_trend_only_where_the_scratch_arm_learne
     assert any("holds in that sense" in f for f in c["findings"])
 
 
+@pytest.mark.parametrize("gain, flagged", [(0.0, True), (0.08, False)])
+def test_how_much_pretraining_flags_a_last_checkpoint_no_better_than_the_untrained_model(gain, flagged):
+    def values(key, labels):
+        if labels["arm"] == "pretrain":
+            return [("validation", "loss", 10, 5.0)]
+        last = labels["pretrain_step"] == max(r.labels.get("pretrain_step", 0)
+                                              for r in build_runs("how_much_pretraining", "quick"))
+        return [("test", "accuracy", 30, 0.70 + 0.01 * labels["seed"] + (gain if last else 0.0))]
+
+    c = rp.build_report(synthetic("how_much_pretraining", values)).conclusions
+    assert any("not clearly better than the untrained model" in x for x in c["caveats"]) is flagged
+
+
 def test_incomplete_study_says_so_and_draws_no_conclusion_from_missing_runs():
     data = synthetic("pretraining_helps", helps_values, failed={"scratch/frac0.1/s1"})
     report = rp.build_report(data)

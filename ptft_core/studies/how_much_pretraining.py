@@ -137,6 +137,12 @@ def report(data: StudyData, out: Findings) -> None:
                         f"{fmt_stat(first['stat'])}); the best checkpoint is step {int(best['pretrain_step'])} "
                         f"({fmt_stat(best['stat'])}).")
         out.findings.append(out.headline)
+        if not (d.delta > 0 and d.verdict == "clear"):
+            out.caveats.append(
+                f"The most pretrained checkpoint is not clearly better than the untrained model ({d.text()}): "
+                "whatever the pretraining loss says it learned, this task does not use it at this budget. A "
+                "frozen-feature probe tells whether the pretrained features carry the task at all "
+                "(bench.pretrain_transfer_bench --round features).")
         if len(full) >= 3:
             prev = full.iloc[-2]
             d_last = difference(last["stat"], prev["stat"])
