@@ -6,6 +6,7 @@ PTFT_DATA_SOURCE folder). Tests never write there: each one writes runs and data
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ptft_core import paths
+from ptft_core.config import BUILTIN_CHECKPOINT
 
 # Every engine a test builds would start a warm standby worker (5-7 s of imports each, on CI's two cores) for
 # runs that mostly never come; tests/test_warm_worker.py turns them on where they are the subject.
@@ -39,17 +41,28 @@ def prepared_home() -> Path:
     return PREPARED_HOME
 
 
+def _builtin(sub: str, entry: Path) -> bool:
+    """A prepared entry that `make data` made: a built-in dataset (its meta.json says so), the built-in checkpoint,
+    a pinned download."""
+    if sub == "datasets":
+        meta = entry / "meta.json"
+        return meta.is_file() and bool(json.loads(meta.read_text()).get("builtin"))
+    return sub == "downloads" or entry.name == BUILTIN_CHECKPOINT
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh lab home with the prepared built-in datasets and checkpoint linked in."""
     source = prepared_home()
     lab = tmp_path / "home"
     lab.mkdir()
-    # Link each prepared entry, not the folders: a test may add its own datasets beside the built-ins.
+    # Link each built-in entry, not the folders: a test may add its own datasets beside the built-ins, and a
+    # dataset the user registered in the prepared home (PTFT_HOME is the user's own lab) never reaches a test.
     for sub in ("datasets", "models", "downloads"):
         (lab / sub).mkdir()
         for entry in (source / sub).glob("*") if (source / sub).is_dir() else ():
-            (lab / sub / entry.name).symlink_to(entry)
+            if _builtin(sub, entry):
+                (lab / sub / entry.name).symlink_to(entry)
     monkeypatch.setenv("PTFT_HOME", str(lab))
     return lab
 
