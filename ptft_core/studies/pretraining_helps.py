@@ -154,8 +154,11 @@ def report(data: StudyData, out: Findings) -> None:
             out.headline += "; the scratch arm learned only the majority class at every label budget."
         out.findings.insert(0, out.headline)
         if prior_fractions:
+            counts = ", ".join(f"{int((prior['label_fraction'] == f).sum())} of "
+                               f"{int(((runs['arm'] == 'scratch') & (runs['label_fraction'] == f)).sum())} at {_pct(f)}"
+                               for f in prior_fractions)
             out.findings.append(
-                f"From scratch, runs at {', '.join(map(_pct, prior_fractions))} labels ended at the majority-class "
+                f"From scratch, some runs ({counts} labels) ended at the majority-class "
                 "rate (they learned only the label prior within this budget), so the gap there is the pretrained "
                 "model's gain over the prior, not a comparison of two models that learned: it is not read as a "
                 "trend." + ("" if learned else " Whether the gap is widest with few labels cannot be told until "
