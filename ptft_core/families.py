@@ -60,6 +60,7 @@ from transformers import (
 from ptft_core import paths
 from ptft_core.config import BUILTIN_CHECKPOINT, FAMILY_OBJECTIVE, PRESETS, ConfigError
 from ptft_core.models import (
+    POOLING_ATTR,
     PRESET_SHAPES,
     MaskedLMHead,
     MLMModel,
@@ -258,13 +259,18 @@ def load_lm(spec: str) -> tuple[LanguageModel, PreTrainedTokenizerFast, str]:
     objective = checkpoint_objective(path)
     if objective == "mlm":
         model, tokenizer = load_mlm(spec)
-        return model, tokenizer, objective
-    auto = AutoModelForCausalLM if objective == "clm" else AutoModelForSeq2SeqLM
-    lm = load_from(auto.from_pretrained, spec, path, dtype=torch.float32)  # float32 master weights
-    tokenizer = load_from(AutoTokenizer.from_pretrained, spec, path)
-    if tokenizer.pad_token_id is None:  # GPT-2's own tokenizer has none; packed blocks never pad, batches may
-        tokenizer.pad_token = tokenizer.eos_token
-    return WholeLM(lm), tokenizer, objective
+    else:
+        auto = AutoModelForCausalLM if objective == "clm" else AutoModelForSeq2SeqLM
+        lm = load_from(auto.from_pretrained, spec, path, dtype=torch.float32)  # float32 master weights
+        tokenizer = load_from(AutoTokenizer.from_pretrained, spec, path)
+        if tokenizer.pad_token_id is None:  # GPT-2's own tokenizer has none; packed blocks never pad, batches may
+            tokenizer.pad_token = tokenizer.eos_token
+        model = WholeLM(lm)
+    # Further pretraining keeps how its checkpoint is read: MiniLM further pretrained is still read by its mean
+    # (`pooling: auto` on its checkpoints), not by a [CLS] it was never trained for.
+    config = model.saved.config
+    setattr(config, POOLING_ATTR, default_pooling(spec, path, config))
+    return model, tokenizer, objective
 
 
 # --- classifiers -----------------------------------------------------------------------------------------------

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import tiny_finetune
+from tiny_runs import tiny_finetune, tiny_pretrain
 
 from ptft_core.config import ConfigError
 from ptft_core.families import load_classifier
 from ptft_core.journal import MemoryLogger
 from ptft_core.models import POOLING_ATTR
-from ptft_core.training import run_finetune
+from ptft_core.training import run_finetune, run_pretrain
 
 LABELS = ["neg", "pos"]
 
@@ -71,3 +71,14 @@ def test_pooling_changes_a_minilm_fine_tune_and_the_run_notes_say_which(home, tm
                                                   strict=True))
     notes = [e["message"] for e in cls.events if e["type"] == "note"]
     assert any(n.startswith("pooling: cls") for n in notes)
+
+
+@pytest.mark.parametrize("base, read_by", [("minilm-l6", "mean"), ("scratch", "cls")])
+def test_further_pretraining_keeps_how_its_checkpoint_is_read(home, tmp_path, base, read_by):
+    """MiniLM further pretrained is still a sentence-transformers encoder: `auto` reads its checkpoints by the
+    mean, as it reads MiniLM (a study comparing them must not read one by [CLS] and the other by its mean); a
+    model pretrained from scratch here is read by [CLS]."""
+    config = tiny_pretrain(max_steps=1, eval_every=1, **({} if base == "scratch" else {"model": base}))
+    assert run_pretrain(config, tmp_path / "pre", MemoryLogger()) == "completed"
+    classifier, _ = load_classifier(str(tmp_path / "pre" / "checkpoints" / "final"), LABELS)
+    assert getattr(classifier.config, POOLING_ATTR) == read_by
