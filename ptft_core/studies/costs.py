@@ -30,16 +30,21 @@ class Cost:
     eval_s_per_token: float  # forward only
 
 
+# Recalibrated 2026-12-06 against six quick studies run at one slot (`python -m bench.study_costs_bench`): the
+# runs took a median 0.48x (MiniLM fine-tunes, 42 runs), 0.55x (fine-tunes of run checkpoints, 29) and 0.67-0.78x
+# (pretraining) of the 2026-12-01 costs, now that evaluation scores a fixed sample and a warm worker holds the
+# imports. The MiniLM and tiny costs below are the old ones times 0.5 and 0.6; the others, never measured in a
+# study, keep their ratio to MiniLM.
 COSTS: dict[str, Cost] = {
-    # 22.7M parameters. Re-measured 2026-12-01 through the worker (its phase timing, split "time"): 0.52 s a step
-    # at batch 16 x ~29 tokens, evaluation 73 examples/s, the 1,061-example test split 10 s.
-    BUILTIN_CHECKPOINT: Cost(0.19, 0.7e-3, 0.46e-3),
-    "tiny": Cost(0.02, 0.055e-3, 0.017e-3),  # 4.4M (mostly embeddings): 0.075 s per step at 32 x 27
-    "mini": Cost(0.05, 0.22e-3, 0.08e-3),
-    "small": Cost(0.10, 0.67e-3, 0.25e-3),
-    "base": Cost(1.50, 4.3e-3, 1.5e-3),
+    # 22.7M parameters. 2026-12-01 through the worker (its phase timing, split "time"): 0.52 s a step at batch
+    # 16 x ~29 tokens, evaluation 73 examples/s; 2026-12-06 in the studies: about 0.3 s a step.
+    BUILTIN_CHECKPOINT: Cost(0.095, 0.35e-3, 0.23e-3),
+    "tiny": Cost(0.012, 0.033e-3, 0.010e-3),  # 4.4M (mostly embeddings)
+    "mini": Cost(0.025, 0.11e-3, 0.04e-3),
+    "small": Cost(0.05, 0.34e-3, 0.125e-3),
+    "base": Cost(0.75, 2.15e-3, 0.75e-3),
 }
-PROCESS_START_S = 11.0  # a worker's imports (9 s measured), model load and tokenisation
+PROCESS_START_S = 8.0  # a worker's imports (taken ahead by the warm standby worker), model load and tokenisation
 TOKENIZER_TRAIN_S = 10.0  # WordPiece training on a scratch run's corpus (wiki + news)
 PADDING_FACTOR = 1.15  # length-grouped batches still pad a little
 # Two one-thread CPU slots against one two-thread slot on the 2-core machine: 1.2x the throughput (measured on the
