@@ -16,8 +16,9 @@ from ptft_core.training.forgetting import linear_cka, replay_sizes
 
 
 def probe_notes(logger: MemoryLogger) -> list[dict]:
-    """The run's notes besides the one every run writes about its precision."""
-    return [e for e in logger.events if e["type"] == "note" and not e["message"].startswith("computing in")]
+    """The run's notes besides the ones every run writes about its precision and its pooling."""
+    return [e for e in logger.events if e["type"] == "note" and not e["message"].startswith(("computing in",
+                                                                                              "pooling:"))]
 
 
 LABELS = ["negative", "positive"]
