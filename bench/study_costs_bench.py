@@ -16,44 +16,42 @@ from pathlib import Path
 import pandas as pd
 
 
-def measured(db: Path | None, templates: list[str] | None) -> pd.DataFrame:
-    """One row per completed run of each template's newest complete study: template, key, family, seconds."""
-    from ptft_core.store import Store
-    from ptft_core.studies.costs import COSTS, run_seconds
-    from ptft_core.studies.driver import list_studies, load_study
+def newest_complete(store, templates: list[str] | None):
+    """(template, study id) of each template's newest study whose runs all finished."""
+    from ptft_core.studies.driver import list_studies
 
-    store = Store(db, read_only=True)
     studies = list_studies(store)
     studies = studies[studies["finished"] & (studies["failed"] == 0)]
-    rows = []
     for template, group in studies.groupby("template"):
-        if templates and template not in templates:
-            continue
-        data = load_study(store, group.sort_values("created").iloc[-1]["id"])
+        if not templates or template in templates:
+            yield template, group.sort_values("created").iloc[-1]["id"]
+
+
+def measured(store, templates: list[str] | None) -> pd.DataFrame:
+    """One row per completed run of each template's newest complete study: template, key, family, seconds."""
+    from ptft_core.studies.costs import COSTS, run_seconds
+    from ptft_core.studies.driver import load_study
+
+    rows = []
+    for template, study_id in newest_complete(store, templates):
+        data = load_study(store, study_id)
         estimate = run_seconds(data.plan.runs)
-        runs = data.runs[data.runs["status"] == "completed"]
-        for _, r in runs.iterrows():
+        for _, r in data.runs[data.runs["status"] == "completed"].iterrows():
             config = r["config"]
             family = next((c for c in (config.get("base"), config.get("model")) if c in COSTS), None)
-            rows.append({"template": template, "study": data.study["id"], "key": r["key"], "kind": r["kind"],
+            rows.append({"template": template, "study": study_id, "key": r["key"], "kind": r["kind"],
                          "family": family or "checkpoint of a run", "seconds": r["seconds"],
                          "estimate": estimate.get(r["key"])})
     return pd.DataFrame(rows)
 
 
-def study_walls(db: Path | None, templates: list[str] | None, slots: int) -> pd.DataFrame:
-    from ptft_core.store import Store
+def study_walls(store, templates: list[str] | None, slots: int) -> pd.DataFrame:
+    """Each study's wall time (first run's start to last run's end) beside the plan's estimate at `slots`."""
     from ptft_core.studies.costs import estimate_seconds
-    from ptft_core.studies.driver import list_studies, load_study, study_runs
+    from ptft_core.studies.driver import load_study, study_runs
 
-    store = Store(db, read_only=True)
-    studies = list_studies(store)
-    studies = studies[studies["finished"] & (studies["failed"] == 0)]
     rows = []
-    for template, group in studies.groupby("template"):
-        if templates and template not in templates:
-            continue
-        study_id = group.sort_values("created").iloc[-1]["id"]
+    for template, study_id in newest_complete(store, templates):
         runs = study_runs(store, study_id)
         wall = (pd.to_datetime(runs["finished_at"]).max() - pd.to_datetime(runs["started_at"]).min()).total_seconds()
         rows.append({"template": template, "study": study_id, "runs": len(runs), "wall_min": wall / 60,
@@ -67,9 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=1, help="the slot count the studies ran with")
     parser.add_argument("--template", nargs="*")
     args = parser.parse_args(argv)
+    from ptft_core.store import Store
+
+    store = Store(args.db, read_only=True)
     pd.set_option("display.width", 160)
-    print(study_walls(args.db, args.template, args.slots).round(1).to_string(index=False))
-    runs = measured(args.db, args.template)
+    print(study_walls(store, args.template, args.slots).round(1).to_string(index=False))
+    runs = measured(store, args.template)
     runs["ratio"] = runs["seconds"] / runs["estimate"]
     print(runs.groupby(["family", "kind"])["ratio"].describe()[["count", "25%", "50%", "75%"]].round(2).to_string())
 
