@@ -237,8 +237,9 @@ class FinetuneConfig:
     """What the classification head reads. cls: the architecture's own pooling ([CLS] through BERT's pooler, the
     [CLS] head of RoBERTa and RoFormer, GPT-2's last token); mean: the mean of the last hidden states over the
     text's tokens (bert, roberta, roformer, distilbert), the feature sentence-transformers models were trained
-    to give; auto: mean for a sentence-transformers checkpoint (the built-in MiniLM), a fine-tune's own pooling
-    for a fine-tuned checkpoint, cls otherwise. The run's notes say which it used."""
+    to give; auto: mean for a sentence-transformers checkpoint (the built-in MiniLM), the pooling a checkpoint of
+    this lab recorded (a fine-tune's own; a further pretraining's base's, so MiniLM further pretrained is still
+    read by its mean), cls otherwise. The run's notes say which it used."""
     strategy: Strategy = _field("strategy", "Strategy", "full", description="What trains. " + "; ".join(
         f"{name}: {what}" for name, what in STRATEGY_HELP.items()) + ".")
     freeze_layers: int = _field("strategy", "Frozen layers (k)", 0, ge=0)
