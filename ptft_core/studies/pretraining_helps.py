@@ -81,10 +81,6 @@ def build(preset: str, tiny: bool) -> list[PlannedRun]:
 # --- the report -------------------------------------------------------------------------------------------------------
 
 
-def _pct(fraction: float) -> str:
-    return f"{fraction:.0%}" if fraction >= 0.01 else f"{fraction:.1%}"
-
-
 @report_for("pretraining_helps")
 def report(data: StudyData, out: Findings) -> None:
     runs = finetune_runs(data)
@@ -141,21 +137,21 @@ def report(data: StudyData, out: Findings) -> None:
         prior_fractions = sorted(set(prior["label_fraction"]) & set(per_fraction))
         learned = [f for f in sorted(per_fraction) if f not in prior_fractions]
         out.numbers["scratch_learned_at"] = [float(f) for f in learned]
-        out.headline = f"Pretraining {helps}: {pts(dlo)} at {_pct(lo)} labels, {pts(dhi)} at {_pct(hi)}"
+        out.headline = f"Pretraining {helps}: {pts(dlo)} at {pct(lo)} labels, {pts(dhi)} at {pct(hi)}"
         if len(learned) >= 2:
             change = per_fraction[learned[-1]].delta - per_fraction[learned[0]].delta
             trend = "stays within a point" if abs(change) < 0.01 else "shrinks" if change < 0 else "grows"
-            out.headline += (f"; where both arms learn ({', '.join(map(_pct, learned))} labels) the advantage "
+            out.headline += (f"; where both arms learn ({', '.join(map(pct, learned))} labels) the advantage "
                              f"{trend} as labels grow.")
         elif learned:
-            out.headline += (f"; the scratch arm leaves the majority class only at {_pct(learned[0])} labels "
+            out.headline += (f"; the scratch arm leaves the majority class only at {pct(learned[0])} labels "
                              f"({per_fraction[learned[0]].text()} there).")
         else:
             out.headline += "; the scratch arm learned only the majority class at every label budget."
         out.findings.insert(0, out.headline)
         if prior_fractions:
             counts = ", ".join(f"{int((prior['label_fraction'] == f).sum())} of "
-                               f"{int(((runs['arm'] == 'scratch') & (runs['label_fraction'] == f)).sum())} at {_pct(f)}"
+                               f"{int(((runs['arm'] == 'scratch') & (runs['label_fraction'] == f)).sum())} at {pct(f)}"
                                for f in prior_fractions)
             out.findings.append(
                 f"From scratch, some runs ({counts} labels) ended at the majority-class "
@@ -168,7 +164,7 @@ def report(data: StudyData, out: Findings) -> None:
             out.findings.append(
                 f"Read with that in mind: with few labels the scratch arm cannot learn at all within the budget "
                 f"while pretrained MiniLM can ({pts(per_fraction[max(prior_fractions)].delta)} at "
-                f"{_pct(max(prior_fractions))}); once the scratch arm has enough labels to learn ({_pct(f)}), the "
+                f"{pct(max(prior_fractions))}); once the scratch arm has enough labels to learn ({pct(f)}), the "
                 f"gap is {pts(per_fraction[f].delta)}. The expectation (pretraining wins everywhere, most with "
                 "few labels) " + ("holds in that sense." if per_fraction[f].delta > 0 and per_fraction[f].delta
                                   < per_fraction[max(prior_fractions)].delta else "does not hold here."))
@@ -176,7 +172,7 @@ def report(data: StudyData, out: Findings) -> None:
             agrees = (all(per_fraction[f].delta > 0 for f in learned)
                       and per_fraction[learned[-1]].delta <= per_fraction[learned[0]].delta)
             out.findings.append(
-                "Where both arms learn: " + ", ".join(f"{_pct(f)}: {per_fraction[f].text()}" for f in learned)
+                "Where both arms learn: " + ", ".join(f"{pct(f)}: {per_fraction[f].text()}" for f in learned)
                 + (". This agrees with the expectation (pretraining wins, most with few labels)." if agrees else
                    ". This does not fully agree with the expectation (pretraining winning everywhere, most with "
                    "few labels)."))
