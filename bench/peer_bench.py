@@ -45,7 +45,10 @@ TARGET_MFU = 0.5
 def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int, test: tuple[list, list]) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    config = FinetuneConfig(base="minilm-l6", dataset="movies", label_fraction=fraction, epochs=epochs,
+    # pooling="cls": the peers' `AutoModelForSequenceClassification` head reads BERT's pooled [CLS], and the final
+    # weights are scored through that same class; ptft's own default for MiniLM (mean) would be a different model,
+    # and a plain `from_pretrained` of its checkpoint would read [CLS] through an untrained pooler.
+    config = FinetuneConfig(base="minilm-l6", dataset="movies", label_fraction=fraction, epochs=epochs, pooling="cls",
                             batch_size=BATCH, max_length=MAX_LENGTH, optim=OPTIM, log_every=max(1, steps // 10),
                             eval_every=0, eval_count=1, eval_val_samples=64, eval_train_samples=0, probe_mlm=False,
                             probe_drift=False, seed=seed, device="cpu", precision=precision)

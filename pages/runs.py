@@ -70,8 +70,9 @@ if event.selection.rows:
     run_id = runs["id"].iloc[event.selection.rows[0]]
 elif ui.param("run") in set(runs_all["id"]):
     run_id = ui.param("run")
-elif not runs.empty:
-    run_id = runs["id"].iloc[0]
+elif not runs.empty:  # what trains now, else the newest
+    running_ids = runs.loc[runs["status"] == "running", "id"]
+    run_id = (running_ids if not running_ids.empty else runs["id"]).iloc[0]
 else:
     st.caption("No run matches these filters.")
     st.stop()

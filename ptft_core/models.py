@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from ptft_core import paths
-from ptft_core.config import BUILTIN_CHECKPOINT, PRESETS, ConfigError
+from ptft_core.config import BUILTIN_CHECKPOINT, CPU_AUTO_BF16, PRESETS, ConfigError
 
 PRESET_SHAPES: dict[str, dict[str, int]] = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
@@ -71,11 +71,6 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
-# `auto` on a CPU with native bf16: float32 until bf16's accuracy parity with float32 is measured there
-# (docs/benchmarks.md, "bf16 on the CPU").
-CPU_AUTO_BF16 = False
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

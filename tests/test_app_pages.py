@@ -231,11 +231,13 @@ def test_runs_page_shows_a_readopted_run_that_has_no_progress_yet(lab):
         store.ingest_events([{"type": "status", "run_id": "ft-live", "seq": 1, "status": "running",
                               "pid": worker.pid, "device": "cpu", "attempt": 1, "wall_time": time.time()}],
                             {"ft-live": 0})
+        add_run(store, lab, "ft-newer", FinetuneConfig(name="newer, cancelled"), status="cancelled")
         store.close()
         at = open_page("runs")
         assert not at.exception, at.exception
         bars = [str(p.proto.text) for p in at.get("progress")]
         assert any("**live** · step 0/? · 0% · ETA unknown" in b for b in bars), bars
+        assert "live" in texts(at.subheader)  # the detail opens on what trains now, not on the newest run
         assert connect(lab).get_run("ft-live")["status"] == "running"  # adopted, not failed
     finally:
         worker.kill()

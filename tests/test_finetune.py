@@ -82,6 +82,9 @@ def test_tiny_finetune_logs_evaluates_and_keeps_the_best(home, tmp_path):
     assert [e["step"] for e in metrics if e["split"] == "validation" and e["name"] == "accuracy"] == eval_steps
     assert logger.values("cka_similarity", "forgetting")[0] > 0.5
     assert [e["step"] for e in logger.events if e["type"] == "progress"][-1] == 20
+    # The Runs page and the CLI show step 0/20 from the start: the total comes before the step-0 evaluation.
+    first = next(e for e in logger.events if e["type"] in ("progress", "metric") and e.get("split") != "device")
+    assert (first["type"], first["step"], first["total_steps"]) == ("progress", 0, 20)
 
     # The test metrics come from the best validation checkpoint, which is what final holds.
     accuracy = logger.values("accuracy", "validation")

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ptft_core.config import BUILTIN_CHECKPOINT, EvaluateConfig, FinetuneConfig, PretrainConfig, eval_steps
+from ptft_core.config import (
+    BUILTIN_CHECKPOINT,
+    CPU_AUTO_BF16,
+    EvaluateConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    eval_steps,
+)
 
 if TYPE_CHECKING:
     from ptft_core.studies.templates import PlannedRun
@@ -54,6 +62,9 @@ PADDING_FACTOR = 1.15  # length-grouped batches still pad a little
 # quick studies: pretraining_helps 12.0 min with 2 slots against 14.9 min of run time; finetune_strategy 11.2
 # against 14.9). More slots than cores add nothing.
 CPU_SLOTS_SPEEDUP = 1.2
+# bf16 autocast on a CPU that computes it natively, against float32 (COSTS): a MiniLM fine-tune's steps 1.41x
+# (bench.precision_bench), tiny pretraining 1.46x (bench.pretrain_levers_bench); evaluations autocast too.
+CPU_BF16_SPEEDUP = 1.4
 GPU_SPEEDUP = 30.0  # rough: one GPU against the 2-core CPU, for the full preset's order of magnitude
 # Used when the data room cannot be asked (rows per split, mean tokens per text); the built-ins' real values.
 DATASET_FALLBACK = {
@@ -125,8 +136,27 @@ def pretrain_seconds(config: PretrainConfig, family: str) -> float:
     return total
 
 
-def run_seconds(runs: list[PlannedRun], device: str = "cpu") -> dict[str, float]:
-    """Estimated seconds per planned run (GPU: compute divided by a rough GPU_SPEEDUP, process start kept)."""
+def cpu_native_bf16() -> bool:
+    """Whether this machine's CPU computes bf16 in hardware (AVX512-BF16 or AMX), as /proc/cpuinfo says: the
+    worker asks torch (`models.native_bf16`); this side does not import it, and a test holds the two to agree."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux: no estimate of a speed-up it cannot see
+        return False
+    flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_computes_bf16(precision: str, native_bf16: bool) -> bool:
+    """Whether a CPU run with this `precision` computes in bf16 at native speed (models.resolve_precision's rule;
+    bf16 asked for on a CPU without it is emulated, and no faster)."""
+    return native_bf16 and (precision == "bf16" or (precision == "auto" and CPU_AUTO_BF16))
+
+
+def run_seconds(runs: list[PlannedRun], device: str = "cpu", native_bf16: bool | None = None) -> dict[str, float]:
+    """Estimated seconds per planned run (GPU: compute divided by a rough GPU_SPEEDUP, process start kept; a CPU
+    run in native bf16, by CPU_BF16_SPEEDUP). `native_bf16`: whether the CPU has it (None: this machine's)."""
+    native_bf16 = cpu_native_bf16() if native_bf16 is None else native_bf16
     out: dict[str, float] = {}
     family_of: dict[str, str] = {}  # planned key -> the model family its checkpoints are
     configs = {run.key: run.config for run in runs}
@@ -146,15 +176,18 @@ def run_seconds(runs: list[PlannedRun], device: str = "cpu") -> dict[str, float]
         family_of[run.key] = family
         if device == "cuda":
             seconds = PROCESS_START_S + (seconds - PROCESS_START_S) / GPU_SPEEDUP
+        elif cpu_computes_bf16(getattr(c, "precision", "float32"), native_bf16):  # evaluate runs: float32
+            seconds = PROCESS_START_S + (seconds - PROCESS_START_S) / CPU_BF16_SPEEDUP
         out[run.key] = seconds
     return out
 
 
-def estimate_seconds(runs: list[PlannedRun], slots: int = 1, device: str = "cpu") -> float:
+def estimate_seconds(runs: list[PlannedRun], slots: int = 1, device: str = "cpu",
+                     native_bf16: bool | None = None) -> float:
     """Wall-clock seconds for the whole plan on `slots` concurrent slots of `device`. CPU slots share the
     machine's cores, so more of them speed a plan up by CPU_SLOTS_SPEEDUP, not by their number."""
     speedup = (CPU_SLOTS_SPEEDUP if slots > 1 else 1.0) if device == "cpu" else max(1, slots)
-    return sum(run_seconds(runs, device).values()) / speedup
+    return sum(run_seconds(runs, device, native_bf16).values()) / speedup
 
 
 def dataset_chance(name: str) -> float | None:

@@ -358,6 +358,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
     stage, trainable, order_epoch, order = None, None, -1, []
     task_step = progress.step - progress.task_start
     epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
+    logger.event("progress", step=progress.step, total_steps=total_steps)  # the total, before the step-0 evaluation
     if task_step == 0 and restored is None:  # the starting point of every curve: step 0 of each task
         evaluate(run, progress, task, epoch_float)
         meter.restart_clock()
