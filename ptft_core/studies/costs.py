@@ -62,8 +62,10 @@ PADDING_FACTOR = 1.15  # length-grouped batches still pad a little
 # quick studies: pretraining_helps 12.0 min with 2 slots against 14.9 min of run time; finetune_strategy 11.2
 # against 14.9). More slots than cores add nothing.
 CPU_SLOTS_SPEEDUP = 1.2
-# bf16 autocast on a CPU that computes it natively, against float32 (COSTS): a MiniLM fine-tune's steps 1.41x
-# (bench.precision_bench), tiny pretraining 1.46x (bench.pretrain_levers_bench); evaluations autocast too.
+# bf16 autocast on a CPU that computes it natively, against float32 (COSTS): a MiniLM fine-tune's steps 1.41-1.60x
+# (bench.precision_bench), tiny pretraining 1.46x (bench.pretrain_levers_bench); evaluations autocast too. The quick
+# studies' wall times fell 1.45x (pretraining_helps, 250-step MiniLM runs) to 1.01x (how_much_pretraining, tiny
+# models) on 2026-12-06 (docs/studies.md): the tiny families gain less, which this one factor overstates.
 CPU_BF16_SPEEDUP = 1.4
 GPU_SPEEDUP = 30.0  # rough: one GPU against the 2-core CPU, for the full preset's order of magnitude
 # Used when the data room cannot be asked (rows per split, mean tokens per text); the built-ins' real values.
