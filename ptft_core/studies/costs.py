@@ -5,6 +5,7 @@ sizes and mean text length, its majority-class rate). Nothing here imports torch
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,7 @@ def pretrain_seconds(config: PretrainConfig, family: str) -> float:
     return total
 
 
+@functools.cache  # the CPU does not change under a running process; the Studies page estimates on every rerun
 def cpu_native_bf16() -> bool:
     """Whether this machine's CPU computes bf16 in hardware (AVX512-BF16 or AMX), as /proc/cpuinfo says: the
     worker asks torch (`models.native_bf16`); this side does not import it, and a test holds the two to agree."""
