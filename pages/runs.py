@@ -28,7 +28,8 @@ def live() -> None:
         step, total, done = ui.run_progress(row)
         eta = ui.format_duration(ui.eta_seconds(row, seconds_per_step=pace.get(row["id"])))
         st.progress(done, text=f"{ui.STATUS_ICONS['running']} **{row['name']}** · step {step:,}/{total or '?'} · "
-                               f"{done:.0%} · ETA {eta} · {row['device'] or ''} · `{row['id']}`")
+                               f"{done:.0%} · ETA {eta}{ui.training_pace(row)} · {row['device'] or ''} · "
+                               f"`{row['id']}`")
     if queue:
         waiting = " · ".join(f"{q['name']} (waits for {q.get('waits_for') or q['needs']})" for q in queue)
         st.caption(f"{ui.STATUS_ICONS['queued']} Queued: {waiting}")

@@ -24,6 +24,7 @@ class Ticker:
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._ticked_at: int | None = None  # the store revision the last good tick saw
 
     @classmethod
     def for_engine(cls, engine, start: bool = False):
@@ -48,11 +49,23 @@ class Ticker:
     def _loop(self) -> None:
         # The engine's store closes when the engine does: the driver ends with it.
         while not self._stop.is_set() and not self.engine.store.closed:
-            try:
-                self.tick()
-            except Exception:  # the loop must outlive one bad tick
-                log.exception("%s: tick failed", self.name)
+            self.tick_if_changed()
             self._stop.wait(self.interval)
+
+    def tick_if_changed(self) -> bool:
+        """Tick unless nothing was written to the store since the last good tick; True if it ticked. A tick
+        decides from the store (and from what the driver itself keeps, as a sweep's Optuna journal), and this
+        process's engine is the store's only writer: with no write, the next tick would decide the same, so an
+        idle lab runs no query. A failed tick is tried again."""
+        revision = self.engine.store.revision  # before the tick: its own writes make the next one look again
+        if revision == self._ticked_at:
+            return False
+        try:
+            self.tick()
+            self._ticked_at = revision
+        except Exception:  # the loop must outlive one bad tick
+            log.exception("%s: tick failed", self.name)
+        return True
 
     def stop(self) -> None:
         self._stop.set()

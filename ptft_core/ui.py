@@ -303,8 +303,12 @@ def run_progress(row: dict[str, Any]) -> tuple[int, int | None, float]:
 
 def eta_seconds(row: dict[str, Any], now: datetime | None = None,
                 seconds_per_step: float | None = None) -> float | None:
-    """Seconds left for a running run: its remaining steps at its measured pace (`Store.seconds_per_step`),
-    or, before it has logged two training steps, at its rate since it started."""
+    """Seconds left for a running run: what the run reports from its own schedule (`eta_s`: its remaining steps,
+    evaluations and test at their measured costs); for a run that reports none, its remaining steps at its
+    measured pace (`Store.seconds_per_step`) or, before it has logged two training steps, at its rate since it
+    started."""
+    if (reported := row.get("eta_s")) is not None and not pd.isna(reported):
+        return float(reported)
     (step, total, _), started = run_progress(row), row.get("started_at")
     if total and seconds_per_step is not None:
         return max(total - step, 0) * seconds_per_step
@@ -317,6 +321,12 @@ def eta_seconds(row: dict[str, Any], now: datetime | None = None,
     return (total - step) * elapsed / done
 
 
+def training_pace(row: dict[str, Any]) -> str:
+    """The live header's training pace (evaluations apart), " · train 2.70 steps/s", when the run reports it."""
+    rate = row.get("train_steps_per_s")
+    return "" if rate is None or pd.isna(rate) else f" · train {rate:.2f} steps/s"
+
+
 def finetune_steps(examples: int, batch_size: int, epochs: int, max_steps: int = 0, then_examples: int = 0,
                    then_epochs: int = 0) -> int:
     """Optimizer steps of a fine-tune (both tasks of a sequential one) before any early stop; `max_steps`
@@ -326,6 +336,20 @@ def finetune_steps(examples: int, batch_size: int, epochs: int, max_steps: int =
         return min(steps, max_steps) if max_steps else steps
 
     return task(examples, epochs) + task(then_examples, then_epochs)
+
+
+def evaluation_plan(fields: dict) -> str:
+    """What a fine-tune scores when, in one line for the form (fields: the form's FinetuneConfig values)."""
+    if fields.get("eval_every"):
+        when = f"every {fields['eval_every']} steps and at each epoch end"
+    else:
+        when = f"{fields.get('eval_count', 10)} times spread over each task"
+    sample = fields.get("eval_val_samples") or 0
+    validation = f"a fixed sample of {sample:,} validation examples" if sample else "the whole validation split"
+    every = fields.get("probe_every", 1)
+    probes = "each evaluation" if every == 1 else f"one evaluation in {every} (step 0's first) and the last"
+    return (f"Scores {validation} at step 0 and {when}; the train sample and the probes at {probes}; the best "
+            "checkpoint on the whole test split at the end.")
 
 
 # --- runs as the pages show them ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from ptft_core.engine import Engine, Gpu, Launcher
 from ptft_core.engine.devices import DevicePool
 from ptft_core.journal import JournalWriter, read_events
 from ptft_core.store import Store
+from ptft_core.ticker import Ticker
 from tests.conftest import wait_for
 
 
@@ -103,6 +104,36 @@ class StubLauncher:
 
 def test_stub_launcher_satisfies_the_protocol():
     assert isinstance(StubLauncher(), Launcher)
+
+
+def test_an_idle_engine_and_its_drivers_look_again_only_after_a_write(lab):
+    """What keeps an idle service idle: the engine reads its queue, and a driver ticks, again only after the store
+    changed; whatever makes a run startable is such a change (a submit, a run's end); a failed tick is retried."""
+    class Counting(Ticker):
+        def __init__(self, engine):
+            super().__init__(engine)
+            self.ticks, self.fail = 0, False
+
+        def tick(self):
+            self.ticks += 1
+            if self.fail:
+                raise RuntimeError("a bad tick")
+
+    launcher = StubLauncher()
+    with Engine(cpu_slots=1, launcher=launcher) as engine:
+        driver = Counting(engine)
+        assert driver.tick_if_changed() and not driver.tick_if_changed() and driver.ticks == 1
+        engine.submit(fake())
+        engine.step()
+        assert len(launcher.launched) == 1 and driver.tick_if_changed() and driver.ticks == 2
+        engine.submit(fake(seed=1))
+        engine.step()
+        assert len(launcher.launched) == 1  # its one slot is busy
+        launcher.launched[0].code = 0
+        engine.step()  # the first run's end is a write: the queued one starts
+        assert len(launcher.launched) == 2
+        driver.fail = True
+        assert driver.tick_if_changed() and driver.tick_if_changed() and driver.ticks == 4
 
 
 def test_priority_then_fifo_within_the_slots(lab):

@@ -10,11 +10,20 @@ from tiny_runs import tiny_finetune, tiny_pretrain
 from transformers import AutoModelForSequenceClassification
 
 from ptft_core import paths
-from ptft_core.config import ConfigError, EvaluateConfig, FinetuneConfig, OptimConfig, eval_steps, load_config
+from ptft_core.config import (
+    ConfigError,
+    EvaluateConfig,
+    FinetuneConfig,
+    OptimConfig,
+    eval_steps,
+    load_config,
+    probe_steps,
+)
 from ptft_core.journal import MemoryLogger
+from ptft_core.models import load_tokenizer, resolve_checkpoint
 from ptft_core.training import run_evaluate, run_finetune, run_pretrain
-from ptft_core.training.common import build_scheduler, length_grouped_batches, pad_batch
-from ptft_core.training.finetune import stratified_subset
+from ptft_core.training.common import PhaseClock, build_scheduler, length_grouped_batches, pad_batch
+from ptft_core.training.finetune import build_task, stratified_subset
 
 
 def test_pad_batch_pads_to_the_longest_in_the_batch():
@@ -80,11 +89,19 @@ def test_tiny_finetune_logs_evaluates_and_keeps_the_best(home, tmp_path):
         ("forgetting", "cka_similarity")}
     eval_steps = [0, 4, 8, 10, 12, 16, 20]
     assert [e["step"] for e in metrics if e["split"] == "validation" and e["name"] == "accuracy"] == eval_steps
+    # The train sample and the probes: one evaluation in probe_every (5: step 0 and step 16), and the last.
+    for split, name in [("train", "accuracy"), ("forgetting", "cka_similarity")]:
+        assert [e["step"] for e in metrics if e["split"] == split and e["name"] == name] == [0, 16, 20], name
     assert logger.values("cka_similarity", "forgetting")[0] > 0.5
     assert [e["step"] for e in logger.events if e["type"] == "progress"][-1] == 20
     # The Runs page and the CLI show step 0/20 from the start: the total comes before the step-0 evaluation.
     first = next(e for e in logger.events if e["type"] in ("progress", "metric") and e.get("split") != "device")
     assert (first["type"], first["step"], first["total_steps"]) == ("progress", 0, 20)
+    # From the first step on, the pace: training steps/s and the time left on the run's own schedule, which
+    # shrinks to the test split's scoring after the last evaluation.
+    paced = [e for e in logger.events if e["type"] == "progress" and "eta_s" in e]
+    assert paced[0]["step"] == 1 and all(e["train_steps_per_s"] > 0 for e in paced)
+    assert paced[0]["eta_s"] > paced[-1]["eta_s"] > 0 and paced[-1]["step"] == 20
 
     # The test metrics come from the best validation checkpoint, which is what final holds.
     accuracy = logger.values("accuracy", "validation")
@@ -191,6 +208,51 @@ def test_example_configs_are_valid():
     assert len(files) >= 10
     kinds = {load_config(f).kind for f in files}
     assert kinds == {"pretrain", "finetune", "evaluate"}
+
+
+def test_the_pace_prices_each_phases_work_left_at_its_own_cost():
+    clock = PhaseClock()
+    assert clock.pace({"train": 10}) == {}  # no step timed yet: no pace, no ETA
+    clock.seconds.update(train=10.0, evaluate=4.0)
+    clock.units.update(train=20, evaluate=400)  # 0.5 s a step, 10 ms an example
+    assert clock.pace({"train": 10, "evaluate": 200, "probes": 3}) == {"train_steps_per_s": 2.0, "eta_s": 7.0}
+
+
+def test_probes_follow_every_nth_evaluation_from_step_0_and_the_last():
+    assert sorted(probe_steps(eval_steps(27, 0, 10), 5)) == [0, 14, 27]  # evaluations 0, 5 and 10
+    assert sorted(probe_steps(eval_steps(27, 0, 10), 1)) == [0, 3, 5, 8, 11, 14, 16, 19, 22, 24, 27]
+    assert sorted(probe_steps(eval_steps(25, 4, 10, steps_per_epoch=10), 3)) == [0, 10, 20, 25]
+    assert sorted(probe_steps(frozenset(), 5)) == [0]
+
+
+def test_the_validation_sample_is_stratified_and_the_same_for_every_seed(home):
+    tokenizer = load_tokenizer(resolve_checkpoint("minilm-l6"))
+    tasks = [build_task(tiny_finetune(seed=seed, eval_val_samples=64), 0, "amazon", None, tokenizer)
+             for seed in (0, 1)]
+    assert tasks[0].validation.ids == tasks[1].validation.ids and len(tasks[0].validation) == 64
+    assert tasks[0].train.ids != tasks[1].train.ids  # the training subset is the seed's own
+    shares = np.bincount(tasks[0].validation.labels) / 64
+    whole = build_task(tiny_finetune(eval_val_samples=0), 0, "amazon", None, tokenizer).validation
+    assert len(whole) == 371
+    assert np.allclose(shares, np.bincount(whole.labels) / len(whole), atol=0.02)
+
+
+@pytest.mark.slow
+def test_probe_every_thins_the_train_sample_and_probe_series(home, tmp_path):
+    def run(name, **overrides):
+        logger = MemoryLogger()
+        config = tiny_finetune(max_steps=6, eval_every=1, eval_train_samples=16, **overrides)
+        assert run_finetune(config, tmp_path / name, logger) == "completed"
+        return logger
+
+    def steps(logger, split, name):
+        return [e["step"] for e in logger.events if e["type"] == "metric" and e["split"] == split
+                and e["name"] == name]
+
+    every, sparse = run("every", probe_every=1, eval_val_samples=64), run("sparse", probe_every=3, eval_val_samples=64)
+    assert steps(every, "validation", "accuracy") == steps(sparse, "validation", "accuracy") == list(range(7))
+    assert steps(every, "train", "eval_loss") == steps(every, "forgetting", "cka_similarity") == list(range(7))
+    assert steps(sparse, "train", "eval_loss") == steps(sparse, "forgetting", "cka_similarity") == [0, 3, 6]
 
 
 def test_eval_schedule_by_count_or_interval():

@@ -63,7 +63,7 @@ def test_replay_mixes_the_asked_share_of_each_batch(home, tmp_path):
 @pytest.mark.slow
 def test_sequential_run_measures_the_first_task_all_along(home, tmp_path):
     logger = MemoryLogger()
-    config = tiny_finetune(then_dataset="tweets", max_steps=4, eval_every=2)
+    config = tiny_finetune(then_dataset="tweets", max_steps=4, eval_every=2, probe_every=1)
     assert run_finetune(config, tmp_path, logger) == "completed"
     prev = [e for e in logger.events if e["type"] == "metric" and e["name"] == "prev_task_accuracy"]
     # Every evaluation of the second task (steps 5-8), from its start: the first task's best weights at step 4.
@@ -111,7 +111,7 @@ def test_mlm_probe_and_mlm_replay_with_a_pretrained_base(home, tmp_path):
     run_pretrain(tiny_pretrain(max_steps=2), tmp_path / "pre", MemoryLogger())
     base = str(tmp_path / "pre" / "checkpoints" / "final")
     logger = MemoryLogger()
-    config = tiny_finetune(base=base, replay_fraction=0.25, replay_source="mlm", eval_every=3)
+    config = tiny_finetune(base=base, replay_fraction=0.25, replay_source="mlm", eval_every=3, probe_every=1)
     assert run_finetune(config, tmp_path / "ft", logger) == "completed"
     mlm = logger.values("general_mlm_loss", "forgetting")
     assert len(mlm) == 3 and all(0 < v < 20 for v in mlm)  # steps 0, 3 and 6

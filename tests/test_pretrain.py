@@ -56,7 +56,8 @@ def test_tiny_pretrain_logs_and_saves_a_loadable_checkpoint(home, tmp_path):
     assert logger.values("perplexity", "validation")[-1] == pytest.approx(
         torch.tensor(logger.values("loss", "validation")[-1]).exp().item(), rel=1e-5)
     progress = [e for e in logger.events if e["type"] == "progress"]
-    assert progress[-1] == {"type": "progress", "step": 6, "total_steps": 6}
+    assert (progress[-1]["step"], progress[-1]["total_steps"], progress[-1]["eta_s"]) == (6, 6, 0.0)
+    assert all(e["train_steps_per_s"] > 0 for e in progress)  # training alone: evaluations are timed apart
     checkpoints = [e for e in logger.events if e["type"] == "checkpoint"]
     assert [(e["step"], e["path"].split("/")[-1]) for e in checkpoints] == [(3, "step-3"), (6, "final")]
     tokens = [e["tokens_seen"] for e in logger.events if e["type"] == "metric" and e["name"] == "loss"]

@@ -114,6 +114,26 @@ def test_seconds_per_step_is_the_latest_attempts_recent_pace(store):
     assert eta_seconds({"step": 40, "total_steps": None}, seconds_per_step=2.0) is None
 
 
+def test_a_runs_reported_pace_is_kept_while_it_runs_and_cleared_when_it_ends(store):
+    from ptft_core.ui import eta_seconds, training_pace
+
+    add_run(store)
+    store.ingest_events([
+        {"type": "status", "run_id": "r1", "seq": 1, "status": "running", "attempt": 1},
+        {"type": "progress", "run_id": "r1", "seq": 2, "step": 10, "total_steps": 27, "train_steps_per_s": 2.5,
+         "eta_s": 42.0},
+    ])
+    row = store.get_run("r1")
+    assert (row["step"], row["total_steps"], row["train_steps_per_s"], row["eta_s"]) == (10, 27, 2.5, 42.0)
+    assert eta_seconds(row, seconds_per_step=100.0) == 42.0  # the run's own schedule, not its rows' wall pace
+    assert training_pace(row) == " · train 2.50 steps/s"
+    store.ingest_events([{"type": "progress", "run_id": "r1", "seq": 3, "step": 11}])  # no pace: the last stays
+    assert store.get_run("r1")["eta_s"] == 42.0
+    store.ingest_events([{"type": "status", "run_id": "r1", "seq": 4, "status": "completed"}])
+    row = store.get_run("r1")
+    assert pd.isna(row["eta_s"]) and pd.isna(row["train_steps_per_s"]) and training_pace(row) == ""
+
+
 def test_migrates_a_version_1_database(tmp_path):
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
@@ -124,8 +144,9 @@ def test_migrates_a_version_1_database(tmp_path):
     con.execute("INSERT INTO metrics VALUES ('old', 1, 1, NULL, 'train', 'loss', 2.5, 1000.0, 10)")
     con.close()
     with Store(path) as store:
-        assert store.version() == schema.LATEST == 3
+        assert store.version() == schema.LATEST == 4
         assert store.list_sweeps().empty  # version 3: the sweeps table
+        assert pd.isna(store.get_run("old")["eta_s"])  # version 4: a running run's reported pace
         row = store.get_run("old")
         assert row["attempt"] == 1 and row["priority"] == 0 and row["journal_offset"] == 0
         assert row["queued_at"] == row["created_at"] and row["tags"] == ["a"]
@@ -133,7 +154,7 @@ def test_migrates_a_version_1_database(tmp_path):
         assert m["attempt"] == 1 and not m["superseded"] and m["value"] == 2.5
         assert store.ingest_events([metric("old", 1, 1, 9.9), metric("old", 2, 2, 2.0)]) == 1
     with Store(path) as store:  # reopening does not migrate again
-        assert store.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 3
+        assert store.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 4
 
 
 def test_refuses_a_newer_database(tmp_path):

@@ -275,9 +275,13 @@ def follow(lab, run_ids: list[str], interval: float = 2.0, out=print) -> int:
             line = f"{row['name']} [{run_id}] step {step}"
             if total:
                 line += f"/{total} ({100 * step / total:.0f}%)"
-            if step > s0 and clock > t0:
+            if row.get("train_steps_per_s"):  # the run's own pace: training alone, and what its schedule has left
+                line += f" train {row['train_steps_per_s']:.2f} steps/s"
+                if row.get("eta_s") is not None:
+                    line += f" ETA {_clock(row['eta_s'])}"
+            elif step > s0 and clock > t0:  # a run that reports no pace: wall time, evaluations included
                 rate = (step - s0) / (clock - t0)
-                line += f" {rate:.1f} steps/s"
+                line += f" {rate:.2f} steps/s (wall)"
                 if total:
                     line += f" ETA {_clock((total - step) / rate)}"
             out(line, flush=True)

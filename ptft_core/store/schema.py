@@ -86,5 +86,12 @@ CREATE TABLE sweeps (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# Version 4: a running run's pace from its own schedule (its progress events): training steps per second,
+# evaluations apart, and the seconds it has left (its remaining steps, evaluations and test at its measured pace).
+_V4 = """
+ALTER TABLE runs ADD COLUMN train_steps_per_s DOUBLE;
+ALTER TABLE runs ADD COLUMN eta_s DOUBLE;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 LATEST = len(MIGRATIONS)

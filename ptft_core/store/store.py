@@ -44,7 +44,7 @@ X_AXES = ("step", "epoch", "tokens_seen", "wall_time")
 RUN_COLUMNS = (
     "id", "name", "kind", "parent_run", "study", "config", "status", "device", "pid", "heartbeat", "step",
     "total_steps", "created_at", "started_at", "finished_at", "error", "tags", "notes", "priority", "attempt",
-    "journal_offset", "queued_at", "resume_step",
+    "journal_offset", "queued_at", "resume_step", "train_steps_per_s", "eta_s",
 )
 METRIC_COLUMNS = ("run_id", "seq", "step", "epoch", "split", "name", "value", "wall_time", "tokens_seen",
                   "attempt", "superseded")
@@ -399,8 +399,9 @@ class Store:
         CONFLICT DO NOTHING`. Each metric row is tagged with its attempt: the `attempt` of the latest
         `status`/`resume` event before it in the journal, else the run's current attempt. Other events update
         the run row: `status` (running: pid, device, started_at; completed/cancelled/failed/pruned:
-        finished_at, error), `progress` (step, total_steps), `heartbeat`, `checkpoint` (an `artifacts` row) and `resume`
-        (marks earlier attempts' rows after the resumed step as superseded). `offsets` (run_id -> journal
+        finished_at, error), `progress` (step, total_steps, and the pace: train_steps_per_s, eta_s),
+        `heartbeat`, `checkpoint` (an `artifacts` row) and `resume` (marks earlier attempts' rows after the
+        resumed step as superseded). `offsets` (run_id -> journal
         byte offset) are saved in the same transaction, so a crash never separates rows from their offset.
         """
         metrics: list[dict[str, Any]] = []
@@ -473,6 +474,7 @@ class Store:
                 if status not in STATUSES:
                     continue
                 u["status"] = status
+                u.update(train_steps_per_s=None, eta_s=None)  # a new attempt, or an end: no pace to show
                 if status == "running":
                     u.update(pid=e.get("pid"), started_at=("coalesce", t), heartbeat=t, error=None,
                              finished_at=None)
@@ -486,6 +488,9 @@ class Store:
                     u["step"] = int(e["step"])
                 if e.get("total_steps") is not None:
                     u["total_steps"] = int(e["total_steps"])
+                for pace in ("train_steps_per_s", "eta_s"):
+                    if e.get(pace) is not None:
+                        u[pace] = float(e[pace])
             elif kind == "heartbeat":
                 u["heartbeat"] = t
             elif kind == "checkpoint" and e.get("path"):

@@ -18,6 +18,7 @@ from ptft_core.config import (
     FinetuneConfig,
     PretrainConfig,
     eval_steps,
+    probe_steps,
 )
 
 if TYPE_CHECKING:
@@ -104,14 +105,15 @@ def finetune_seconds(config: FinetuneConfig, family: str) -> float:
         steps = steps_per_epoch * epochs
         if config.max_steps:
             steps = min(steps, config.max_steps)
-        evals = len(eval_steps(steps, config.eval_every, config.eval_count, steps_per_epoch)) + 1  # + step 0
+        eval_at = eval_steps(steps, config.eval_every, config.eval_count, steps_per_epoch)
+        evals, probes = len(eval_at) + 1, len(probe_steps(eval_at, config.probe_every))  # + step 0
         validation = min(splits.get("validation", 0), config.eval_val_samples or math.inf)
-        per_eval = validation + min(config.eval_train_samples, examples) + (first_val if index else 0)
-        per_eval_tokens = per_eval * tokens
+        eval_tokens = (validation + (first_val if index else 0)) * tokens
+        probe_tokens = min(config.eval_train_samples, examples) * tokens
         if config.probe_drift or config.probe_mlm:
-            per_eval_tokens += config.probe_size * config.max_length * (config.probe_drift + config.probe_mlm)
+            probe_tokens += config.probe_size * config.max_length * (config.probe_drift + config.probe_mlm)
         total += steps * (cost.step_fixed_s + cost.train_s_per_token * config.batch_size * tokens)
-        total += evals * per_eval_tokens * cost.eval_s_per_token
+        total += (evals * eval_tokens + probes * probe_tokens) * cost.eval_s_per_token
         first_val = validation
         if index == len(tasks) - 1:
             total += splits.get("test", 0) * tokens * cost.eval_s_per_token

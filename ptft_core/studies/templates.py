@@ -208,9 +208,10 @@ def train_rows(dataset: str) -> int:
 # Evaluation during training: a fixed validation sample (the full test split scores the best checkpoint at the
 # end). Quick: 5 evaluations (and step 0) of 160 validation and 32 train examples: on the 2-core CPU a quick run
 # measured startup 9 s, training 0.5 s a step, evaluation 73 examples/s, test 10 s, so evaluating the whole
-# validation split ten times would cost more than the training itself.
-QUICK_EVAL = dict(eval_every=0, eval_count=5, eval_val_samples=160, eval_train_samples=32)
-FULL_EVAL = dict(eval_every=0, eval_count=10, eval_val_samples=0, eval_train_samples=512)
+# validation split ten times would cost more than the training itself. Studies score the train sample and the
+# probes at every evaluation (probe_every=1): their overfitting and forgetting curves are what some of them report.
+QUICK_EVAL = dict(eval_every=0, eval_count=5, eval_val_samples=160, eval_train_samples=32, probe_every=1)
+FULL_EVAL = dict(eval_every=0, eval_count=10, eval_val_samples=0, eval_train_samples=512, probe_every=1)
 
 
 def ft_config(preset: str, budget: Budget | None = None, **fields: Any) -> FinetuneConfig:

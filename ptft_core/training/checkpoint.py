@@ -35,13 +35,14 @@ def checkpoints_dir(run_dir: Path) -> Path:
 
 def save_checkpoint(run_dir: Path, name: str, step: int, model, tokenizer, config: RunConfig,
                     logger: MetricLogger, state: dict | None = None, mlm_head: MaskedLMHead | None = None,
-                    announce: bool = True) -> Path:
+                    announce: bool = True, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint `name` atomically and, unless it is internal (`announce=False`: fine-tuning's `best`,
-    renamed to `final` at the end), announce it with a `checkpoint` event."""
+    renamed to `final` at the end), announce it with a `checkpoint` event. `state_dict`: weights to write in
+    place of the model's own (weights kept from an earlier step, for the same architecture)."""
     target = checkpoints_dir(run_dir) / name
     tmp = target.with_name(f".tmp-{name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     (tmp / CONFIG_FILE).write_text(config_to_json(config), encoding="utf-8")
     if mlm_head is not None:

@@ -219,8 +219,26 @@ class PhaseClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.units: dict[str, float] = defaultdict(float)  # work done per phase, in its own unit (see `count`)
         self._stack: list[str] = []
         self._mark = time.perf_counter()
+
+    def count(self, phase: str, units: float = 1.0) -> None:
+        """`units` of `phase`'s work done: training steps, examples scored, probe measurements (each phase keeps
+        one unit), so that `pace` can price the work left."""
+        self.units[phase] += units
+
+    def pace(self, left: dict[str, float]) -> dict[str, float]:
+        """A progress event's pace fields, once a training step has been timed in this process:
+        `train_steps_per_s` (training alone, evaluations and checkpoints apart) and `eta_s`, each phase's work
+        `left` (in its `count` units) at that phase's own measured seconds per unit (a phase not measured yet
+        counts nothing)."""
+        self._switch()  # the phase running now, counted up to this moment
+        if not self.units.get("train") or not self.seconds.get("train"):
+            return {}
+        eta = sum(n * self.seconds.get(p, 0.0) / self.units[p] for p, n in left.items() if self.units.get(p))
+        return {"train_steps_per_s": round(self.units["train"] / self.seconds["train"], 3),
+                "eta_s": round(max(eta, 0.0), 1)}
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from ptft_core.config import PRESETS, ConfigError, FinetuneConfig, eval_steps
+from ptft_core.config import PRESETS, ConfigError, FinetuneConfig, eval_steps, probe_steps
 from ptft_core.data import label_names, load_split
 from ptft_core.families import checkpoint_objective, load_classifier
 from ptft_core.journal import MetricLogger
@@ -82,6 +82,9 @@ from ptft_core.training.strategies import apply_strategy, head_parameters, strat
 from ptft_core.training.utilisation import Utilisation
 
 EVAL_BATCH = 64
+# The validation sample is drawn with this seed, not the run's: every seed of a comparison is scored on the same
+# examples, so their curves differ by what they learned, not by which examples they were shown.
+VALIDATION_SAMPLE_SEED = 0
 # A resume point (weights + optimizer state) costs a second or more for MiniLM: epoch ends leave one, but at most
 # one a minute after the first (an 85-example arm has an epoch every 6 steps).
 RESUME_POINT_EVERY_S = 60.0
@@ -134,7 +137,7 @@ class Task:
     dataset: str
     model: PreTrainedModel  # shares its encoder with every other task's model
     train: Examples
-    train_sample: Examples  # fixed sample of `train`, scored at each evaluation (overfitting curves)
+    train_sample: Examples  # fixed sample of `train`, scored with the probes (overfitting curves)
     validation: Examples
     epochs: int
     batch_size: int  # current-task examples per batch; the rest of config.batch_size is replay
@@ -142,6 +145,7 @@ class Task:
     steps_per_epoch: int
     total_steps: int
     eval_at: frozenset[int]  # task steps after which it evaluates (and once before its first step)
+    probe_at: frozenset[int]  # task steps (0 included) whose evaluation also scores the train sample and probes
 
 
 @dataclass
@@ -158,6 +162,45 @@ class Progress:
     tokens: int = 0  # training tokens so far, every rank's (what the FLOPs estimate counts)
 
 
+class BestWeights:
+    """The current task's best weights, kept in memory: a copy costs milliseconds where writing a checkpoint costs
+    0.1-0.2 s (MiniLM), and a short run improves at most evaluations. `checkpoints/best` is written where a run
+    must find it on disk: with every resume point (so a resumed run's best matches the progress it restores) and
+    when the task ends."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] | None = None
+        self.step = 0
+        self.written = True
+
+    def keep(self, model: torch.nn.Module, step: int) -> None:
+        copies: dict[tuple, torch.Tensor] = {}  # tied weights (one tensor under two names) stay one copy
+        self.state = {}
+        for name, tensor in model.state_dict().items():
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if key not in copies:
+                copies[key] = tensor.detach().to("cpu", copy=True)
+            self.state[name] = copies[key]
+        self.step, self.written = step, False
+
+    def write(self, run: Run, model: torch.nn.Module) -> None:
+        """Write checkpoints/best (rank 0), unless it already holds these weights."""
+        if self.written or self.state is None:
+            return
+        with run.clock.phase("checkpoint"):
+            if run.ranks.main:  # a copy of the dict: save_pretrained pops what it writes
+                save_checkpoint(run.run_dir, "best", self.step, model, run.tokenizer, run.config, run.logger,
+                                mlm_head=run.mlm_head, announce=False, state_dict=dict(self.state))
+        self.written = True
+
+    def load_into(self, model: torch.nn.Module, run_dir: Path) -> None:
+        """The best weights into `model`: from memory, or from disk when they were kept before a resume."""
+        if self.state is None:
+            load_weights(model, checkpoints_dir(run_dir) / "best")
+        else:
+            model.load_state_dict(self.state)
+
+
 @dataclass
 class Run:
     """What a fine-tuning run sets up once and every step reads."""
@@ -168,6 +211,7 @@ class Run:
     device: torch.device
     tokenizer: object
     tasks: list[Task]
+    test: Examples  # the last task's test split, scored whole with its best weights at the end
     probes: Probes
     mlm_head: MaskedLMHead | None
     mlm_replay: MLMReplay | None
@@ -175,6 +219,7 @@ class Run:
     should_stop: Callable[[], bool]
     clock: PhaseClock
     ranks: distributed.Ranks
+    best: BestWeights = field(default_factory=BestWeights)  # the current task's
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -195,9 +240,10 @@ def build_task(config: FinetuneConfig, index: int, dataset: str, model: PreTrain
     epochs = config.epochs if index == 0 else config.then_epochs
     total = epochs * steps_per_epoch if not config.max_steps else min(config.max_steps, epochs * steps_per_epoch)
     validation = fixed_sample(tokenize_split(tokenizer, dataset, "validation", config.max_length),
-                              config.eval_val_samples, config.seed)
+                              config.eval_val_samples, VALIDATION_SAMPLE_SEED)
+    eval_at = eval_steps(total, config.eval_every, config.eval_count, steps_per_epoch)
     return Task(dataset, model, train, train.subset(np.sort(sample)), validation, epochs, batch_size, n_replay,
-                steps_per_epoch, total, eval_steps(total, config.eval_every, config.eval_count, steps_per_epoch))
+                steps_per_epoch, total, eval_at, probe_steps(eval_at, config.probe_every))
 
 
 def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: torch.device,
@@ -217,6 +263,7 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
         tasks = [build_task(config, 0, config.dataset, model, tokenizer)]
         if second is not None:
             tasks.append(build_task(config, 1, config.then_dataset, second, tokenizer))
+        test = tokenize_split(tokenizer, tasks[-1].dataset, "test", config.max_length)
 
     encoder = model.base_model
     mlm_head, causal = None, False
@@ -236,14 +283,14 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
     with clock.phase("probes"):
         probes = build_probes(config, encoder, tokenizer, mlm_head, device, logger, causal)
     anchor = l2sp_anchor(encoder) if config.l2sp else None
-    return Run(config, Path(run_dir), logger, device, tokenizer, tasks, probes, mlm_head, mlm_replay, anchor,
-               should_stop, clock, ranks)
+    return Run(config, Path(run_dir), logger, device, tokenizer, tasks, test, probes, mlm_head, mlm_replay,
+               anchor, should_stop, clock, ranks)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def classify(model: PreTrainedModel, examples: Examples, pad_id: int, device: torch.device) -> dict[str, float]:
     """Metrics of `model` on `examples`, batched by length (little padding) in eval mode, which it leaves set:
     the training loop sets the training mode after each evaluation (`train_mode`), never by restoring one."""
@@ -262,22 +309,30 @@ def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
 
     The evaluation before a task's first step is the starting point of its curves, not a candidate for the
     best checkpoint (that would hand back the untrained model). At the start of a later task (its head
-    untrained) only the forgetting metrics are logged: the earlier task's accuracy with its best weights."""
+    untrained) only the forgetting metrics are logged: the earlier task's accuracy with its best weights. The train
+    sample and the probes are scored on their own, sparser schedule (`task.probe_at`, config.probe_every)."""
     config, step, pad_id = run.config, progress.step, run.tokenizer.pad_token_id
     task_start = step == progress.task_start
-    with run.clock.phase("probes"):
-        forgetting = measure_probes(run.probes, run.encoder, run.device)
+    probing = step - progress.task_start in task.probe_at
+    forgetting = {}
+    if probing:
+        with run.clock.phase("probes"):
+            forgetting = measure_probes(run.probes, run.encoder, run.device)
+        run.clock.count("probes")
     with run.clock.phase("evaluate"):
         if progress.task > 0:
             first = classify(run.tasks[0].model, run.tasks[0].validation, pad_id, run.device)
+            run.clock.count("evaluate", len(run.tasks[0].validation))
             forgetting |= {"prev_task_accuracy": first["accuracy"], "prev_task_loss": first["loss"]}
         log_metrics(run.logger, step, forgetting, "forgetting", epoch)
         if task_start and progress.task > 0:
             return False
         validation = classify(task.model, task.validation, pad_id, run.device)
+        run.clock.count("evaluate", len(task.validation))
         log_metrics(run.logger, step, validation, "validation", epoch)
-        if len(task.train_sample):
+        if probing and len(task.train_sample):
             sample = classify(task.model, task.train_sample, pad_id, run.device)
+            run.clock.count("evaluate", len(task.train_sample))
             # The train split's "loss" is the running training loss; the sample's (no dropout) is named apart.
             sample["eval_loss"] = sample.pop("loss")
             log_metrics(run.logger, step, sample, "train", epoch)
@@ -289,12 +344,26 @@ def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
     if progress.best is None or (value < progress.best if lower_is_better else value > progress.best):
         progress.best, progress.best_step, progress.bad_evals = value, step, 0
         with run.clock.phase("checkpoint"):
-            if run.ranks.main:
-                save_checkpoint(run.run_dir, "best", step, task.model, run.tokenizer, config, run.logger,
-                                mlm_head=run.mlm_head, announce=False)
+            run.best.keep(task.model, step)
         return False
     progress.bad_evals += 1
     return 0 < config.early_stopping_patience <= progress.bad_evals
+
+
+def work_left(run: Run, progress: Progress) -> dict[str, float]:
+    """What the run has still to do, in its phase clock's units: training steps, examples to score (validation
+    samples, train samples, the earlier task's validation, the test split) and probe measurements. Early stopping
+    can only shorten it."""
+    steps = examples = probes = 0
+    for index in range(progress.task, len(run.tasks)):
+        task = run.tasks[index]
+        done = progress.step - progress.task_start if index == progress.task else -1  # -1: step 0 still ahead
+        evals = [s for s in (0, *task.eval_at) if s > done]
+        steps += task.total_steps - max(done, 0)
+        per_eval = len(task.validation) + (len(run.tasks[0].validation) if index > 0 else 0)
+        examples += sum(per_eval + (len(task.train_sample) if s in task.probe_at else 0) for s in evals)
+        probes += sum(s in task.probe_at for s in evals)
+    return {"train": steps, "evaluate": examples + len(run.test), "probes": probes}
 
 
 # --- training ------------------------------------------------------------------------------------------------
@@ -343,6 +412,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
                  "scheduler": scheduler.state_dict(), "replay_rng": replay_rng.get_state(), "rng": rng_state(),
                  "heads": [{name: p.detach() for name, p in head_parameters(t.model)}
                            for t in run.tasks[:progress.task]]}
+        run.best.write(run, task.model)  # before the resume point whose progress names it
         with run.clock.phase("checkpoint"):
             save_checkpoint(run.run_dir, f"step-{progress.step}", progress.step, task.model, run.tokenizer,
                             config, logger, state, run.mlm_head)
@@ -358,7 +428,11 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
     stage, trainable, order_epoch, order = None, None, -1, []
     task_step = progress.step - progress.task_start
     epoch_float = progress.epoch_offset + task_step / task.steps_per_epoch
-    logger.event("progress", step=progress.step, total_steps=total_steps)  # the total, before the step-0 evaluation
+    def report_progress() -> None:
+        logger.event("progress", step=progress.step, total_steps=total_steps,
+                     **run.clock.pace(work_left(run, progress)))
+
+    report_progress()  # the total, before the step-0 evaluation
     if task_step == 0 and restored is None:  # the starting point of every curve: step 0 of each task
         evaluate(run, progress, task, epoch_float)
         meter.restart_clock()
@@ -392,6 +466,7 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
         grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
         progress.step += 1
         task_step += 1
+        run.clock.count("train")
         meter.update(task_loss, sum(lengths[i] for i in shard))
         progress.tokens += sum(lengths[i] for i in shard) * run.ranks.world
 
@@ -404,11 +479,13 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
             if usage is not None:
                 log_metrics(logger, progress.step, usage.read(train["tokens_per_s"], progress.tokens), "device",
                             epoch_float)
-            logger.event("progress", step=progress.step, total_steps=total_steps)
+        if progress.step % config.log_every == 0 or done or task_step == 1:  # the first step: a pace to show
+            report_progress()
         if task_step in task.eval_at:
             stop_early = evaluate(run, progress, task, epoch_float)
             train_mode(task, replayed)
             meter.restart_clock()
+            report_progress()  # the ETA with this evaluation's cost counted
             if stop_early:
                 logger.event("early_stop", step=progress.step, best=progress.best)
                 break
@@ -422,11 +499,12 @@ def fit_task(run: Run, progress: Progress, restored: dict | None) -> str:
             meter.restart_clock()
         if stop:
             save_resume_point()
-            logger.event("progress", step=progress.step, total_steps=total_steps)  # the row shows where it stopped
+            report_progress()  # the row shows where it stopped
             return "cancelled"
 
-    distributed.barrier(run.ranks)  # rank 0's best checkpoint is on disk before any rank reads it
-    load_weights(task.model, checkpoints_dir(run.run_dir) / "best")
+    run.best.write(run, task.model)  # the final checkpoint is this task's best (the last task's)
+    run.best.load_into(task.model, run.run_dir)
+    run.best = BestWeights()
     progress.task += 1
     progress.task_start, progress.epoch_offset = progress.step, epoch_float
     progress.best, progress.bad_evals = None, 0  # the next task tracks its own best (best_step stays: final's)
@@ -464,8 +542,7 @@ def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
 
     last = run.tasks[-1]  # its best weights are loaded
     with clock.phase("test"):
-        test = classify(last.model, tokenize_split(run.tokenizer, last.dataset, "test", config.max_length),
-                        run.tokenizer.pad_token_id, device)
+        test = classify(last.model, run.test, run.tokenizer.pad_token_id, device)
     log_metrics(logger, progress.step, test, "test", progress.epoch_offset)
     if ranks.parallel:  # 0 when the ranks' weights are the same, as averaged gradients keep them
         logger.metric(progress.step, "rank_weight_spread", distributed.weight_spread(last.model, ranks), "time")

@@ -139,6 +139,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
             return
         with clock.phase("evaluate"):
             val_loss = eval_loss(model, val_batches, device)
+        clock.count("evaluate")
         log_metrics(logger, step, {"loss": val_loss, "perplexity": math.exp(min(val_loss, 50.0))},
                     "validation", step / batches_per_epoch, tokens_seen)
         meter.restart_clock()
@@ -147,6 +148,11 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
     meter = TrainMeter(device)
     usage = Utilisation(model, device, compute_dtype(), config.block_size) if ranks.main else None
     evaluate_at = eval_steps(config.max_steps, config.eval_every, config.eval_count)
+
+    def report_progress() -> None:  # with the pace: the steps and evaluations left at their measured costs
+        left = {"train": config.max_steps - step, "evaluate": sum(s > step for s in evaluate_at)}
+        logger.event("progress", step=step, total_steps=config.max_steps, **clock.pace(left))
+
     if step == 0:  # the starting point of the loss curve
         evaluate()
     order_epoch, order = -1, None
@@ -168,6 +174,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
             distributed.average_gradients(model.parameters(), ranks)
             grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
             step += 1
+            clock.count("train")
             tokens_seen += blocks.numel()
             meter.update(loss, len(mine) * config.block_size)  # this rank's tokens
 
@@ -178,17 +185,18 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
                 if usage is not None:
                     log_metrics(logger, step, usage.read(train["tokens_per_s"], tokens_seen), "device", epoch_float,
                                 tokens_seen)
-                logger.event("progress", step=step, total_steps=config.max_steps)
+                report_progress()
             if step in evaluate_at:
                 evaluate()
                 train_mode()
+                report_progress()
             if step in config.checkpoint_steps:
                 save(f"step-{step}")
                 meter.restart_clock()
             (stop,) = distributed.agree(ranks, step < config.max_steps and should_stop())
             if stop:
                 save(f"step-{step}")
-                logger.event("progress", step=step, total_steps=config.max_steps)  # the row shows where it stopped
+                report_progress()  # the row shows where it stopped
                 return "cancelled"
     if ranks.parallel:  # 0 when the ranks' weights are the same, as averaged gradients keep them
         logger.metric(step, "rank_weight_spread", distributed.weight_spread(model, ranks), "time")
