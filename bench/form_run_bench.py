@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.startup_bench import wait_until_idle
 from ptft_core import paths
 from ptft_core.config import FinetuneConfig, config_to_dict
 from ptft_core.engine.launcher import LocalSubprocessLauncher
@@ -66,10 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
             (home / folder).symlink_to(paths.home() / folder)
         os.environ["PTFT_HOME"] = str(home)
         launcher = LocalSubprocessLauncher(warm=True)
-        launcher.prepare()
         try:
             for seed in range(args.seeds):
                 for arm in ARMS:
+                    launcher.prepare()  # a standby for each run, done importing before it comes
+                    wait_until_idle(launcher)
                     rows.append(one_run(launcher, home, arm, seed, len(rows)))
                     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}),
                           flush=True)

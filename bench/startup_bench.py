@@ -3,8 +3,9 @@ runs from its `launch` call to the run's first logged training step, with where 
 split: `startup_s` = interpreter and imports, or a warm worker's hand-over to its trainer; `load_s` = model and
 tokenizer; `data_s` = tokenisation; `probes_s`; the rest is mostly the step-0 evaluation every run does before it
 trains). Cold: `python -m ptft_core.worker RUN_DIR`, as before warm workers. Warm: the run goes to a standby worker
-that imported while the previous run trained (as in a queue or a study). Each kind runs `--repeats` times, cold
-and warm interleaved, on a throw-away home that links the prepared data; the median is reported.
+that imported before the run came (the engine starts the next standby once no run is in its start-up). Each kind
+runs `--repeats` times, cold and warm interleaved, on a throw-away home that links the prepared data; the median is
+reported.
 
     python -m bench.startup_bench [--repeats 3]
 """
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
             for _ in range(args.repeats):
                 for name, config in configs.items():
                     for launcher in (cold, warm):
+                        warm.prepare()  # the next standby, as the engine starts it once no run is starting
                         wait_until_idle(warm)
                         rows.append(one_start(launcher, home, name, config, len(rows)))
                         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}))

@@ -80,6 +80,8 @@ class Active:
     stop_reason: str | None = None  # "cancel", "prune" or "no heartbeat" once we asked it to stop
     kill_at: float | None = None  # SIGKILL deadline after a cancel
     heartbeat_saved: float = 0.0
+    first_step: int = 1  # the step whose progress event says the run has started training (its resume step + 1)
+    trained: bool = False  # this attempt has logged a training step: its start-up is over
     history: dict[str, Any] = field(default_factory=dict)
 
 
@@ -350,6 +352,15 @@ class Engine:
             queued = self._startable(self._queued())
             if self.launch_queued:
                 self._launch_ready(queued)
+            self._prepare_standby()
+
+    def _prepare_standby(self) -> None:
+        """Let the launcher start the next warm worker once no run is starting: a standby's imports (5-7 s of one
+        core) beside a run's own start-up (tokenising, the step-0 evaluation) slowed it by as much as they saved
+        on a 2-core machine (`bench.startup_bench`); beside a run that trains they cost it next to nothing."""
+        prepare = getattr(self.launcher, "prepare", None)
+        if prepare is not None and all(active.trained for active in self._active.values()):
+            prepare()
 
     def _queued(self) -> list[dict[str, Any]]:
         """The queued runs (copies), read from the store again only after a write to it: this engine is its only
@@ -374,10 +385,14 @@ class Engine:
         for run_id, offset in offsets.items():
             self._active[run_id].offset = offset
         for event in events:
-            if event.get("type") == "status" and event.get("run_id") in self._active:
-                active = self._active[event["run_id"]]
+            active = self._active.get(event.get("run_id"))
+            if active is None:
+                continue
+            if event.get("type") == "status":
                 active.last_status = event.get("status")
                 active.error = event.get("error")
+            elif event.get("type") == "progress" and (event.get("step") or 0) >= active.first_step:
+                active.trained = True
 
     def _prune_reason(self, run_id: str) -> str | None:
         """The reason of a prune requested for this run's current attempt, or None."""
@@ -520,7 +535,8 @@ class Engine:
             journal = run_dir / JOURNAL_NAME
             if journal.exists():  # a resumed run: start tailing where the store stopped reading
                 offset = min(offset, journal.stat().st_size)
-            active = Active(run_id, run_dir, handle, slots.name, offset, launched)
+            active = Active(run_id, run_dir, handle, slots.name, offset, launched,
+                            first_step=(run["resume_step"] or 0) + 1)
             active.history = {"run_id": run_id, "device": slots.name, "launched": launched, "exited": None,
                               "attempt": run["attempt"]}
             self.history.append(active.history)
@@ -554,7 +570,8 @@ class Engine:
             handle = self.launcher.adopt(run_dir, row["pid"])
             if handle is not None:
                 slots = self.pool.occupy(row["device"], run_id)
-                active = Active(run_id, run_dir, handle, slots.name, offset, time.time(), adopted=True)
+                active = Active(run_id, run_dir, handle, slots.name, offset, time.time(), adopted=True,
+                                trained=True)
                 active.history = {"run_id": run_id, "device": slots.name, "launched": None, "exited": None,
                                   "attempt": row["attempt"], "adopted": True}
                 self.history.append(active.history)

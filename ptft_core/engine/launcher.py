@@ -102,11 +102,12 @@ class LocalSubprocessLauncher:
     up and block the worker, and a file survives the engine.
 
     Warm workers (`warm`, default on; `PTFT_WARM_WORKERS=0` turns them off): each CPU launch of one rank hands
-    its run to a standby worker that has done its imports already (`python -m ptft_core.worker --standby`), and
-    starts the next standby, which imports while the run trains (imports are single-threaded). A run's time to
-    its first step loses the 5-7 s of imports (the engine's `start` calls `prepare`: the first run's standby
-imports while the service starts). GPU runs and runs of
-    several ranks start cold: their CUDA device list must be set before anything touches CUDA.
+    its run to a standby worker that has done its imports already (`python -m ptft_core.worker --standby`). The
+    next standby starts at the next `prepare`, which the engine calls at its start and once no run is in its
+    start-up (each has logged a training step): it then imports while runs train (imports are single-threaded,
+    at the lowest priority), not while one tokenises and evaluates its step 0. A run's time to its first step
+    loses the 5-7 s of imports. GPU runs and runs of several ranks start cold: their CUDA device list must be set
+    before anything touches CUDA.
     """
 
     def __init__(self, warm: bool | None = None):
@@ -123,8 +124,8 @@ imports while the service starts). GPU runs and runs of
     def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> subprocess.Popen:
         run_dir = Path(run_dir)
         if self.warm and _warm_fits(run_dir, device_env):
-            with self._lock:
-                standby, self._standby = self._standby, self._spawn_standby()
+            with self._lock:  # the next standby comes from `prepare`, once this run has started training
+                standby, self._standby = self._standby, None
             if standby is not None and self._hand_over(standby, run_dir, device_env, resume):
                 return standby
         with open(run_dir / "worker.log", "ab") as log:
