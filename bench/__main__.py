@@ -15,8 +15,9 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import RESULTS
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 
 
 def available() -> list[str]:

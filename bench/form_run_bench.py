@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from bench import save_result, throwaway_home
 from bench.startup_bench import wait_until_idle
-from ptft_core import paths
 from ptft_core.config import FinetuneConfig, config_to_dict
 from ptft_core.engine.launcher import LocalSubprocessLauncher
 from ptft_core.studies.stats import difference, mean_std
@@ -61,10 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        for folder in ("datasets", "models"):
-            (home / folder).symlink_to(paths.home() / folder)
+    with throwaway_home() as home:
         os.environ["PTFT_HOME"] = str(home)
         launcher = LocalSubprocessLauncher(warm=True)
         try:
@@ -89,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"test accuracy sampled - whole: {d.text()}; wall time whole / sampled: "
           f"{summary['whole']['wall_s'] / summary['sampled']['wall_s']:.2f}x")
     result = {"args": vars(args), "rows": rows, "summary": summary, "accuracy_sampled_minus_whole": d.as_dict()}
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "form_run.json").write_text(json.dumps(result, indent=2))
+    save_result("form_run", result)
     return result
 
 

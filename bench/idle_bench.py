@@ -15,12 +15,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 
+from bench import save_result, throwaway_home
 from ptft_core import paths
 
 SETTLE_S = 20.0
@@ -35,10 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        for folder in ("datasets", "models"):
-            (home / folder).symlink_to(paths.home() / folder)
+    with throwaway_home() as home:
         service = subprocess.Popen([sys.executable, "-m", "ptft_core", "serve", "--port", "0"],
                                    env={**os.environ, "PTFT_HOME": str(home)}, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
@@ -61,9 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"seconds": round(wall, 1), "service_cpu_pct_of_a_core": round(100 * used / wall, 3),
               "children_cpu_pct_of_a_core": round(100 * children / wall, 3)}
     print(json.dumps(result))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "idle.json").write_text(json.dumps({"args": vars(args), **result}, indent=2))
+    save_result("idle", {"args": vars(args), **result})
     return result
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bench import save_result
 from bench.finetune_bench import BATCH, LR, TimedLogger
 from ptft_core.config import FinetuneConfig, OptimConfig
 from ptft_core.models import native_bf16
@@ -62,9 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"steps/s float32 {speed['float32'].mean:.2f}, bf16 {speed['bf16'].mean:.2f} "
           f"({result['speedup_bf16']:.2f}x); test accuracy bf16 - float32: {d.text()}; "
           f"parity within {PARITY_POINTS} points: {result['parity']}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "precision-cpu.json").write_text(json.dumps(result, indent=2))
+    save_result("precision-cpu", result)
     return result
 
 

@@ -16,13 +16,12 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-from ptft_core import paths
+from bench import save_result, throwaway_home
 from ptft_core.config import config_from_dict, config_to_dict
 from ptft_core.engine.launcher import LocalSubprocessLauncher
 
@@ -81,10 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     configs = {name: _config(path) for name, path in KINDS.items()}
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        for folder in ("datasets", "models"):
-            (home / folder).symlink_to(paths.home() / folder)
+    with throwaway_home() as home:
         os.environ["PTFT_HOME"] = str(home)
         cold, warm = LocalSubprocessLauncher(warm=False), LocalSubprocessLauncher(warm=True)
         warm.prepare()  # imports while the first cold run trains, as a standby does behind a running run
@@ -107,9 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'run kind':38s} {'first step':>10s} " + " ".join(f"{p:>9s}" for p in PHASES) + "  (medians, s)")
     for name, s in summary.items():
         print(f"{name:38s} {s['first_step_s']:10.2f} " + " ".join(f"{s[p]:9.2f}" for p in PHASES))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "startup.json").write_text(json.dumps({"args": vars(args), "rows": rows, "summary": summary}, indent=2))
+    save_result("startup", {"args": vars(args), "rows": rows, "summary": summary})
     return summary
 
 
