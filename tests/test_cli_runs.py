@@ -65,6 +65,29 @@ def test_run_with_seeds_then_list_show_export(lab, tmp_path, capsys):
     assert (tmp_path / "export.runs.json").exists()
 
 
+def test_progress_lines_show_training_steps_per_s_and_the_runs_own_eta(tmp_path):
+    """`ptft run` follows a run with what the run reports of itself: training steps/s (evaluations apart) and the
+    time its own schedule has left."""
+    from ptft_core.engine.commands import follow
+
+    with Store(tmp_path / "lab.duckdb") as store:
+        store.insert_run({"id": "paced", "name": "paced", "kind": "finetune", "config": {"kind": "finetune"}})
+        store.ingest_events([
+            {"type": "status", "run_id": "paced", "seq": 1, "status": "running"},
+            {"type": "progress", "run_id": "paced", "seq": 2, "step": 10, "total_steps": 27,
+             "train_steps_per_s": 2.5, "eta_s": 75.0},
+        ])
+        lines = []
+
+        def out(line, flush=False):  # the run ends once its progress line is out
+            lines.append(line)
+            if len(lines) == 1:
+                store.ingest_events([{"type": "status", "run_id": "paced", "seq": 3, "status": "completed"}])
+
+        assert follow(store, ["paced"], interval=0.01, out=out) == 0
+        assert lines[0] == "paced [paced] step 10/27 (37%) train 2.50 steps/s ETA 1:15"
+
+
 def test_run_applies_key_value_overrides_to_the_queued_config(lab, tmp_path, capsys):
     assert main(["run", str(config_file(tmp_path)), "max_steps=8", "optim.lr=2e-3", "tags=[cli, override]",
                  "--cpu-slots", "1"]) == 0
