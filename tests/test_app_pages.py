@@ -423,10 +423,17 @@ def test_finetune_form_defaults_draw_a_readable_accuracy_curve(lab, tmp_path):
     at = open_page("finetune")
     labelled(at.number_input, "Label fraction").set_value(0.1)
     labelled(at.number_input, "Epochs").set_value(1)
+    # What each evaluation scores, said beside its fields (a field changed on the form changes the sentence).
+    labelled(at.number_input, "Probes every (evaluations)").set_value(2).run()
+    plan = [str(c.value) for c in at.caption if str(c.value).startswith("Scores ")]
+    assert plan == ["Scores a fixed sample of 256 validation examples at step 0 and 10 times spread over each task; "
+                    "the train sample and the probes at one evaluation in 2 (step 0's first) and the last; the best "
+                    "checkpoint on the whole test split at the end."], plan
     button(at, "Launch").click().run()
     assert not at.exception and not at.error, texts(at.error)
     config = json.loads(connect(lab).list_runs().iloc[0]["config"])
     assert (config["dataset"], config["label_fraction"], config["epochs"]) == ("movies", 0.1, 1)
+    assert (config["eval_val_samples"], config["eval_train_samples"], config["probe_every"]) == (256, 256, 2)
     logger = MemoryLogger()
     assert run_finetune(config_from_dict({**config, "base": "tiny"}), tmp_path, logger) == "completed"
     steps = [e["step"] for e in logger.events
