@@ -308,6 +308,35 @@ def test_the_pruner_is_not_acted_on_at_a_runs_last_step(fake_lab, rung, pruned_a
         assert "prune_step" not in driver.study(sweep_id).trials[0].user_attrs
 
 
+@pytest.mark.slow
+def test_a_pruned_trials_later_values_do_not_compete_at_later_rungs(fake_lab):
+    """What CI saw prune all 8 trials of a sweep: the loser at rung 5 trains on until its stop lands and logs step
+    10, better than the survivor's step 10. The survivor must go on: rung 10 is judged among trials that earned
+    it, not against values a pruned trial logged after its prune step. The store gets what the journals bring."""
+    from ptft_core.engine import Engine
+    from ptft_core.sweeps.driver import SweepDriver
+
+    sweep = {**FAKE_SWEEP, "base": fake(steps=20), "n_trials": 2, "parallel": 2,
+             "pruner": {"type": "asha", "min_resource": 5, "reduction_factor": 2}}
+    with Engine(home=fake_lab, cpu_slots=2, launch_queued=False) as engine:
+        driver = SweepDriver(engine)
+        sweep_id = driver.launch(sweep)
+        runs = driver.view(sweep_id).trials().set_index("trial")["run_id"]
+        _report_validation(engine.store, runs[0], {5: 3.0}, total_steps=20)  # the better one at rung 5
+        _report_validation(engine.store, runs[1], {5: 4.0}, total_steps=20)
+        driver.tick()
+        assert driver.study(sweep_id).trials[1].user_attrs.get("prune_step") == 5
+        engine.store.ingest_events([  # the pruned run's step 10 lands before its stop, then the survivor's
+            {"type": "metric", "run_id": runs[1], "seq": 10, "step": 10, "epoch": 0.0, "split": "validation",
+             "name": "loss", "value": 1.0, "wall_time": 20.0}], {runs[1]: 0})
+        driver.tick()
+        engine.store.ingest_events([
+            {"type": "metric", "run_id": runs[0], "seq": 10, "step": 10, "epoch": 0.0, "split": "validation",
+             "name": "loss", "value": 2.5, "wall_time": 21.0}], {runs[0]: 0})
+        driver.tick()
+        assert "prune_step" not in driver.study(sweep_id).trials[0].user_attrs
+
+
 # --- a sweep across a kill -9 of the service (stand-in trainer) -------------------------------------------------------
 
 

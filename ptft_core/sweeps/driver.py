@@ -503,8 +503,11 @@ class SweepDriver(Ticker):
             trial.report(value, step)
             # Asked at each step, also once the run has ended: the pruner's rungs record every trial's values. Not
             # acted on at the run's last step: nothing is left to save there, and stopping would lose its test score.
+            # Never asked past a trial's prune step: a pruned run trains on until its stop lands, and its later
+            # values, had they entered later rungs, would compete with the trials that earned those rungs (CI saw a
+            # sweep prune all 8 trials that way: the survivor of rung 20 beaten at rung 40 by the trial pruned at 20).
             at_end = last_step is not None and step >= last_step
-            if (spec.pruner.type != "none" and trial.should_prune() and not pruning and status == "running"
+            if (spec.pruner.type != "none" and not pruning and trial.should_prune() and status == "running"
                     and not at_end):
                 storage.set_trial_user_attr(frozen._trial_id, "prune_step", step)
                 storage.set_trial_user_attr(frozen._trial_id, "prune_value", value)
