@@ -275,10 +275,11 @@ class FinetuneConfig:
     with that checkpoint."""
     eval_train_samples: int = _field("evaluation", "Train examples per probe", 256, ge=0)
     """A fixed sample of the training split, scored with the probes (probe_every): the overfitting curves."""
-    probe_every: int = _field("evaluation", "Probes every (evaluations)", 5, ge=1)
+    probe_every: int = _field("evaluation", "Probes every (evaluations)", 5, ge=1, le=10_000)
     """The train sample and the forgetting probes are scored at every probe_every-th evaluation (step 0 is the
     first) and at each task's last; 1: at every evaluation. They cost as much as the validation sample or more and
-    change slowly: with the default 10 evaluations, 5 gives three points (start, middle, end)."""
+    change slowly: with the default 10 evaluations, 5 gives three points (start, middle, end). At most 10,000:
+    sparser than that, turn the probes off (probe_mlm, probe_drift, eval_train_samples 0) instead."""
     log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0)
     """Steps between training-loss log lines."""
     early_stopping_patience: int = _field("evaluation", "Early-stop patience (0: off)", 0, ge=0)
