@@ -172,9 +172,9 @@ class Progress:
 
 class BestWeights:
     """The current task's best weights, kept in memory: a copy costs milliseconds where writing a checkpoint costs
-    0.1-0.2 s (MiniLM), and a short run improves at most evaluations. `checkpoints/best` is written where a run
-    must find it on disk: with every resume point (so a resumed run's best matches the progress it restores) and
-    when the task ends."""
+    0.1-0.2 s (MiniLM), and a short run finds a new best at most of its evaluations. `checkpoints/best` is written
+    where a run must find it on disk: with every resume point (so a resumed run's best matches the progress it
+    restores) and when the task ends."""
 
     def __init__(self) -> None:
         self.state: dict[str, torch.Tensor] | None = None
