@@ -74,9 +74,24 @@ def _listed(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-Names = Annotated[list[str], BeforeValidator(_listed)]
-NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-_MODEL = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+# Upper bounds shared by several fields; each says why. A bound refuses a typo of a few zeros before it is
+# queued, so that no config can eat the machine's memory, disk or weeks of its time.
+MAX_NAME = 200  # characters of a run name, a dataset name or a tag: shown in tables, legends and file names
+MAX_SPEC = 500  # characters of a model spec: a checkpoint folder's path fits (Linux's PATH_MAX is 4,096)
+MAX_NAMES = 20  # datasets in one list: more corpora than the lab has built-in and registered together
+MAX_TAGS = 50  # tags on one run: labels to find it by, sent with every run list
+MAX_STEPS = 1_000_000  # optimizer steps: a million steps is weeks on one GPU for the presets here
+MAX_EPOCHS = 1_000  # passes over a dataset: a thousand passes memorise any labelled dataset here
+MAX_BATCH = 1_024  # examples per step: 1,024 sequences of 512 tokens is past one GPU's memory for the base preset
+MAX_EVALUATIONS = 1_000  # evaluations per task: each is a point on every curve; a chart reads 1,000 at most
+MAX_SAMPLES = 100_000  # examples scored at one evaluation: about a minute of a CPU each time; 0 takes a whole split
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take 32-bit seeds
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+Names = Annotated[list[Name], BeforeValidator(_listed)]
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SPEC)]
+# Floats are finite: `lr: Infinity` or NaN would be queued and fail (or silently train nothing) in the worker.
+_MODEL = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 # The groups a form or `--help-config` shows the fields in, in this order.
 GROUPS = ("model and data", "strategy", "optimisation", "evaluation", "forgetting probes and mitigations",
@@ -111,18 +126,20 @@ class OptimConfig:
 
     optimizer: Optimizer = _field("optimisation", "Optimizer", "adamw")
     """The optimizer; AdamW is the transformer default."""
-    lr: float = _field("optimisation", "Learning rate", 5e-5, gt=0)
-    """Peak learning rate, reached after warmup."""
+    lr: float = _field("optimisation", "Learning rate", 5e-5, gt=0, le=10)
+    """Peak learning rate, reached after warmup. At most 10: every optimizer here diverges far below that."""
     schedule: Schedule = _field("optimisation", "Schedule", "linear")
     """How the learning rate moves after warmup: constant, linear decay to 0, or cosine decay."""
     warmup_ratio: float = _field("optimisation", "Warmup (share of steps)", 0.06, ge=0, lt=1)
     """Share of the steps over which the learning rate rises linearly from 0."""
-    weight_decay: float = _field("optimisation", "Weight decay", 0.01, ge=0)
-    """Decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    weight_decay: float = _field("optimisation", "Weight decay", 0.01, ge=0, le=10)
+    """Decoupled weight decay (not applied to biases and LayerNorm weights). At most 10: lr x weight_decay is the
+    share of every weight removed per step, and above 1 it removes more than the weight."""
     momentum: float = _field("optimisation", "Momentum (SGD)", 0.9, ge=0, lt=1)
     """SGD's momentum; the other optimizers ignore it."""
-    grad_clip: float = _field("optimisation", "Gradient clip (0: off)", 1.0, ge=0)
-    """Clip the global gradient norm to this value; 0 disables clipping."""
+    grad_clip: float = _field("optimisation", "Gradient clip (0: off)", 1.0, ge=0, le=1e6)
+    """Clip the global gradient norm to this value; 0 disables clipping. At most 1e6: a clip above any gradient
+    norm a run reaches clips nothing (use 0)."""
 
 
 @_config_errors
@@ -133,12 +150,13 @@ class PretrainConfig:
 
     kind: Literal["pretrain"] = _field("run", "Kind", "pretrain")
     """The run kind."""
-    name: str = _field("run", "Run name", "")
-    """A readable name (the forms make one from the choices when it is empty)."""
+    name: Name = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty); at most 200 characters."""
     model: NonBlank = _field("model and data", "Model", "tiny")
     """A preset (tiny: 2 layers x 128; mini: 4 x 256; small: 4 x 512; base: 12 x 768) trains from scratch with a
     WordPiece vocabulary learned from the corpus; anything else is a checkpoint to continue: minilm-l6, a Hugging
-    Face folder or hub id, or run:<run_id> (optionally run:<run_id>/step-<N>)."""
+    Face folder or hub id, or run:<run_id> (optionally run:<run_id>/step-<N>). At most 500 characters: a folder's
+    path fits."""
     family: Family = _field("model and data", "Family", "bert")
     """Architecture of a from-scratch preset: bert, roberta, distilbert, xlnet (masked LM), gpt2 (causal LM) or t5
     (span corruption), each with its own kind of tokenizer trained on the corpus; a checkpoint keeps its own."""
@@ -146,38 +164,46 @@ class PretrainConfig:
     """What the model learns to predict: mlm (masked tokens), clm (the next token), span (T5's corrupted spans).
     auto: the family's (recorded as such), or a checkpoint's own. Each family trains with the one its
     `transformers` classes support."""
-    corpus: Names = _field("model and data", "Corpus", ["wiki", "news"], min_length=1)
-    """Datasets whose text is pretrained on (labels are ignored)."""
+    corpus: Names = _field("model and data", "Corpus", ["wiki", "news"], min_length=1, max_length=MAX_NAMES)
+    """Datasets whose text is pretrained on (labels are ignored); at most 20."""
     vocab_size: int = _field("model and data", "Vocabulary size", 8000, ge=256, le=100_000)
-    """Vocabulary of a from-scratch run's tokenizer (a checkpoint keeps its own)."""
+    """Vocabulary of a from-scratch run's tokenizer (a checkpoint keeps its own). At most 100,000: more than the
+    built-in corpora hold distinct words, and the embedding and output layers grow with it."""
     block_size: int = _field("model and data", "Block size (tokens)", 128, ge=8, le=512)
-    """Tokens per training block (texts are concatenated and cut into blocks)."""
+    """Tokens per training block (texts are concatenated and cut into blocks). At most 512: the position
+    embeddings of the presets."""
     mask_prob: float = _field("model and data", "Masking rate", 0.15, gt=0, lt=1)
     """Share of tokens masked for masked LM (BERT: 0.15), or corrupted in spans of 3 for span corruption (T5:
     0.15); causal LM predicts every token."""
     freeze_encoder: bool = _field("strategy", "Train the MLM head only", False)
     """Keep the encoder fixed and train the MLM head only: gives a checkpoint that ships without a head (MiniLM)
     a reader, so its general-text MLM loss can be probed during fine-tuning without the encoder having changed."""
-    batch_size: int = _field("optimisation", "Batch size", 32, gt=0)
-    """Blocks per optimizer step."""
-    max_steps: int = _field("optimisation", "Steps", 300, gt=0)
-    """Optimizer steps of the run."""
+    batch_size: int = _field("optimisation", "Batch size", 32, gt=0, le=MAX_BATCH)
+    """Blocks per optimizer step. At most 1,024: 1,024 blocks of 512 tokens are past one GPU's memory for the
+    base preset."""
+    max_steps: int = _field("optimisation", "Steps", 300, gt=0, le=MAX_STEPS)
+    """Optimizer steps of the run. At most a million: weeks on one GPU for the presets here."""
     optim: OptimConfig = _field("optimisation", "Optimizer",
                                 default_factory=lambda: OptimConfig(lr=1e-3, warmup_ratio=0.05))
     """Optimizer and learning-rate schedule."""
-    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0)
-    """Steps between training-loss log lines."""
-    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0)
+    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0, le=MAX_STEPS)
+    """Steps between training-loss log lines. At most a million, the most steps a run has."""
+    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0, le=MAX_STEPS)
     """Steps between evaluations; 0: eval_count evaluations spread evenly over the run (every run also
-    evaluates once before its first step)."""
-    eval_count: int = _field("evaluation", "Evaluations", 10, gt=0)
-    """Evaluations per run when eval_every is 0, besides the one before the first step."""
-    eval_blocks: int = _field("evaluation", "Validation blocks", 64, gt=0)
-    """Validation blocks scored at each evaluation."""
-    checkpoint_steps: list[int] = _field("evaluation", "Extra checkpoints (steps)", [])
-    """Steps at which to keep a checkpoint besides the last one (e.g. to fine-tune from run:<id>/step-<N>)."""
-    seed: int = _field("run", "Seed", 0, ge=0)
-    """Seeds the initialisation, masking and data order."""
+    evaluates once before its first step). At most a million steps, and at most 1,000 evaluations in all
+    (max_steps / eval_every): each is a validation pass and a point on every curve."""
+    eval_count: int = _field("evaluation", "Evaluations", 10, gt=0, le=MAX_EVALUATIONS)
+    """Evaluations per run when eval_every is 0, besides the one before the first step. At most 1,000: each is a
+    point on every curve, and a chart reads 1,000 at most."""
+    eval_blocks: int = _field("evaluation", "Validation blocks", 64, gt=0, le=10_000)
+    """Validation blocks scored at each evaluation. At most 10,000 (1.3 million tokens at the default block
+    size): more than the built-in corpora's validation text, minutes of a CPU at every evaluation."""
+    checkpoint_steps: list[Annotated[int, Field(gt=0, le=MAX_STEPS)]] = _field(
+        "evaluation", "Extra checkpoints (steps)", [], max_length=100)
+    """Steps at which to keep a checkpoint besides the last one (e.g. to fine-tune from run:<id>/step-<N>). At
+    most 100: each is a whole copy of the model on disk (440 MB for the base preset)."""
+    seed: int = _field("run", "Seed", 0, ge=0, le=MAX_SEED)
+    """Seeds the initialisation, masking and data order. At most 2**32 - 1: numpy and torch take 32-bit seeds."""
     device: Device = _field("run", "Device", "auto")
     """Where to train; auto: a GPU when there is one."""
     precision: Precision = _field("run", "Precision", "auto")
@@ -186,15 +212,21 @@ class PretrainConfig:
     AVX512-BF16 or AMX it is emulated and slow)."""
     ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
     """Processes under torchrun (CPU, or a GPU each): each trains on its rows of every batch, gradients
-    averaged, so the run is the same run spread out; 1: one process."""
-    tags: Names = _field("run", "Tags", [])
-    """Free labels to find and group runs by."""
+    averaged, so the run is the same run spread out; 1: one process. At most 8: the GPUs of one node."""
+    tags: Names = _field("run", "Tags", [], max_length=MAX_TAGS)
+    """Free labels to find and group runs by; at most 50, of 200 characters each (they travel with every run
+    list)."""
 
     @model_validator(mode="after")
     def _steps_in_range(self) -> PretrainConfig:
         bad = [s for s in self.checkpoint_steps if not 0 < s <= self.max_steps]
         if bad:
-            raise ValueError(f"checkpoint_steps: must lie in (0, max_steps={self.max_steps}] (got {bad})")
+            raise ValueError(f"checkpoint_steps: must lie in (0, max_steps={self.max_steps}] (got {bad[:5]})")
+        evaluations = self.max_steps // self.eval_every if self.eval_every else 0
+        if evaluations > MAX_EVALUATIONS:
+            least = -(-self.max_steps // MAX_EVALUATIONS)
+            raise ValueError(f"eval_every: {evaluations:,} evaluations in {self.max_steps:,} steps; at most "
+                             f"{MAX_EVALUATIONS:,} (eval_every >= {least})")
         return self
 
     @model_validator(mode="after")
@@ -221,21 +253,22 @@ class FinetuneConfig:
 
     kind: Literal["finetune"] = _field("run", "Kind", "finetune")
     """The run kind."""
-    name: str = _field("run", "Run name", "")
-    """A readable name (the forms make one from the choices when it is empty)."""
+    name: Name = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty); at most 200 characters."""
     base: NonBlank = _field("model and data", "Start from", BUILTIN_CHECKPOINT)
     """The checkpoint to fine-tune: minilm-l6, a preset (random weights of `family`), a Hugging Face
-    folder or hub id, or run:<run_id>[/step-<N>] (an earlier run's checkpoint)."""
+    folder or hub id, or run:<run_id>[/step-<N>] (an earlier run's checkpoint). At most 500 characters: a folder's
+    path fits."""
     family: Family = _field("model and data", "Family (preset)", "bert")
     """Architecture when `base` is a preset (random weights): bert uses the built-in bert-base-uncased tokenizer;
     the other families train their own kind of tokenizer on the dataset's training text."""
     scratch: bool = _field("model and data", "Scratch baseline", False)
     """Keep the base's architecture and tokenizer but re-initialise its weights: the fair baseline, what the same
     model learns without its pretraining."""
-    dataset: NonBlank = _field("model and data", "Dataset", "movies")
-    """A labelled dataset (built-in or registered on the Data page)."""
+    dataset: NonBlank = _field("model and data", "Dataset", "movies", max_length=MAX_NAME)
+    """A labelled dataset (built-in, registered on the Data page, or hf:<hub id>); at most 200 characters."""
     max_length: int = _field("model and data", "Max length (tokens)", 128, ge=8, le=512)
-    """Texts are truncated to this many tokens."""
+    """Texts are truncated to this many tokens. At most 512: the position embeddings of BERT-like models."""
     label_fraction: float = _field("model and data", "Label fraction", 1.0, gt=0, le=1)
     """Share of the training labels used (a stratified sample): low-resource runs."""
     pooling: Pooling = _field("model and data", "Pooling", "auto")
@@ -247,66 +280,78 @@ class FinetuneConfig:
     read by its mean), cls otherwise. The run's notes say which it used."""
     strategy: Strategy = _field("strategy", "Strategy", "full", description="What trains. " + "; ".join(
         f"{name}: {what}" for name, what in STRATEGY_HELP.items()) + ".")
-    freeze_layers: int = _field("strategy", "Frozen layers (k)", 0, ge=0)
-    """freeze_bottom: the embeddings and this many bottom layers stay frozen (0: the embeddings only)."""
-    unfreeze_every_steps: int = _field("strategy", "Unfreeze every N steps", 0, ge=0)
-    """gradual_unfreeze: steps between opening layer groups; 0: one more group per epoch."""
+    freeze_layers: int = _field("strategy", "Frozen layers (k)", 0, ge=0, le=100)
+    """freeze_bottom: the embeddings and this many bottom layers stay frozen (0: the embeddings only). At most
+    100: deeper than any model here (the base preset has 12 layers)."""
+    unfreeze_every_steps: int = _field("strategy", "Unfreeze every N steps", 0, ge=0, le=MAX_STEPS)
+    """gradual_unfreeze: steps between opening layer groups; 0: one more group per epoch. At most a million, the
+    most steps a run has."""
     layer_decay: float = _field("strategy", "Layer lr decay", 0.8, gt=0, le=1)
     """discriminative: the learning rate of a layer is lr x layer_decay ** (its depth from the top)."""
-    epochs: int = _field("optimisation", "Epochs", 2, gt=0)
-    """Passes over the (label-fraction) training examples of the first task."""
-    max_steps: int = _field("optimisation", "Max steps (0: all epochs)", 0, ge=0)
-    """A cap on the optimizer steps of each task; 0 runs all epochs."""
-    batch_size: int = _field("optimisation", "Batch size", 32, gt=0)
-    """Examples per optimizer step (replayed examples included)."""
+    epochs: int = _field("optimisation", "Epochs", 2, gt=0, le=MAX_EPOCHS)
+    """Passes over the (label-fraction) training examples of the first task. At most 1,000: a thousand passes
+    memorise any labelled dataset here."""
+    max_steps: int = _field("optimisation", "Max steps (0: all epochs)", 0, ge=0, le=MAX_STEPS)
+    """A cap on the optimizer steps of each task; 0 runs all epochs. At most a million: weeks on one GPU."""
+    batch_size: int = _field("optimisation", "Batch size", 32, gt=0, le=MAX_BATCH)
+    """Examples per optimizer step (replayed examples included). At most 1,024: 1,024 texts of 512 tokens are
+    past one GPU's memory for the base preset."""
     optim: OptimConfig = _field("optimisation", "Optimizer", default_factory=OptimConfig)
     """Optimizer and learning-rate schedule."""
     dropout: float | None = _field("optimisation", "Dropout", None, ge=0, lt=1)
     """Dropout of the encoder and head; None keeps the checkpoint's."""
-    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0)
+    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0, le=MAX_STEPS)
     """Steps between evaluations (and at each epoch end); 0: eval_count evaluations spread evenly over each task.
-    Every run also evaluates once before its first step (step 0)."""
-    eval_count: int = _field("evaluation", "Evaluations per task", 10, gt=0)
-    """Evaluations per task when eval_every is 0, besides the one before the first step."""
-    eval_val_samples: int = _field("evaluation", "Validation examples per evaluation (0: all)", 256, ge=0)
+    Every run also evaluates once before its first step (step 0). At most a million, the most steps a run has."""
+    eval_count: int = _field("evaluation", "Evaluations per task", 10, gt=0, le=MAX_EVALUATIONS)
+    """Evaluations per task when eval_every is 0, besides the one before the first step. At most 1,000: each is a
+    point on every curve, and a chart reads 1,000 at most."""
+    eval_val_samples: int = _field("evaluation", "Validation examples per evaluation (0: all)", 256, ge=0,
+                                   le=MAX_SAMPLES)
     """Validation examples scored at each evaluation: a fixed stratified sample, the same examples at every
     evaluation and for every seed (so curves and seeds compare on one set; about +-2.5 accuracy points of sampling
     error at 256); 0: the whole split. It picks the best checkpoint; the test split is always scored whole, once,
-    with that checkpoint."""
-    eval_train_samples: int = _field("evaluation", "Train examples per probe", 256, ge=0)
-    """A fixed sample of the training split, scored with the probes (probe_every): the overfitting curves."""
+    with that checkpoint. At most 100,000: about a minute of a CPU at every evaluation."""
+    eval_train_samples: int = _field("evaluation", "Train examples per probe", 256, ge=0, le=MAX_SAMPLES)
+    """A fixed sample of the training split, scored with the probes (probe_every): the overfitting curves. At most
+    100,000: about a minute of a CPU at every probe."""
     probe_every: int = _field("evaluation", "Probes every (evaluations)", 5, ge=1, le=10_000)
     """The train sample and the forgetting probes are scored at every probe_every-th evaluation (step 0 is the
     first) and at each task's last; 1: at every evaluation. They cost as much as the validation sample or more and
     change slowly: with the default 10 evaluations, 5 gives three points (start, middle, end). At most 10,000:
     sparser than that, turn the probes off (probe_mlm, probe_drift, eval_train_samples 0) instead."""
-    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0)
-    """Steps between training-loss log lines."""
-    early_stopping_patience: int = _field("evaluation", "Early-stop patience (0: off)", 0, ge=0)
-    """Evaluations without a new best before a task stops; 0 disables early stopping."""
+    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0, le=MAX_STEPS)
+    """Steps between training-loss log lines. At most a million, the most steps a run has."""
+    early_stopping_patience: int = _field("evaluation", "Early-stop patience (0: off)", 0, ge=0,
+                                          le=MAX_EVALUATIONS)
+    """Evaluations without a new best before a task stops; 0 disables early stopping. At most 1,000, the most
+    evaluations a task has."""
     early_stopping_metric: Literal["accuracy", "f1", "loss"] = _field("evaluation", "Early-stop metric", "accuracy")
     """The validation metric that picks the best checkpoint (and early stopping)."""
     probe_mlm: bool = _field("forgetting probes and mitigations", "MLM probe", True)
     """At each evaluation, the masked-LM loss on held-out probe_corpus text, when the model has an MLM head."""
     probe_drift: bool = _field("forgetting probes and mitigations", "Drift probe (CKA)", True)
     """At each evaluation, linear CKA between the starting and the current encoder on a fixed probe set."""
-    probe_corpus: str = _field("forgetting probes and mitigations", "Probe corpus", "wiki")
-    """The dataset whose text the probes read."""
-    probe_size: int = _field("forgetting probes and mitigations", "Probe texts", 128, gt=1)
-    """Texts in the probe set."""
+    probe_corpus: Name = _field("forgetting probes and mitigations", "Probe corpus", "wiki")
+    """The dataset whose text the probes read; at most 200 characters."""
+    probe_size: int = _field("forgetting probes and mitigations", "Probe texts", 128, gt=1, le=10_000)
+    """Texts in the probe set. At most 10,000: the drift probe keeps two feature matrices of that many rows, and
+    the probes are scored at every probe_every-th evaluation."""
     replay_fraction: float = _field("forgetting probes and mitigations", "Replay fraction", 0.0, ge=0, lt=1)
     """Share of each batch replayed from replay_source."""
     replay_source: Literal["task", "mlm"] = _field("forgetting probes and mitigations", "Replay source", "task")
     """task: the earlier task (sequential runs); mlm: masked-LM batches of the pretraining text."""
-    l2sp: float = _field("forgetting probes and mitigations", "L2-SP strength", 0.0, ge=0)
-    """Strength of the L2-SP penalty pulling the encoder toward its starting weights."""
-    then_dataset: str | None = _field("sequential second task", "Then fine-tune on", None)
+    l2sp: float = _field("forgetting probes and mitigations", "L2-SP strength", 0.0, ge=0, le=1e4)
+    """Strength of the L2-SP penalty pulling the encoder toward its starting weights. At most 10,000: far past
+    the strength that holds the encoder in place (a linear probe does that exactly)."""
+    then_dataset: Name | None = _field("sequential second task", "Then fine-tune on", None)
     """After dataset, fine-tune on this one (a head per task, one shared encoder), evaluating the first task
-    all along (the forgetting split)."""
-    then_epochs: int = _field("sequential second task", "Epochs on the second task", 1, gt=0)
-    """Passes over the second task's training examples."""
-    seed: int = _field("run", "Seed", 0, ge=0)
-    """Seeds the head's initialisation, the label sample and the data order."""
+    all along (the forgetting split); at most 200 characters."""
+    then_epochs: int = _field("sequential second task", "Epochs on the second task", 1, gt=0, le=MAX_EPOCHS)
+    """Passes over the second task's training examples. At most 1,000, as epochs."""
+    seed: int = _field("run", "Seed", 0, ge=0, le=MAX_SEED)
+    """Seeds the head's initialisation, the label sample and the data order. At most 2**32 - 1: numpy and torch
+    take 32-bit seeds."""
     device: Device = _field("run", "Device", "auto")
     """Where to train; auto: a GPU when there is one."""
     precision: Precision = _field("run", "Precision", "auto")
@@ -315,9 +360,11 @@ class FinetuneConfig:
     AVX512-BF16 or AMX it is emulated and slow)."""
     ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
     """Above 1, the run trains under torchrun in this many processes (on CPU, or one GPU each), each on its
-    share of every batch with the gradients averaged: the same run, spread out."""
-    tags: Names = _field("run", "Tags", [])
-    """Free labels to find and group runs by."""
+    share of every batch with the gradients averaged: the same run, spread out. At most 8: the GPUs of one
+    node."""
+    tags: Names = _field("run", "Tags", [], max_length=MAX_TAGS)
+    """Free labels to find and group runs by; at most 50, of 200 characters each (they travel with every run
+    list)."""
 
     @model_validator(mode="after")
     def _second_task_differs(self) -> FinetuneConfig:
@@ -337,21 +384,24 @@ class EvaluateConfig:
 
     kind: Literal["evaluate"] = _field("run", "Kind", "evaluate")
     """The run kind."""
-    name: str = _field("run", "Run name", "")
-    """A readable name (the forms make one from the choices when it is empty)."""
+    name: Name = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty); at most 200 characters."""
     model: NonBlank = _field("model and data", "Classifier")
     """The fine-tuned classifier to score: run:<run_id> (a fine-tune's final, best checkpoint) or a Hugging Face
-    folder holding a sequence classifier."""
-    datasets: Names = _field("model and data", "Datasets", min_length=1)
-    """Labelled datasets whose test split is scored; their label names must be the classifier's."""
+    folder holding a sequence classifier. At most 500 characters: a folder's path fits."""
+    datasets: Names = _field("model and data", "Datasets", min_length=1, max_length=MAX_NAMES)
+    """Labelled datasets whose test split is scored; their label names must be the classifier's; at most 20."""
     max_length: int = _field("model and data", "Max length (tokens, 0: the model's run)", 0, ge=0, le=512)
-    """Texts are truncated to this many tokens; 0 takes the fine-tune's own max_length (128 for a folder)."""
+    """Texts are truncated to this many tokens; 0 takes the fine-tune's own max_length (128 for a folder). At most
+    512: the position embeddings of BERT-like models."""
     device: Device = _field("run", "Device", "auto")
     """Where to evaluate; auto: a GPU when there is one."""
-    seed: int = _field("run", "Seed", 0, ge=0)
-    """Unused by the scores (evaluation is deterministic); kept so seeds group like other runs."""
-    tags: Names = _field("run", "Tags", [])
-    """Free labels to find and group runs by."""
+    seed: int = _field("run", "Seed", 0, ge=0, le=MAX_SEED)
+    """Unused by the scores (evaluation is deterministic); kept so seeds group like other runs. At most 2**32 - 1,
+    as a training run's."""
+    tags: Names = _field("run", "Tags", [], max_length=MAX_TAGS)
+    """Free labels to find and group runs by; at most 50, of 200 characters each (they travel with every run
+    list)."""
 
 
 RunConfig = PretrainConfig | FinetuneConfig | EvaluateConfig
@@ -367,13 +417,17 @@ _PHRASES = {  # pydantic's error type -> what is wrong, in the words of the fiel
     "int_from_float": "must be a whole number", "float_parsing": "must be a number", "float_type": "must be a number",
     "bool_parsing": "must be true or false", "bool_type": "must be true or false", "string_type": "must be text",
     "string_too_short": "must not be empty", "list_type": "must be a list", "dataclass_type": "must be a mapping",
-    "dataclass_exact_type": "must be a mapping",
+    "dataclass_exact_type": "must be a mapping", "finite_number": "must be a finite number",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
+SHOWN_CHARS = 60  # of a bad value quoted in an error: enough to recognise it, never a 5 MB echo
+
+
 def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
 def _fields_at(cls: type, path: tuple[Any, ...]) -> list[str]:
@@ -409,6 +463,10 @@ def describe_errors(exc: ValidationError, cls: type) -> str:
             what = f"must be one of {ctx.get('expected', '')}"
         elif kind == "too_short":
             what = f"must have at least {ctx.get('min_length', 1)} item(s)"
+        elif kind == "too_long":
+            what = f"must have at most {ctx.get('max_length')} items"
+        elif kind == "string_too_long":
+            what = f"must have at most {ctx.get('max_length')} characters"
         else:
             what = _PHRASES.get(kind, error["msg"].replace("Input should be", "must be"))
         lines.append(f"{where or cls.__name__}: {what} (got {_shown(error.get('input'))})")
@@ -432,6 +490,7 @@ class FieldSpec:
     minimum: float | None = None  # inclusive bounds, as a number input takes them
     maximum: float | None = None
     bounds: str = ""  # as written: "> 0", "in [8, 512]"
+    max_length: int | None = None  # of a text (characters) or a list (items)
 
 
 def _type_name(annotation: Any) -> tuple[str, tuple[Any, ...]]:
@@ -443,7 +502,8 @@ def _type_name(annotation: Any) -> tuple[str, tuple[Any, ...]]:
         return annotation.__name__, ()
     if get_origin(annotation) is list:
         return "list", ()
-    optional = [a for a in get_args(annotation) if a is not type(None)]
+    optional = [get_args(a)[0] if get_origin(a) is Annotated else a for a in get_args(annotation)
+                if a is not type(None)]
     if len(optional) == 1 and optional[0] in (int, float, str):
         return f"{optional[0].__name__} or null", ()
     return str(annotation), ()
@@ -453,14 +513,17 @@ def field_spec(cls: type, name: str) -> FieldSpec:
     info = cls.__pydantic_fields__[name]
     kind, choices = _type_name(info.annotation)
     default = info.get_default(call_default_factory=True)
-    low = high = None
+    low = high = length = None
     signs = []
-    for constraint in info.metadata:
+    for constraint in [*info.metadata, *_inner_metadata(info.annotation)]:
+        if getattr(constraint, "max_length", None) is not None and length is None:
+            length = constraint.max_length
+            signs.append(f"at most {length:,} {'items' if kind == 'list' else 'characters'}")
         for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
             value = getattr(constraint, attr, None)
             if value is None:
                 continue
-            signs.append(f"{sign} {value:g}")
+            signs.append(f"{sign} {value:,}" if isinstance(value, int) else f"{sign} {value:g}")
             step = 1 if kind == "int" else 0  # an exclusive bound on an integer is the next integer
             if attr in ("gt", "ge"):
                 low = value + (step if attr == "gt" else 0)
@@ -468,7 +531,16 @@ def field_spec(cls: type, name: str) -> FieldSpec:
                 high = value - (step if attr == "lt" else 0)
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     return FieldSpec(name, info.title or name, " ".join((info.description or "").split()), str(extra.get("group", "")),
-                     default, kind, tuple(choices), low, high, ", ".join(signs))
+                     default, kind, tuple(choices), low, high, ", ".join(signs), length)
+
+
+def _inner_metadata(annotation: Any) -> list[Any]:
+    """The constraints inside an Annotated type (a text's length), or of an optional one."""
+    if get_origin(annotation) is Annotated:
+        return list(annotation.__metadata__)
+    if type(None) not in get_args(annotation):
+        return []
+    return [m for arg in get_args(annotation) if get_origin(arg) is Annotated for m in arg.__metadata__]
 
 
 def field_specs(cls: type) -> Iterator[FieldSpec]:

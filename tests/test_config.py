@@ -16,6 +16,7 @@ from ptft_core.cli import main
 from ptft_core.config import (
     GROUPS,
     ConfigError,
+    EvaluateConfig,
     FinetuneConfig,
     OptimConfig,
     PretrainConfig,
@@ -92,6 +93,52 @@ def test_errors_of_the_other_kinds():
         dataclasses.replace(FinetuneConfig(), epochs=0)
 
 
+KINDS = (PretrainConfig, FinetuneConfig, EvaluateConfig)
+
+
+@pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
+def test_every_field_has_an_upper_bound_that_says_why(cls):
+    """A number, a text and a list each have a maximum; a bound above a share's natural 1 is explained in the
+    field's help (`At most ...: why`), so a form and `--help-config` tell the user the reason."""
+    for spec in field_specs(cls):
+        if spec.type in ("choice", "bool"):
+            continue
+        bounded = spec.max_length if spec.type in ("str", "list", "str or null") else spec.maximum
+        assert bounded is not None, f"{cls.__name__}.{spec.name} ({spec.type}) has no upper bound"
+        if spec.type in ("int", "float", "float or null") and spec.maximum <= 1:
+            continue  # a share or a rate: bounded by what it means
+        assert "at most" in spec.help.lower(), f"{cls.__name__}.{spec.name}: the help does not say why {bounded}"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"kind": "finetune", "epochs": 10**9}, "epochs: must be <= 1000 (got 1000000000)"),
+    ({"kind": "finetune", "batch_size": 10**7}, "batch_size: must be <= 1024 (got 10000000)"),
+    ({"kind": "finetune", "eval_count": 10**12}, "eval_count: must be <= 1000 (got 1000000000000)"),
+    ({"kind": "finetune", "probe_size": 10**9}, "probe_size: must be <= 10000 (got 1000000000)"),
+    ({"kind": "pretrain", "max_steps": 10**15, "eval_every": 1}, "max_steps: must be <= 1e+06 (got 1000000000000000)"),
+    ({"kind": "pretrain", "max_steps": 10**6, "eval_every": 1},
+     "eval_every: 1,000,000 evaluations in 1,000,000 steps; at most 1,000 (eval_every >= 1000)"),
+    ({"kind": "pretrain", "max_steps": 10**6, "checkpoint_steps": list(range(1, 50_001))},
+     "checkpoint_steps: must have at most 100 items"),
+    ({"kind": "finetune", "optim": {"lr": float("inf")}}, "optim.lr: must be a finite number (got Infinity)"),
+    ({"kind": "finetune", "optim": {"lr": "NaN"}}, "optim.lr: must be a finite number (got 'NaN')"),
+    ({"kind": "finetune", "seed": 2**40}, "seed: must be <= 4.29497e+09 (got 1099511627776)"),
+    ({"kind": "finetune", "tags": [str(i) for i in range(51)]}, "tags: must have at most 50 items"),
+])
+def test_absurd_values_are_refused_with_the_bound(data, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value).startswith(message), str(info.value)[:300]
+
+
+def test_an_error_quotes_only_a_short_prefix_of_a_huge_value():
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"kind": "finetune", "name": "x" * 5_000_000})
+    text = str(info.value)
+    assert text.startswith("name: must have at most 200 characters (got 'xxx") and len(text) < 200
+    assert text.endswith("... (5,000,002 characters))")
+
+
 def test_the_cli_exits_2_with_the_field_named_and_no_traceback(tmp_path):
     path = yaml_file(tmp_path, "optim: {lrr: 1e-4}\n")
     done = subprocess.run([sys.executable, "-m", "ptft_core", "run", str(path)], capture_output=True, text=True,
@@ -121,9 +168,9 @@ def test_help_config_lists_every_field_with_type_default_and_help(capsys):
     for spec in field_specs(FinetuneConfig):
         assert f"  {spec.name} (" in out, spec.name
         assert spec.help, f"{spec.name} has no help"
-    assert "  optim.lr (float, > 0) = 5e-05" in out and "  label_fraction (float, > 0, <= 1) = 1.0" in out
+    assert "  optim.lr (float, > 0, <= 10) = 5e-05" in out and "  label_fraction (float, > 0, <= 1) = 1.0" in out
     assert [line for line in out.splitlines() if line in GROUPS] == list(GROUPS)  # grouped, in order
-    assert "  model (str) = 'tiny'" in describe_fields("pretrain")
+    assert "  model (str, at most 500 characters) = 'tiny'" in describe_fields("pretrain")
 
 
 def test_json_schema_carries_types_bounds_defaults_help_and_groups(capsys):
