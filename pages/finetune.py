@@ -5,6 +5,7 @@ import streamlit as st
 
 from ptft_core import ui
 from ptft_core.config import PRESETS, STRATEGY_HELP, FinetuneConfig, field_spec
+from ptft_core.specs import parent_run
 
 ui.require_frame()
 
@@ -93,4 +94,4 @@ st.caption(f"≈ {steps:,} optimizer steps on {examples:,} labelled training exa
 if fields["base"] is None:
     st.info("Choose the model to start from.")
 else:
-    ui.launch_button(lambda: ui.build_configs("finetune", fields, optim, seeds), ui.parent_of(fields["base"]))
+    ui.launch_button(lambda: ui.build_configs("finetune", fields, optim, seeds), parent_run(fields["base"]))

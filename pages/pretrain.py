@@ -5,6 +5,7 @@ import streamlit as st
 
 from ptft_core import ui
 from ptft_core.config import FAMILY_OBJECTIVE, OBJECTIVE_TITLE, PRESETS, PretrainConfig, field_spec
+from ptft_core.specs import parent_run
 
 ui.require_frame()
 
@@ -66,4 +67,4 @@ st.caption(f"Throughput {source}; evaluation and checkpoints add a little. "
 if fields["model"] is None:
     st.info("Choose the checkpoint to continue from.")
 else:
-    ui.launch_button(lambda: ui.build_configs("pretrain", fields, optim, seeds), ui.parent_of(fields["model"]))
+    ui.launch_button(lambda: ui.build_configs("pretrain", fields, optim, seeds), parent_run(fields["model"]))

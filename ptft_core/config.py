@@ -86,6 +86,8 @@ MAX_BATCH = 1_024  # examples per step: 1,024 sequences of 512 tokens is past on
 MAX_EVALUATIONS = 1_000  # evaluations per task: each is a point on every curve; a chart reads 1,000 at most
 MAX_SAMPLES = 100_000  # examples scored at one evaluation: about a minute of a CPU each time; 0 takes a whole split
 MAX_SEED = 2**32 - 1  # numpy's and torch's generators take 32-bit seeds
+MAX_PRIORITY = 1_000  # a run's place in the queue: a thousand levels each way order any queue (the store keeps 32 bits)
+MAX_NOTES = 20_000  # characters of a run's notes: a page of text, sent with the run's row
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
 Names = Annotated[list[Name], BeforeValidator(_listed)]
@@ -407,6 +409,21 @@ class EvaluateConfig:
 RunConfig = PretrainConfig | FinetuneConfig | EvaluateConfig
 _KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig}
 CHECKPOINT_FIELD = {"pretrain": "model", "finetune": "base", "evaluate": "model"}  # what each kind starts from
+
+
+def check_run_labels(priority: int = 0, tags: Any = (), name: str | None = None, notes: str | None = None) -> None:
+    """The labels a run gets besides its config (queue priority, tags, name, notes), bounded as the config's own
+    fields are; ConfigError names the first one out of bounds."""
+    tags = list(tags)
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+        raise ConfigError(f"priority: must be a whole number in [-{MAX_PRIORITY:,}, {MAX_PRIORITY:,}] "
+                          f"(got {_shown(priority)})")
+    if len(tags) > MAX_TAGS or any(not isinstance(t, str) or len(t) > MAX_NAME for t in tags):
+        raise ConfigError(f"tags: at most {MAX_TAGS} texts of at most {MAX_NAME} characters (got {_shown(tags)})")
+    if name is not None and len(name) > MAX_NAME:
+        raise ConfigError(f"name: must have at most {MAX_NAME} characters (got {_shown(name)})")
+    if notes is not None and len(notes) > MAX_NOTES:
+        raise ConfigError(f"notes: must have at most {MAX_NOTES:,} characters (got {_shown(notes)})")
 
 
 # --- errors ----------------------------------------------------------------------------------------------------------

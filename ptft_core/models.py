@@ -29,6 +29,7 @@ from transformers import (
 
 from ptft_core import paths
 from ptft_core.config import BUILTIN_CHECKPOINT, CPU_AUTO_BF16, PRESETS, ConfigError
+from ptft_core.specs import run_reference
 
 PRESET_SHAPES: dict[str, dict[str, int]] = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
@@ -162,11 +163,6 @@ def train_wordpiece(texts: list[str], vocab_size: int, model_max_length: int = 5
 # --- resolving checkpoint specs -------------------------------------------------------------------------------
 
 
-def parent_run_id(spec: str) -> str | None:
-    """The run a `run:<id>[/step-<N>]` spec descends from (lineage); None for anything else."""
-    return spec[4:].split("/", 1)[0] if spec.startswith("run:") else None
-
-
 def resolve_checkpoint(spec: str) -> str:
     """Where a model spec's files are: a local folder, or a hub id left for `from_pretrained`.
 
@@ -179,7 +175,7 @@ def resolve_checkpoint(spec: str) -> str:
             raise CheckpointError(f"the built-in checkpoint {spec!r} is not prepared: "
                                   "run python -m ptft_core data prepare")
         return str(path)
-    reference = paths.run_checkpoint(spec)
+    reference = run_reference(spec)
     if reference is not None:
         run_id, name = reference
         if not paths.checkpoint_saved(paths.run_dir(run_id), name):

@@ -46,18 +46,6 @@ def run_dir(run_id: str) -> Path:
     return runs_dir() / run_id
 
 
-RUN_SPEC = "run:"  # a model spec naming a run's checkpoint: run:<run_id>[/<checkpoint>]
-FINAL_CHECKPOINT = "final"  # what run:<run_id> alone means
-
-
-def run_checkpoint(spec: str) -> tuple[str, str] | None:
-    """`run:<id>/step-100` -> (id, "step-100"), `run:<id>` -> (id, "final"); None for any other model spec."""
-    if not spec.startswith(RUN_SPEC):
-        return None
-    run_id, _, name = spec[len(RUN_SPEC):].partition("/")
-    return run_id, name or FINAL_CHECKPOINT
-
-
 def checkpoint_dir(run_folder: Path, name: str) -> Path:
     return Path(run_folder) / "checkpoints" / name
 

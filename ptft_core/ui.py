@@ -37,6 +37,7 @@ from ptft_core.config import (
     field_spec,
     with_seed,
 )
+from ptft_core.specs import parent_run
 from ptft_core.store.store import flatten
 
 READ_ONLY_ENV = "PTFT_READ_ONLY"
@@ -203,7 +204,7 @@ def parse_tags(text: str) -> list[str]:
 
 def short_spec(spec: str) -> str:
     """A model spec as a name part: `run:pt-2025..-1a2b3c/step-100` -> `pt-1a2b3c`, a path -> its last part."""
-    run_id = parent_of(spec)
+    run_id = parent_run(spec)
     if run_id:
         return f"{run_id.split('-')[0]}-{run_id.rsplit('-', 1)[-1]}"
     return Path(spec).name or spec
@@ -229,12 +230,6 @@ def build_configs(kind: str, fields: dict[str, Any], optim: dict[str, Any], seed
     if len(seeds) == 1:
         return [replace(config, seed=seeds[0])]
     return [with_seed(config, seed) for seed in seeds]
-
-
-def parent_of(spec: str) -> str | None:
-    """The run a `run:<id>[/step-<N>]` model spec descends from (the lineage shown on Runs)."""
-    reference = paths.run_checkpoint(spec)
-    return reference[0] if reference else None
 
 
 def launch(configs: Sequence[RunConfig], parent: str | None = None) -> list[str]:
@@ -279,7 +274,7 @@ def throughput_for(model: str) -> tuple[float | None, str]:
     """
     if model in CPU_TOKENS_PER_S:
         return CPU_TOKENS_PER_S[model], f"measured for {model} on 2 CPU cores"
-    run_id = parent_of(model)
+    run_id = parent_run(model)
     if run_id:
         series = lab().metric_series([run_id], names=["tokens_per_s"], splits=["train"])
         if len(series):

@@ -19,11 +19,11 @@ from ptft_core.models import (
     classifier_sharing_encoder,
     load_mlm_head,
     load_tokenizer,
-    parent_run_id,
     resolve_checkpoint,
     save_mlm_head,
     train_wordpiece,
 )
+from ptft_core.specs import parent_run
 
 TEXTS = ["The cat sat on the mat.", "A dog barked at the cat!", "Cats and dogs, dogs and cats."] * 20
 
@@ -58,8 +58,8 @@ def test_resolve_run_specs_and_lineage(empty_home):
         resolve_checkpoint("run:abc")  # no final yet
     with pytest.raises(CheckpointError, match="no checkpoint 'step-9'"):
         resolve_checkpoint("run:abc/step-9")
-    assert parent_run_id("run:abc/step-3") == parent_run_id("run:abc") == "abc"
-    assert parent_run_id("minilm-l6") is None
+    assert parent_run("run:abc/step-3") == parent_run("run:abc") == "abc"
+    assert parent_run("minilm-l6") is None
 
 
 def test_resolve_folders(tmp_path):

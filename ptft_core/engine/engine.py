@@ -31,19 +31,27 @@ import shutil
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ptft_core import paths
-from ptft_core.config import CHECKPOINT_FIELD, ConfigError, RunConfig, config_from_dict, config_to_dict
+from ptft_core.config import (
+    CHECKPOINT_FIELD,
+    ConfigError,
+    RunConfig,
+    check_run_labels,
+    config_from_dict,
+    config_to_dict,
+)
 from ptft_core.engine import scheduler
 from ptft_core.engine.devices import DevicePool, Gpu
 from ptft_core.engine.launcher import EXIT_UNKNOWN, Launcher, LocalSubprocessLauncher
 from ptft_core.engine.ray_launcher import RayLauncher, launcher_from_env
+from ptft_core.ids import new_run_id
 from ptft_core.journal import JOURNAL_NAME, read_events
+from ptft_core.specs import check_names
 from ptft_core.store import TERMINAL, Store
 from ptft_core.store.store import from_epoch, now
 from ptft_core.worker import HEARTBEAT_NAME, latest_step_checkpoint
@@ -56,12 +64,6 @@ CANCEL_REQUEST = "cancel.request"
 # cancelled, even across a restart of the engine between the request and the worker's exit.
 PRUNE_REQUEST = "prune.request"
 RESUMABLE = ("interrupted", "cancelled", "failed", "pruned")
-
-
-def new_run_id(kind: str) -> str:
-    """Sortable, readable and unique: `pt-20250102-153045-1a2b3c` (pt: pretrain, ft: finetune)."""
-    prefix = {"pretrain": "pt", "finetune": "ft", "evaluate": "ev"}.get(kind, kind[:2])
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -200,6 +202,13 @@ class Engine:
             raise ConfigError(f"ranks: {ranks} ranks take a GPU each on one node, and the largest node here has "
                               f"{self.pool.gpus_per_node}; use at most that, or device: cpu for ranks on the CPU")
         data = config_to_dict(config)
+        check_names(data)
+        check_run_labels(priority=priority, tags=tags, name=name)
+        if study is not None:
+            try:
+                self.store.get_study(study)
+            except KeyError:
+                raise ConfigError(f"study: there is no study {study[:80]!r} in this lab") from None
         with self._lock:
             dependency = scheduler.depends_on(data)
             if dependency is not None:
@@ -212,14 +221,18 @@ class Engine:
                 run_id = new_run_id(config.kind)
             run_dir = self.run_dir(run_id)
             run_dir.mkdir(parents=True)
-            _write_json(run_dir / "config.json", data)
-            _write_json(run_dir / "run.json", {"run_id": run_id, "config": data, "attempt": 1})
-            self.store.insert_run({
-                "id": run_id, "name": name or config.name or run_id, "kind": config.kind, "parent_run": parent,
-                "study": study, "config": data, "status": "queued", "priority": int(priority),
-                "tags": sorted({*tags, *config.tags}), "total_steps": getattr(config, "max_steps", 0) or None,
-                "step": 0,
-            })
+            try:
+                _write_json(run_dir / "config.json", data)
+                _write_json(run_dir / "run.json", {"run_id": run_id, "config": data, "attempt": 1})
+                self.store.insert_run({
+                    "id": run_id, "name": name or config.name or run_id, "kind": config.kind, "parent_run": parent,
+                    "study": study, "config": data, "status": "queued", "priority": int(priority),
+                    "tags": sorted({*tags, *config.tags}), "total_steps": getattr(config, "max_steps", 0) or None,
+                    "step": 0,
+                })
+            except BaseException:  # no folder without its row: a failed insert leaves nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise
         self._wake.set()
         return run_id
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ptft_core import paths
 from ptft_core.config import CHECKPOINT_FIELD
 from ptft_core.engine.devices import Allocation, DevicePool
+from ptft_core.specs import run_reference
 
 
 def queue_order(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -29,7 +29,7 @@ def queue_order(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def depends_on(config: dict[str, Any]) -> tuple[str, str] | None:
     """(run id, checkpoint name) a run's config starts from, when it names another run's checkpoint."""
     field = CHECKPOINT_FIELD.get(config.get("kind"))
-    return paths.run_checkpoint(str(config.get(field) or "")) if field else None
+    return run_reference(str(config.get(field) or "")) if field else None
 
 
 def slot_kind(run: dict[str, Any], pool: DevicePool) -> str:

@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ptft_core.config import CHECKPOINT_FIELD, ConfigError, EvaluateConfig, FinetuneConfig, config_to_dict
+from ptft_core.ids import STUDY, new_id
 from ptft_core.studies.costs import dataset_chance, dataset_classes, dataset_shape, estimate_seconds, run_seconds
 from ptft_core.studies.templates import PlannedRun, build_runs, get_template
 from ptft_core.ticker import Ticker
@@ -113,10 +113,6 @@ def environment(devices: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
         "devices": [d.get("device", "") + (f" ({d['description']})" if d.get("description") else "")
                     for d in devices],
     }
-
-
-def new_study_id() -> str:
-    return f"st-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 # --- the state of a study, derived from the store --------------------------------------------------------------
@@ -275,7 +271,7 @@ class StudyDriver(Ticker):
         has_gpu = any(d["kind"] == "cuda" for d in self.engine.devices())
         plan = make_plan(template, preset, tiny, slots=slots, device="cuda" if has_gpu else "cpu")
         plan.env = {**plan.env, **environment(self.engine.devices())}
-        study_id = new_study_id()
+        study_id = new_id(STUDY)
         name = name or f"{template} ({preset}{', tiny' if tiny else ''})"
         self.engine.store.create_study(study_id, name, template=template, preset=preset, config=plan.to_dict())
         log.info("study %s (%s): %d runs planned, about %.0f min", study_id, name, len(plan.runs),

@@ -31,7 +31,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import pandas as pd
 
 from ptft_core import paths
 from ptft_core.config import ConfigError
+from ptft_core.ids import SWEEP, new_id
 from ptft_core.store import TERMINAL
 from ptft_core.sweeps.spec import SweepSpec, spec_from_dict, spec_to_dict
 from ptft_core.ticker import Ticker
@@ -52,10 +52,6 @@ TRIAL_TAG = "sweep-trial:"
 SPLIT = "validation"
 FINISHED = ("done", "cancelled", "failed")  # a sweep's final statuses ("running" until then)
 TRIAL_COLUMNS = ["trial", "state", "run_id", "status", "value", "step", "prune_step", "reason", "seconds"]
-
-
-def new_sweep_id() -> str:
-    return f"sw-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 # --- Optuna: the study in its journal, the sampler, the pruner -----------------------------------------------------
@@ -403,7 +399,7 @@ class SweepDriver(Ticker):
         spec = spec if isinstance(spec, SweepSpec) else spec_from_dict(spec)
         if name:
             spec.name = name
-        sweep_id = new_sweep_id()
+        sweep_id = new_id(SWEEP)
         with self._lock:
             study = self._studies[sweep_id] = open_study(self.engine.home, sweep_id, spec, create=True)
             for values in spec.enqueue:  # before the row: a sweep the store knows has all its enqueued trials

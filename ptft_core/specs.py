@@ -1,0 +1,91 @@
+"""What the names in a config point at, one owner: model specs (`run:<id>[/<checkpoint>]`, a preset, the built-in
+checkpoint, a folder, a hub id) and dataset names (built-in, registered, `hf:<hub id>[:<config>]`).
+
+`check_names` runs when a run is submitted, before anything is written: a name that cannot resolve (a folder
+without a model, `../../etc`, a dataset this lab does not know, a run id with the shape of a path) is refused
+with the field named, instead of being queued to fail in a worker. Whether a named run exists, and whether its
+checkpoint will, is the engine's question (it holds the store). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ptft_core.config import BUILTIN_CHECKPOINT, CHECKPOINT_FIELD, PRESETS, ConfigError
+from ptft_core.ids import is_id
+
+RUN_SPEC = "run:"  # a model spec naming a run's checkpoint: run:<run_id>[/<checkpoint>]
+FINAL_CHECKPOINT = "final"  # what run:<run_id> alone means
+_CHECKPOINT_NAME = re.compile(r"final|best|step-\d{1,9}")
+# A Hugging Face hub id: `name` or `owner/name`, letters, digits, '-', '_' and '.', at most 96 characters a part
+# (the hub's own limit), never a path step ('..').
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+HUB_DATASET = "hf:"
+
+
+def run_reference(spec: str) -> tuple[str, str] | None:
+    """`run:<id>/step-100` -> (id, "step-100"), `run:<id>` -> (id, "final"); None for any other model spec."""
+    if not spec.startswith(RUN_SPEC):
+        return None
+    run_id, _, name = spec[len(RUN_SPEC):].partition("/")
+    return run_id, name or FINAL_CHECKPOINT
+
+
+def parent_run(spec: str) -> str | None:
+    """The run a `run:<id>[/step-<N>]` model spec descends from (the lineage); None for any other spec."""
+    reference = run_reference(spec)
+    return reference[0] if reference else None
+
+
+def _is_hub_id(text: str) -> bool:
+    return _HUB_ID.fullmatch(text) is not None and ".." not in text
+
+
+def check_model_spec(spec: str, field: str) -> None:
+    """Refuse a model spec that cannot resolve: ConfigError naming `field`."""
+    if spec in PRESETS or spec == BUILTIN_CHECKPOINT:
+        return
+    reference = run_reference(spec)
+    if reference is not None:
+        run_id, name = reference
+        if not is_id(run_id) or not _CHECKPOINT_NAME.fullmatch(name):
+            raise ConfigError(f"{field}: {spec[:80]!r} is not run:<run id>[/final|/best|/step-<N>]")
+        return
+    path = Path(spec).expanduser()
+    looks_like_path = spec.startswith((".", "/", "~"))
+    if path.is_dir() or looks_like_path:
+        if not (path / "config.json").is_file():
+            what = "holds no Hugging Face model (no config.json)" if path.is_dir() else "is no folder"
+            raise ConfigError(f"{field}: {spec[:80]!r} {what}")
+        return
+    if not _is_hub_id(spec):
+        raise ConfigError(f"{field}: {spec[:80]!r} is none of: a preset ({', '.join(PRESETS)}), "
+                          f"{BUILTIN_CHECKPOINT}, run:<run id>, a model folder, a Hugging Face hub id")
+
+
+def check_dataset(name: str, field: str) -> None:
+    """Refuse a dataset name this lab cannot load: not built-in, not registered, not `hf:<hub id>[:<config>]`."""
+    from ptft_core.data.registry import known_names  # reads the home's datasets folder: at call time
+
+    if name.startswith(HUB_DATASET):
+        hub_id, _, config = name[len(HUB_DATASET):].partition(":")
+        if _is_hub_id(hub_id) and (not config or re.fullmatch(r"[A-Za-z0-9_.-]{1,96}", config)):
+            return
+        raise ConfigError(f"{field}: {name[:80]!r} is not hf:<hub id>[:<config>]")
+    known = known_names()
+    if name not in known:
+        raise ConfigError(f"{field}: no dataset {name[:80]!r} in this lab (known: {', '.join(known)}); register "
+                          "a file on the Data page, or use hf:<hub id>")
+
+
+def check_names(config: dict[str, Any]) -> None:
+    """Every model spec and dataset name of a (validated) config, checked; ConfigError names the first bad one."""
+    check_model_spec(config[CHECKPOINT_FIELD[config["kind"]]], CHECKPOINT_FIELD[config["kind"]])
+    for field in ("dataset", "then_dataset", "probe_corpus"):
+        if config.get(field) is not None:
+            check_dataset(config[field], field)
+    for field in ("corpus", "datasets"):
+        for name in config.get(field) or ():
+            check_dataset(name, field)
