@@ -4,11 +4,12 @@
     run_id = lab.submit(config)
     lab.metric_series([run_id], names=["loss"])
 
-`LabClient` has the read methods of `ptft_core.store.Store` (same names, arguments and return types: DataFrames
-from Arrow IPC, row dicts with aware datetimes), so the studies' progress and report code runs on either, and
-the engine's control methods (`submit`, `cancel`, `resume`, `retry`, `delete`, `devices`, `queue`). Errors come
-back as the exceptions the engine raises: an unknown id is `KeyError`, a refusal by the run's state or a bad
-config is `ValueError` (`ConfigError`), a viewer's write is `PermissionError`, no service is `ServiceUnavailable`.
+`LabClient` is the lab contract (`ptft_core.lab.Lab`) over HTTP; `ptft_core.service.local.LocalLab` is the same
+contract in the service's process, and one shared test suite holds the two equal. Its reads return what the
+store's do (DataFrames from Arrow IPC, row dicts with aware datetimes), so the studies' progress and report code
+runs on either. Errors come back as the contract's: an unknown id is `UnknownId` (a KeyError), a bad config or
+value `ConfigError`, a refusal by the run's state `Refused` (both ValueErrors), a viewer's write
+`PermissionError`, no service `ServiceUnavailable`.
 
 Discovery: a service announces itself in `PTFT_HOME/service.json` (url, pid) and keeps its tokens in
 `PTFT_HOME/service-tokens.json` (0600); clients on the machine read both. When the service restarts (on
@@ -35,6 +36,7 @@ import pyarrow as pa
 
 from ptft_core import paths
 from ptft_core.config import ConfigError, RunConfig, config_to_dict
+from ptft_core.lab import Refused, UnknownId
 
 TOKEN_ENV = "PTFT_TOKEN"  # a token given to a client (a demo server started with a viewer link)
 TIME_KEYS = ("created_at", "started_at", "finished_at", "heartbeat", "queued_at")
@@ -151,7 +153,7 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class LabClient:
-    """Calls of the lab service for one home; see the module docstring."""
+    """The lab contract (`ptft_core.lab.Lab`) over HTTP, for one home; see the module docstring."""
 
     def __init__(self, home: Path, role: str = "editor", token: str | None = None, autostart: bool = False,
                  timeout: float = 60.0):
@@ -216,13 +218,13 @@ class LabClient:
                 f"the lab service at {self.url} has no {method} {path}: it runs older code than this client (it "
                 f"was started before an update); stop it (`kill {pid}`: its runs go on) and start it again")
         if response.status_code == 404:
-            raise KeyError(detail)
+            raise UnknownId(detail)
         if response.status_code in (401, 403):
             raise PermissionError(detail)
         if response.status_code == 422:
             raise ConfigError(detail)
         if response.status_code == 409:
-            raise ValueError(detail)
+            raise Refused(detail)
         raise RuntimeError(f"lab service: HTTP {response.status_code}: {detail}")
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:

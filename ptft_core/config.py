@@ -417,13 +417,13 @@ def check_run_labels(priority: int = 0, tags: Any = (), name: str | None = None,
     tags = list(tags)
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         raise ConfigError(f"priority: must be a whole number in [-{MAX_PRIORITY:,}, {MAX_PRIORITY:,}] "
-                          f"(got {_shown(priority)})")
+                          f"(got {shown(priority)})")
     if len(tags) > MAX_TAGS or any(not isinstance(t, str) or len(t) > MAX_NAME for t in tags):
-        raise ConfigError(f"tags: at most {MAX_TAGS} texts of at most {MAX_NAME} characters (got {_shown(tags)})")
+        raise ConfigError(f"tags: at most {MAX_TAGS} texts of at most {MAX_NAME} characters (got {shown(tags)})")
     if name is not None and len(name) > MAX_NAME:
-        raise ConfigError(f"name: must have at most {MAX_NAME} characters (got {_shown(name)})")
+        raise ConfigError(f"name: must have at most {MAX_NAME} characters (got {shown(name)})")
     if notes is not None and len(notes) > MAX_NOTES:
-        raise ConfigError(f"notes: must have at most {MAX_NOTES:,} characters (got {_shown(notes)})")
+        raise ConfigError(f"notes: must have at most {MAX_NOTES:,} characters (got {shown(notes)})")
 
 
 # --- errors ----------------------------------------------------------------------------------------------------------
@@ -442,7 +442,7 @@ _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "l
 SHOWN_CHARS = 60  # of a bad value quoted in an error: enough to recognise it, never a 5 MB echo
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
@@ -486,7 +486,7 @@ def describe_errors(exc: ValidationError, cls: type) -> str:
             what = f"must have at most {ctx.get('max_length')} characters"
         else:
             what = _PHRASES.get(kind, error["msg"].replace("Input should be", "must be"))
-        lines.append(f"{where or cls.__name__}: {what} (got {_shown(error.get('input'))})")
+        lines.append(f"{where or cls.__name__}: {what} (got {shown(error.get('input'))})")
     return "; ".join(lines)
 
 
@@ -586,7 +586,7 @@ def describe_fields(kind: str) -> str:
             out.append(f"\n{group}")
         kind_text = spec.type + (f": {' | '.join(map(str, spec.choices))}" if spec.choices else "")
         bounds = f", {spec.bounds}" if spec.bounds else ""
-        default = "(required)" if spec.default is PydanticUndefined else f"= {_shown(spec.default)}"
+        default = "(required)" if spec.default is PydanticUndefined else f"= {shown(spec.default)}"
         out.append(f"  {spec.name} ({kind_text}{bounds}) {default}")
         out.extend(textwrap.wrap(spec.help, 110, initial_indent="      ", subsequent_indent="      "))
     return "\n".join(out)
@@ -602,7 +602,7 @@ def json_schema(kind: str) -> dict[str, Any]:
 
 def config_class(kind: Any) -> type:
     if kind not in _KINDS:
-        raise ConfigError(f"kind: must be one of {', '.join(_KINDS)} (got {_shown(kind)})")
+        raise ConfigError(f"kind: must be one of {', '.join(_KINDS)} (got {shown(kind)})")
     return _KINDS[kind]
 
 
@@ -612,7 +612,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
     cls = config_class(data.get("kind"))
     if "optim" in data and not isinstance(data["optim"], dict | OptimConfig):
-        raise ConfigError(f"optim: must be a mapping (got {_shown(data['optim'])})")
+        raise ConfigError(f"optim: must be a mapping (got {shown(data['optim'])})")
     return cls(**data)
 
 

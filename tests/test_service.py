@@ -102,7 +102,7 @@ def test_a_run_submitted_through_the_client_trains_and_reads_back(service, fake_
     assert list(lab.list_runs(tag="api")["id"]) == [run_id]
     series = lab.metric_series([run_id], names=["loss"], splits=["train"])
     assert list(series["x"]) == list(range(1, 13)) and set(series["name"]) == {"loss"}
-    with pytest.raises(ConfigError, match="x must be one of"):
+    with pytest.raises(ConfigError, match="x: must be one of"):
         lab.metric_series([run_id], x="bogus")
     with pytest.raises(ValueError, match="only interrupted, cancelled, failed, pruned runs can resume"):
         lab.resume(run_id)  # 409: the engine's own reason

@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ptft_core.engine import Engine
     from ptft_core.service.api import create_app
+    from ptft_core.service.local import LocalLab
     from ptft_core.service.tokens import TOKENS_NAME, load_or_create
     from ptft_core.studies.driver import driver_for
     from ptft_core.sweeps.driver import sweep_driver_for
@@ -80,7 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         driver.start()
         sweeps.start()
         print(f"ptft service on {url} (tokens: {engine.home / TOKENS_NAME})", flush=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(engine, tokens, driver, sweeps), log_level="warning"))
+        app = create_app(LocalLab(engine, driver, sweeps), tokens)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         server.run(sockets=[sock])
     finally:
         service_file.unlink(missing_ok=True)

@@ -1,0 +1,231 @@
+"""`LocalLab`: the lab contract (`ptft_core.lab.Lab`) in-process, over the engine, its store and the study and
+sweep drivers. The service's routes call it and nothing else; a test or a tool in the service's own process
+may use it directly.
+
+It is where a call's arguments are checked, the same for every client: ids have an id's shape and exist
+(`UnknownId` otherwise, before any path is built), each query names at most MAX_RUN_IDS runs, counts lie within
+their bounds (`ConfigError`), and an action the run's state refuses is `Refused`. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ptft_core.config import ConfigError, RunConfig, check_run_labels, config_from_dict, config_to_dict
+from ptft_core.engine import Engine
+from ptft_core.ids import GROUP, is_id, new_id
+from ptft_core.lab import (
+    MAX_GROUP,
+    MAX_LOG_BYTES,
+    MAX_METRIC_NAMES,
+    MAX_POINTS,
+    Refused,
+    UnknownId,
+    bounded,
+    run_selection,
+)
+from ptft_core.store import X_AXES
+from ptft_core.studies.driver import StudyDriver, StudyProgress, list_studies, study_progress
+from ptft_core.sweeps.driver import SweepDriver, SweepProgress, SweepView
+
+
+def _named(what: str, text: object) -> str:
+    return f"no {what} {str(text)[:80]!r} in this lab"
+
+
+def _refused(action, *args: Any) -> Any:
+    """An engine action; its refusal by the run's state (a ValueError that is no ConfigError) is `Refused`."""
+    try:
+        return action(*args)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+
+
+class LocalLab:
+    """The lab in this process; see the module docstring."""
+
+    def __init__(self, engine: Engine, studies: StudyDriver, sweeps: SweepDriver):
+        self.engine = engine
+        self.store = engine.store
+        self.studies = studies
+        self.sweeps = sweeps
+
+    # -- ids -------------------------------------------------------------------------------------------------------
+    def known(self, run_id: str) -> str:
+        if not is_id(run_id) or not self.store.has_run(run_id):
+            raise UnknownId(_named("run", run_id))
+        return run_id
+
+    def known_runs(self, run_ids: Sequence[str]) -> list[str]:
+        return [self.known(r) for r in run_selection(run_ids)]
+
+    # -- the lab ---------------------------------------------------------------------------------------------------
+    def whoami(self) -> dict[str, str]:
+        return {"role": "editor", "home": str(self.engine.home)}
+
+    def devices(self) -> list[dict[str, Any]]:
+        return self.engine.devices()
+
+    def queue(self) -> list[dict[str, Any]]:
+        return self.engine.queue()
+
+    # -- runs: reads -----------------------------------------------------------------------------------------------
+    def list_runs(self, status: str | Iterable[str] | None = None, kind: str | None = None,
+                  tag: str | None = None, study: str | None = None) -> pd.DataFrame:
+        return self.store.list_runs(status=status, kind=kind, tag=tag, study=study)
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self.store.get_run(self.known(run_id))
+
+    def has_run(self, run_id: str) -> bool:
+        return is_id(run_id) and self.store.has_run(run_id)
+
+    def last_metrics(self, run_id: str) -> pd.DataFrame:
+        return self.store.last_metrics(self.known(run_id))
+
+    def artifacts(self, run_id: str) -> pd.DataFrame:
+        return self.store.artifacts(self.known(run_id))
+
+    def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str:
+        path = self.engine.run_dir(self.known(run_id)) / "worker.log"
+        bounded("max_bytes", max_bytes, 0, MAX_LOG_BYTES)
+        if not path.is_file():
+            return ""
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - max_bytes))
+            return f.read().decode("utf-8", errors="replace")
+
+    def metric_series(self, run_ids: Sequence[str], names: Sequence[str] | None = None,
+                      splits: Sequence[str] | None = None, x: str = "step", max_points: int = 2000) -> pd.DataFrame:
+        ids = self.known_runs(run_ids)
+        for what, given in (("names", names), ("splits", splits)):
+            if given is not None and len(given) > MAX_METRIC_NAMES:
+                raise ConfigError(f"{what}: at most {MAX_METRIC_NAMES} in one query (got {len(given):,})")
+        if x not in X_AXES:
+            raise ConfigError(f"x: must be one of {', '.join(X_AXES)} (got {str(x)[:40]!r})")
+        bounded("max_points", max_points, 4, MAX_POINTS)
+        return self.store.metric_series(ids, names, splits, x=x, max_points=max_points)
+
+    def metric_names(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        return self.store.metric_names(self.known_runs(run_ids))
+
+    def config_diff(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        return self.store.config_diff(self.known_runs(run_ids))
+
+    def seconds_per_step(self, run_ids: Sequence[str]) -> dict[str, float]:
+        return self.store.seconds_per_step(self.known_runs(run_ids))
+
+    def metric_rows(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        return self.store.metric_rows(self.known_runs(run_ids))
+
+    # -- runs: control ---------------------------------------------------------------------------------------------
+    def submit(self, config: RunConfig | dict, priority: int = 0, parent: str | None = None,
+               study: str | None = None, tags: Iterable[str] = (), name: str | None = None) -> str:
+        if parent is not None:
+            self.known(parent)
+        if study is not None and not is_id(study):
+            raise ConfigError(f"study: {str(study)[:80]!r} is not a study id")
+        return self.engine.submit(config, priority=priority, parent=parent, study=study, tags=list(tags), name=name)
+
+    def submit_group(self, configs: Sequence[RunConfig | dict], parent: str | None = None) -> list[str]:
+        """Queue configs together (one per seed); more than one become a study, so Compare picks them together."""
+        if len(configs) > MAX_GROUP:
+            raise ConfigError(f"configs: at most {MAX_GROUP} in one group (got {len(configs):,})")
+        if parent is not None:
+            self.known(parent)
+        checked = [config_from_dict(c if isinstance(c, dict) else config_to_dict(c)) for c in configs]  # all first
+        study = None
+        if len(checked) > 1:
+            study = self.store.create_study(new_id(GROUP), checked[0].name or checked[0].kind)
+        return [self.engine.submit(c, parent=parent, study=study) for c in checked]
+
+    def cancel(self, run_id: str) -> str:
+        return self.engine.cancel(self.known(run_id))
+
+    def resume(self, run_id: str) -> str:
+        return _refused(self.engine.resume, self.known(run_id))
+
+    def retry(self, run_id: str) -> str:
+        return self.engine.retry(self.known(run_id))
+
+    def delete(self, run_id: str) -> None:
+        _refused(self.engine.delete, self.known(run_id))
+
+    def set_tags(self, run_id: str, tags: Iterable[str]) -> None:
+        tags = list(tags)
+        check_run_labels(tags=tags)
+        self.store.set_tags(self.known(run_id), tags)
+
+    def set_notes(self, run_id: str, notes: str) -> None:
+        check_run_labels(notes=notes)
+        self.store.set_notes(self.known(run_id), notes)
+
+    # -- studies ---------------------------------------------------------------------------------------------------
+    def get_study(self, study_id: str) -> dict[str, Any]:
+        if not is_id(study_id):
+            raise UnknownId(_named("study", study_id))
+        try:
+            return self.store.get_study(study_id)
+        except KeyError:
+            raise UnknownId(_named("study", study_id)) from None
+
+    def study_table(self) -> pd.DataFrame:
+        return list_studies(self.store)
+
+    def study_progress(self, study_id: str) -> StudyProgress:
+        self.get_study(study_id)
+        try:
+            return study_progress(self.store, study_id)
+        except KeyError as exc:  # a study row without a plan: a group of seeds
+            raise Refused(str(exc.args[0])) from None
+
+    def launch_study(self, template: str, preset: str = "quick", tiny: bool = False, name: str | None = None) -> str:
+        check_run_labels(name=name)
+        try:
+            return self.studies.launch(template, preset, tiny=tiny, name=name)
+        except KeyError as exc:  # an unknown template or preset: the driver's message names the known ones
+            raise ConfigError(str(exc.args[0])) from None
+
+    def cancel_study(self, study_id: str) -> list[str]:
+        self.get_study(study_id)
+        ids = list(self.store.list_runs(study=study_id, status=["queued", "running"])["id"])
+        for run_id in ids:
+            self.engine.cancel(run_id)
+        return ids
+
+    # -- sweeps ----------------------------------------------------------------------------------------------------
+    def _sweep(self, sweep_id: str) -> SweepView:
+        if not is_id(sweep_id):
+            raise UnknownId(_named("sweep", sweep_id))
+        try:
+            return self.sweeps.view(sweep_id)
+        except KeyError:
+            raise UnknownId(_named("sweep", sweep_id)) from None
+
+    def sweep_table(self) -> pd.DataFrame:
+        return self.sweeps.table()
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._sweep(sweep_id).row
+
+    def sweep_progress(self, sweep_id: str) -> SweepProgress:
+        return self._sweep(sweep_id).progress()
+
+    def sweep_trials(self, sweep_id: str) -> pd.DataFrame:
+        return self._sweep(sweep_id).trials()
+
+    def sweep_effects(self, sweep_id: str) -> pd.DataFrame:
+        return self._sweep(sweep_id).effects()
+
+    def launch_sweep(self, spec: dict[str, Any], name: str | None = None) -> str:
+        check_run_labels(name=name)
+        return self.sweeps.launch(spec, name=name)
+
+    def cancel_sweep(self, sweep_id: str) -> list[str]:
+        self._sweep(sweep_id)
+        return self.sweeps.cancel(sweep_id)
