@@ -92,6 +92,7 @@ MAX_NOTES = 20_000  # characters of a run's notes: a page of text, sent with the
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
 Names = Annotated[list[Name], BeforeValidator(_listed)]
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SPEC)]
+DatasetName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
 # Floats are finite: `lr: Infinity` or NaN would be queued and fail (or silently train nothing) in the worker.
 _MODEL = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
@@ -267,7 +268,7 @@ class FinetuneConfig:
     scratch: bool = _field("model and data", "Scratch baseline", False)
     """Keep the base's architecture and tokenizer but re-initialise its weights: the fair baseline, what the same
     model learns without its pretraining."""
-    dataset: NonBlank = _field("model and data", "Dataset", "movies", max_length=MAX_NAME)
+    dataset: DatasetName = _field("model and data", "Dataset", "movies")
     """A labelled dataset (built-in, registered on the Data page, or hf:<hub id>); at most 200 characters."""
     max_length: int = _field("model and data", "Max length (tokens)", 128, ge=8, le=512)
     """Texts are truncated to this many tokens. At most 512: the position embeddings of BERT-like models."""

@@ -14,11 +14,31 @@ def child_pythonpath(env: dict[str, str]) -> str:
     return os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
 
 
+DEFAULT_HOME = REPO_ROOT / "data"
+
+
 def home() -> Path:
-    """The lab's home folder; created on first use."""
-    path = Path(os.environ.get("PTFT_HOME") or REPO_ROOT / "data").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    """The lab's home folder; created on first use, private to its user (0700): it holds every run, the store
+    and the service's tokens."""
+    path = Path(os.environ.get("PTFT_HOME") or DEFAULT_HOME).expanduser().resolve()
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)  # mkdir's own mode passes through the umask
     return path
+
+
+def readable_by_others(folder: Path) -> bool:
+    """Whether users other than the owner may read or enter `folder` (its group or other permission bits)."""
+    return bool(folder.stat().st_mode & 0o077)
+
+
+def exposure_warning(folder: Path) -> str | None:
+    """What to tell the user when the lab's home is open to other users of the machine; None when it is private."""
+    if not readable_by_others(folder):
+        return None
+    return (f"warning: the lab's home {folder} is readable by other users of this machine (mode "
+            f"{folder.stat().st_mode & 0o777:o}): they can read every run and the store without a token; "
+            f"`chmod 700 {folder}` makes it private")
 
 
 def downloads_dir() -> Path:

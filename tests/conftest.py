@@ -85,6 +85,31 @@ def fake_lab(empty_home, monkeypatch) -> Path:
     return empty_home
 
 
+@pytest.fixture
+def service(fake_lab):
+    """A running service on a free loopback port: (base URL, tokens, process)."""
+    import signal
+    import subprocess
+    import sys
+
+    from ptft_core.service.tokens import load_or_create
+
+    log = (fake_lab.parent / "service-output.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "ptft_core", "serve", "--port", "0", "--cpu-slots", "1"],
+                            cwd=paths.REPO_ROOT, env=os.environ, stdout=log, stderr=subprocess.STDOUT, text=True)
+    announced = fake_lab / "service.json"
+    try:
+        info = wait_for(lambda: proc.poll() is None and announced.exists() and json.loads(announced.read_text()),
+                        60, "service.json")
+        assert info["pid"] == proc.pid
+        yield info["url"], load_or_create(fake_lab), proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        log.close()
+
+
 def pytest_collection_modifyitems(config, items):
     import importlib.util
 

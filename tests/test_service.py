@@ -28,24 +28,6 @@ from ptft_core.store import Store
 from tests.conftest import stop_lab, wait_for
 
 
-@pytest.fixture
-def service(fake_lab):
-    """A running service on a free loopback port: (base URL, tokens, process)."""
-    proc = subprocess.Popen([sys.executable, "-m", "ptft_core", "serve", "--port", "0", "--cpu-slots", "1"],
-                            cwd=paths.REPO_ROOT, env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    announced = fake_lab / "service.json"
-    try:
-        info = wait_for(lambda: proc.poll() is None and announced.exists() and json.loads(announced.read_text()),
-                        60, "service.json")
-        assert info["pid"] == proc.pid
-        yield info["url"], load_or_create(fake_lab), proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-
-
 def test_tokens_are_private_stable_and_compared_by_role(tmp_path):
     tokens = load_or_create(tmp_path)
     mode = stat.S_IMODE((tmp_path / TOKENS_NAME).stat().st_mode)

@@ -473,6 +473,12 @@ def _clean_stale_temp(max_age_s: float = 3600) -> None:
 def prepare_all(progress: Progress = print) -> None:
     """Fetch, verify, extract and build the checkpoint and every built-in dataset; idempotent and atomic."""
     started = time.monotonic()
+    home = paths.home()
+    if home == paths.DEFAULT_HOME.resolve() and paths.readable_by_others(home):
+        # The checkout's data/ comes from the clone (it holds a README), with the clone's permissions: the lab
+        # it becomes holds every run and the service's tokens, so setting it up makes it private.
+        home.chmod(0o700)
+        progress(f"made the lab's home {home} private (0700)")
     with _prepare_lock(progress):
         _clean_stale_temp()
         _prepare_checkpoint(progress)  # first: mean_tokens needs its tokenizer

@@ -119,8 +119,8 @@ def lab_session(args: argparse.Namespace) -> Iterator[Any]:
     from ptft_core.service.commands import serve_args
 
     started = None
-    if find_service() is None:
-        _, started = start_service(args=serve_args(args))
+    if find_service() is None:  # a service of this command's own: it ends with the command, however it ends
+        _, started = start_service(args=[*serve_args(args), "--owner-pid", str(os.getpid())])
     lab = connect()
     try:
         yield lab

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--cpu-slots", type=int, default=None, help="concurrent CPU runs (default: cores / 2)")
     serve.add_argument("--detach", action="store_true",
                        help="start the service in the background unless one runs for this home, then return")
+    serve.add_argument("--owner-pid", type=int, default=None,
+                       help="stop when this process ends (a CLI command that started a service for itself)")
     serve.set_defaults(handler=cmd_serve)
 
     demo = subparsers.add_parser("demo", help="a read-only dashboard of the running lab, for stakeholders")
@@ -45,6 +48,36 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _stop_requested(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+LIFELINE_S = 1.0  # how often the service looks for its owner and its home
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def watch_lifeline(home: Path, owner_pid: int | None, stop: threading.Event) -> threading.Thread:
+    """A thread that stops this service (SIGTERM to itself: the clean way out) when its home is gone (deleted
+    under it: nothing it does could be kept) or when the process that started it for itself has ended, however
+    it ended: a kill -9 of a CLI command leaves no service behind."""
+    def watch() -> None:
+        while not stop.wait(LIFELINE_S):
+            gone = (f"its home {home} is gone" if not home.is_dir() else
+                    f"its owner (pid {owner_pid}) has ended" if owner_pid and not _alive(owner_pid) else None)
+            if gone:
+                print(f"ptft service stopping: {gone}", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    thread = threading.Thread(target=watch, name="ptft-lifeline", daemon=True)
+    thread.start()
+    return thread
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -63,9 +96,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # and hands the signal back to this one when it has shut down).
     signal.signal(signal.SIGTERM, _stop_requested)
     engine = Engine(cpu_slots=args.cpu_slots, db_path=args.db)  # takes the store's lock, or fails naming its owner
+    exposed = paths.exposure_warning(engine.home)
+    if exposed:
+        print(exposed, file=sys.stderr, flush=True)
     service_file = paths.service_file(engine.home)
     driver = driver_for(engine)
     sweeps = sweep_driver_for(engine)
+    lifeline = threading.Event()
     try:
         tokens = load_or_create(engine.home)
         sock = socket.create_server((args.host, args.port))
@@ -80,11 +117,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine.start()
         driver.start()
         sweeps.start()
+        watch_lifeline(engine.home, args.owner_pid, lifeline)
         print(f"ptft service on {url} (tokens: {engine.home / TOKENS_NAME})", flush=True)
         app = create_app(LocalLab(engine, driver, sweeps), tokens)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         server.run(sockets=[sock])
     finally:
+        lifeline.set()
         service_file.unlink(missing_ok=True)
         sweeps.stop()
         driver.stop()

@@ -35,6 +35,9 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 from pydantic.dataclasses import dataclass
 
 from ptft_core.config import (
+    MAX_NAME,
+    MAX_SEED,
+    MAX_STEPS,
     ConfigError,
     config_class,
     config_from_dict,
@@ -51,8 +54,10 @@ OBJECTIVE_METRICS = {"pretrain": ("loss", "perplexity"),
                      "finetune": ("accuracy", "loss", "f1", "precision", "recall", "ece")}
 LOWER_IS_BETTER = ("loss", "perplexity", "ece")
 NOT_SEARCHED = ("kind", "name", "tags")  # what a trial's identity is made of, not a setting
-MAX_TRIALS = 1000
-_MODEL = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+MAX_TRIALS = 1000  # trials of one sweep: a thousand fine-tunes is weeks of this machine
+MAX_SEARCHED = 20  # fields searched at once: more than any sampler here can tell apart in MAX_TRIALS trials
+MAX_CHOICES = 100  # values of one choice: a grid of them is already past MAX_TRIALS with two fields
+_MODEL = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 def _choices(value: Any) -> Any:
@@ -77,8 +82,8 @@ class Param:
     """Sample on a log scale (needs low > 0)."""
     step: float | None = None
     """Grid spacing of the range (an int field's default: 1); the grid sampler needs it on a float range."""
-    values: list[Any] | None = None
-    """The choices, instead of a range."""
+    values: list[Any] | None = Field(None, max_length=MAX_CHOICES)
+    """The choices, instead of a range; at most 100."""
 
     @property
     def is_choice(self) -> bool:
@@ -89,7 +94,7 @@ class Param:
 class Objective:
     """What a trial is judged by: one validation metric, and whether lower or higher is better."""
 
-    metric: str = "loss"
+    metric: str = Field("loss", max_length=40)
     """A validation metric of the base's kind (fine-tune: accuracy, loss, f1, precision, recall, ece; pretrain:
     loss, perplexity)."""
     direction: Literal["minimize", "maximize"] | None = None
@@ -110,13 +115,13 @@ class PrunerSpec:
     type: Literal["none", "median", "asha"] = "asha"
     """none; median: stop a trial worse than the median of the others at the same step; asha: asynchronous
     successive halving (a trial goes on past each rung only if it is in the top 1/reduction_factor there)."""
-    min_resource: int | None = Field(None, ge=1)
+    min_resource: int | None = Field(None, ge=1, le=MAX_STEPS)
     """asha: the step of the first rung (rungs at min_resource x reduction_factor^k); None: Optuna's estimate."""
-    reduction_factor: int = Field(3, ge=2)
-    """asha: 1 / the share of trials going on past each rung."""
-    startup_trials: int = Field(2, ge=0)
+    reduction_factor: int = Field(3, ge=2, le=100)
+    """asha: 1 / the share of trials going on past each rung; at most 100 (one trial in a hundred goes on)."""
+    startup_trials: int = Field(2, ge=0, le=MAX_TRIALS)
     """median: trials that finish before it prunes any."""
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
     """median: no pruning before this step."""
 
 
@@ -126,9 +131,9 @@ class SweepSpec:
 
     base: dict[str, Any]
     """The run config every trial starts from (a fine-tune or a pretraining)."""
-    space: dict[str, Annotated[Param, BeforeValidator(_choices)]] = Field(min_length=1)
-    """Config field (dotted: optim.lr) -> its range or choices."""
-    name: str = ""
+    space: dict[str, Annotated[Param, BeforeValidator(_choices)]] = Field(min_length=1, max_length=MAX_SEARCHED)
+    """Config field (dotted: optim.lr) -> its range or choices; at most 20 fields."""
+    name: str = Field("", max_length=MAX_NAME)
     """A readable name (default: the searched fields)."""
     objective: Objective = Field(default_factory=Objective)
     """The validation metric trials are judged by."""
@@ -140,9 +145,9 @@ class SweepSpec:
     """Trials in all (a grid stops at its size)."""
     parallel: int = Field(2, ge=1, le=64)
     """Trials running at once (the engine's slots still bound it)."""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     """Seeds the sampler (the trials' own seed is the base config's, unless searched)."""
-    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_TRIALS)
     """Trials to run first, in this order, each with these values of searched fields (a field left out is
     sampled): a known-good config to start from, or another sweep's trials rerun (`bench.sweep_bench` reruns a
     sweep's trials without pruning this way). They count towards n_trials."""
