@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from ptft_core import paths
 from ptft_core.config import ConfigError, RunConfig, config_to_dict
+from ptft_core.ids import is_id
 from ptft_core.lab import Refused, UnknownId
 
 TOKEN_ENV = "PTFT_TOKEN"  # a token given to a client (a demo server started with a viewer link)
@@ -152,6 +153,16 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+_COLLECTION = {"run": "runs", "study": "studies", "sweep": "sweeps"}
+
+
+def _at(what: str, found_id: str, rest: str = "") -> str:
+    """The route of one run, study or sweep; a text without an id's shape is unknown here, never a URL part."""
+    if not is_id(found_id):
+        raise UnknownId(f"no {what} {str(found_id)[:80]!r} in this lab")
+    return f"/api/{_COLLECTION[what]}/{found_id}{rest}"
+
+
 class LabClient:
     """The lab contract (`ptft_core.lab.Lab`) over HTTP, for one home; see the module docstring."""
 
@@ -259,7 +270,7 @@ class LabClient:
         return df
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return _row(self._json("GET", f"/api/runs/{run_id}"))
+        return _row(self._json("GET", _at("run", run_id)))
 
     def has_run(self, run_id: str) -> bool:
         try:
@@ -269,13 +280,13 @@ class LabClient:
         return True
 
     def last_metrics(self, run_id: str) -> pd.DataFrame:
-        return _frame(self._call("GET", f"/api/runs/{run_id}/last-metrics"))
+        return _frame(self._call("GET", _at("run", run_id, "/last-metrics")))
 
     def artifacts(self, run_id: str) -> pd.DataFrame:
-        return _frame(self._call("GET", f"/api/runs/{run_id}/artifacts"))
+        return _frame(self._call("GET", _at("run", run_id, "/artifacts")))
 
     def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str:
-        return self._call("GET", f"/api/runs/{run_id}/log", params={"max_bytes": max_bytes}).text
+        return self._call("GET", _at("run", run_id, "/log"), params={"max_bytes": max_bytes}).text
 
     def metric_series(self, run_ids: Sequence[str], names: Sequence[str] | None = None,
                       splits: Sequence[str] | None = None, x: str = "step", max_points: int = 2000) -> pd.DataFrame:
@@ -317,25 +328,26 @@ class LabClient:
         return self._json("POST", "/api/run-groups", json=body)["ids"]
 
     def cancel(self, run_id: str) -> str:
-        return self._json("POST", f"/api/runs/{run_id}/cancel")["status"]
+        return self._json("POST", _at("run", run_id, "/cancel"))["status"]
 
     def resume(self, run_id: str) -> str:
-        return self._json("POST", f"/api/runs/{run_id}/resume")["id"]
+        return self._json("POST", _at("run", run_id, "/resume"))["id"]
 
     def retry(self, run_id: str) -> str:
-        return self._json("POST", f"/api/runs/{run_id}/retry")["id"]
+        return self._json("POST", _at("run", run_id, "/retry"))["id"]
 
     def delete(self, run_id: str) -> None:
-        self._call("DELETE", f"/api/runs/{run_id}")
+        self._call("DELETE", _at("run", run_id))
 
     def set_tags(self, run_id: str, tags: Iterable[str]) -> None:
-        self._call("PUT", f"/api/runs/{run_id}/tags", json={"tags": list(tags)})
+        self._call("PUT", _at("run", run_id, "/tags"), json={"tags": list(tags)})
 
     def set_notes(self, run_id: str, notes: str) -> None:
-        self._call("PUT", f"/api/runs/{run_id}/notes", json={"notes": notes})
+        self._call("PUT", _at("run", run_id, "/notes"), json={"notes": notes})
 
-    def wait(self, run_ids: Sequence[str], timeout: float | None = None, interval: float = 0.5) -> dict[str, str]:
+    def wait(self, run_ids: Sequence[str], timeout: float | None = None) -> dict[str, str]:
         """Poll until every run is final; run_id -> status. TimeoutError after `timeout` seconds."""
+        interval = 0.5  # a status read costs one cached answer of the service
         from ptft_core.store import TERMINAL
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -354,7 +366,7 @@ class LabClient:
         return _frame(self._call("GET", "/api/studies"))
 
     def get_study(self, study_id: str) -> dict[str, Any]:
-        data = self._json("GET", f"/api/studies/{study_id}")
+        data = self._json("GET", _at("study", study_id))
         if isinstance(data.get("config"), str):
             data["config"] = json.loads(data["config"])
         return _row(data)
@@ -363,14 +375,14 @@ class LabClient:
         """The study's `StudyProgress`, as the service (which runs its cross-domain evaluations) sees it."""
         from ptft_core.studies.driver import StudyProgress
 
-        return StudyProgress(**_row(self._json("GET", f"/api/studies/{study_id}/progress")))
+        return StudyProgress(**_row(self._json("GET", _at("study", study_id, "/progress"))))
 
     def launch_study(self, template: str, preset: str = "quick", tiny: bool = False, name: str | None = None) -> str:
         body = {"template": template, "preset": preset, "tiny": tiny, "name": name}
         return self._json("POST", "/api/studies", json=body)["id"]
 
     def cancel_study(self, study_id: str) -> list[str]:
-        return self._json("POST", f"/api/studies/{study_id}/cancel")["cancelled"]
+        return self._json("POST", _at("study", study_id, "/cancel"))["cancelled"]
 
     # -- sweeps ----------------------------------------------------------------------------------------------------
     def sweep_table(self) -> pd.DataFrame:
@@ -378,7 +390,7 @@ class LabClient:
         return _frame(self._call("GET", "/api/sweeps"))
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
-        data = self._json("GET", f"/api/sweeps/{sweep_id}")
+        data = self._json("GET", _at("sweep", sweep_id))
         if isinstance(data.get("spec"), str):
             data["spec"] = json.loads(data["spec"])
         return _row(data)
@@ -386,19 +398,19 @@ class LabClient:
     def sweep_progress(self, sweep_id: str):
         from ptft_core.sweeps.driver import SweepProgress
 
-        return SweepProgress(**_row(self._json("GET", f"/api/sweeps/{sweep_id}/progress")))
+        return SweepProgress(**_row(self._json("GET", _at("sweep", sweep_id, "/progress"))))
 
     def sweep_trials(self, sweep_id: str) -> pd.DataFrame:
         """One row per trial (`sweeps.driver.TRIAL_COLUMNS`, then one column per searched field)."""
-        return _frame(self._call("GET", f"/api/sweeps/{sweep_id}/trials"))
+        return _frame(self._call("GET", _at("sweep", sweep_id, "/trials")))
 
     def sweep_effects(self, sweep_id: str) -> pd.DataFrame:
         """Which settings matter: `sweeps.effects.EFFECT_COLUMNS` per searched field and view."""
-        return _frame(self._call("GET", f"/api/sweeps/{sweep_id}/effects"))
+        return _frame(self._call("GET", _at("sweep", sweep_id, "/effects")))
 
     def launch_sweep(self, spec: dict[str, Any], name: str | None = None) -> str:
         """Launch a sweep (a spec as plain data, its `base` a mapping); ConfigError names the field at fault."""
         return self._json("POST", "/api/sweeps", json={"spec": spec, "name": name})["id"]
 
     def cancel_sweep(self, sweep_id: str) -> list[str]:
-        return self._json("POST", f"/api/sweeps/{sweep_id}/cancel")["cancelled"]
+        return self._json("POST", _at("sweep", sweep_id, "/cancel"))["cancelled"]

@@ -156,6 +156,10 @@ class LocalLab:
     def delete(self, run_id: str) -> None:
         _refused(self.engine.delete, self.known(run_id))
 
+    def wait(self, run_ids: Sequence[str], timeout: float | None = None) -> dict[str, str]:
+        """Block until every run is final; run_id -> status. TimeoutError after `timeout` seconds."""
+        return self.engine.wait(self.known_runs(run_ids), timeout=timeout)
+
     def set_tags(self, run_id: str, tags: Iterable[str]) -> None:
         tags = list(tags)
         check_run_labels(tags=tags)

@@ -1,0 +1,120 @@
+"""One contract, two implementations: every test here runs against `LocalLab` (the engine, store and drivers in
+this process) and against `LabClient` (a real service over HTTP), with the stand-in trainer. The same calls give
+the same answers and the same errors on both; the signatures are the protocol's own."""
+
+from __future__ import annotations
+
+import inspect
+
+import pandas as pd
+import pytest
+
+from ptft_core.client import LabClient, connect
+from ptft_core.config import ConfigError
+from ptft_core.lab import MAX_RUN_IDS, Lab, Refused, RunReads, UnknownId
+from ptft_core.service.local import LocalLab
+from ptft_core.store import Store
+
+
+@pytest.fixture(params=["in-process", "http"])
+def lab(request, fake_lab):
+    if request.param == "http":
+        request.getfixturevalue("service")
+        with connect(fake_lab) as client:
+            yield client
+        return
+    from ptft_core.engine import Engine
+    from ptft_core.studies.driver import StudyDriver
+    from ptft_core.sweeps.driver import SweepDriver
+
+    with Engine(cpu_slots=1, poll_interval=0.1) as engine:
+        engine.start()
+        yield LocalLab(engine, StudyDriver(engine), SweepDriver(engine))
+        engine.stop(cancel_running=True)
+
+
+def _protocol_methods(protocol) -> list[str]:
+    return [name for name, value in vars(protocol).items() if callable(value) and not name.startswith("_")]
+
+
+@pytest.mark.parametrize("implementation", [LocalLab, LabClient])
+def test_each_implementation_has_the_protocols_signatures(implementation):
+    for protocol in (RunReads, Lab):
+        for name in _protocol_methods(protocol):
+            wanted = inspect.signature(getattr(protocol, name))
+            found = inspect.signature(getattr(implementation, name))
+            assert list(found.parameters) == list(wanted.parameters), (implementation.__name__, name, found)
+            for param in wanted.parameters.values():
+                assert found.parameters[param.name].default == param.default, (implementation.__name__, name, param)
+    assert set(_protocol_methods(RunReads)) <= set(dir(Store))  # the store answers the reads as well
+
+
+def test_a_run_reads_back_the_same_way(lab):
+    assert isinstance(lab, Lab) and lab.whoami()["role"] == "editor"
+    assert [d["kind"] for d in lab.devices()] == ["cpu"]
+    run_id = lab.submit({"kind": "pretrain", "name": "contract", "max_steps": 6, "eval_every": 2},
+                        tags=["contract"], priority=3)
+    assert lab.has_run(run_id) and not lab.has_run("pt-nope") and not lab.has_run("../x")
+    assert lab.wait([run_id], timeout=120) == {run_id: "completed"}
+    row = lab.get_run(run_id)
+    assert (row["status"], row["step"], row["priority"], row["tags"]) == ("completed", 6, 3, ["contract"])
+    runs = lab.list_runs(tag="contract")
+    assert list(runs["id"]) == [run_id] and isinstance(runs, pd.DataFrame)
+    series = lab.metric_series([run_id], names=["loss"], splits=["train"])
+    assert list(series.columns) == ["run_id", "split", "name", "x", "value"] and list(series["x"]) == [1, 2, 3, 4, 5, 6]
+    assert {"loss"} <= set(lab.metric_names([run_id])["name"])
+    diff = lab.config_diff([run_id, run_id])  # one run, named twice: no key differs
+    assert list(diff.columns) == [run_id] and diff.index.name == "key" and diff.empty
+    assert set(lab.seconds_per_step([run_id])) <= {run_id}
+    assert len(lab.metric_rows([run_id])) >= 6 and not lab.last_metrics(run_id).empty
+    assert "kind" in lab.artifacts(run_id).columns
+    assert isinstance(lab.log_tail(run_id, max_bytes=100), str) and len(lab.log_tail(run_id, 100).encode()) <= 100
+
+    lab.set_tags(run_id, ["a", "b"])
+    lab.set_notes(run_id, "read back")
+    assert (lab.get_run(run_id)["tags"], lab.get_run(run_id)["notes"]) == (["a", "b"], "read back")
+    with pytest.raises(Refused, match="only .* runs can resume"):
+        lab.resume(run_id)
+    again = lab.retry(run_id)
+    assert again != run_id and lab.get_run(again)["config"] == row["config"]
+    assert lab.cancel(again) in ("cancelled", "running")
+    lab.wait([again], timeout=120)
+    lab.delete(again)
+    assert not lab.has_run(again)
+
+
+def test_the_same_errors_on_both_sides(lab):
+    with pytest.raises(UnknownId, match="no run 'pt-nope'"):
+        lab.get_run("pt-nope")
+    with pytest.raises(KeyError):  # UnknownId is a KeyError: callers written against the store still work
+        lab.last_metrics("../../etc")
+    with pytest.raises(UnknownId, match="no study 'st-nope'"):
+        lab.get_study("st-nope")
+    with pytest.raises(UnknownId, match="no sweep 'sw-nope'"):
+        lab.sweep_progress("sw-nope")
+    with pytest.raises(ConfigError, match=r"optim.lrr: unknown field; did you mean 'lr'\?"):
+        lab.submit({"kind": "pretrain", "optim": {"lrr": 1e-4}})
+    with pytest.raises(ConfigError, match="dataset: no dataset 'nope'"):
+        lab.submit({"kind": "finetune", "dataset": "nope"})
+    with pytest.raises(ConfigError, match="priority"):
+        lab.submit({"kind": "pretrain"}, priority=10**6)
+    with pytest.raises(ConfigError, match="run_ids: at most"):
+        lab.metric_names([f"pt-{i}" for i in range(MAX_RUN_IDS + 1)])
+    with pytest.raises(ConfigError, match="x: must be one of"):
+        lab.metric_series([], x="bogus")
+    with pytest.raises(ConfigError, match="max_bytes"):
+        lab.log_tail(lab.submit({"kind": "pretrain", "max_steps": 2}), max_bytes=-1)
+    with pytest.raises(ConfigError, match="nope"):
+        lab.launch_study("nope")
+    assert lab.list_runs(status="failed").empty  # nothing refused was queued and failed
+
+
+def test_a_group_of_seeds_becomes_a_study_without_a_plan(lab):
+    ids = lab.submit_group([{"kind": "pretrain", "max_steps": 2, "seed": s, "name": "seeds"} for s in (0, 1)])
+    study = lab.get_run(ids[0])["study"]
+    assert lab.get_run(ids[1])["study"] == study and lab.get_study(study)["name"] == "seeds"
+    with pytest.raises(Refused, match="has no plan"):
+        lab.study_progress(study)
+    assert sorted(lab.cancel_study(study)) <= sorted(ids)
+    assert list(lab.study_table().columns)[:3] == ["id", "name", "template"]
+    assert "best" in lab.sweep_table().columns
