@@ -38,8 +38,15 @@ from ptft_core import paths
 from ptft_core.config import ConfigError, RunConfig, config_to_dict
 from ptft_core.ids import is_id
 from ptft_core.lab import Refused, UnknownId
+from ptft_core.service.tokens import TOKENS_NAME
+from ptft_core.store import TERMINAL
+from ptft_core.store.store import check_export_path, write_export
+from ptft_core.studies.driver import StudyProgress
+from ptft_core.sweeps.driver import SweepProgress
 
 TOKEN_ENV = "PTFT_TOKEN"  # a token given to a client (a demo server started with a viewer link)
+READ_ONLY_ENV = "PTFT_READ_ONLY"  # set by `demo`: the dashboard shows the lab and offers no action
+DEMO_TOKEN_ENV = "PTFT_DEMO_TOKEN_REQUIRED"  # set by `demo` when it serves beyond loopback: visitors bring a token
 TIME_KEYS = ("created_at", "started_at", "finished_at", "heartbeat", "queued_at")
 START_TIMEOUT = 120.0  # seconds for a service to announce itself: imports on a busy 2-core machine
 
@@ -118,7 +125,6 @@ def stop_service(home: Path | None = None, timeout: float = 60.0) -> bool:
 
 
 def read_token(home: Path | None = None, role: str = "editor") -> str:
-    from ptft_core.service.tokens import TOKENS_NAME
 
     path = (home or paths.home()) / TOKENS_NAME
     try:
@@ -308,7 +314,6 @@ class LabClient:
 
     def export_metrics(self, run_ids: Sequence[str], path: str | Path) -> Path:
         """The store's export (metrics file + `<stem>.runs.json`), written here from the service's answers."""
-        from ptft_core.store.store import check_export_path, write_export
 
         check_export_path(path)
         rows = [self.get_run(r) for r in run_ids]  # KeyError on an unknown id, before writing anything
@@ -348,7 +353,6 @@ class LabClient:
     def wait(self, run_ids: Sequence[str], timeout: float | None = None) -> dict[str, str]:
         """Poll until every run is final; run_id -> status. TimeoutError after `timeout` seconds."""
         interval = 0.5  # a status read costs one cached answer of the service
-        from ptft_core.store import TERMINAL
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -373,7 +377,6 @@ class LabClient:
 
     def study_progress(self, study_id: str):
         """The study's `StudyProgress`, as the service (which runs its cross-domain evaluations) sees it."""
-        from ptft_core.studies.driver import StudyProgress
 
         return StudyProgress(**_row(self._json("GET", _at("study", study_id, "/progress"))))
 
@@ -396,7 +399,6 @@ class LabClient:
         return _row(data)
 
     def sweep_progress(self, sweep_id: str):
-        from ptft_core.sweeps.driver import SweepProgress
 
         return SweepProgress(**_row(self._json("GET", _at("sweep", sweep_id, "/progress"))))
 

@@ -59,6 +59,7 @@ from transformers import (
 
 from ptft_core import paths
 from ptft_core.config import BUILTIN_CHECKPOINT, FAMILY_OBJECTIVE, PRESETS, ConfigError
+from ptft_core.data import load_split
 from ptft_core.models import (
     POOLING_ATTR,
     PRESET_SHAPES,
@@ -285,7 +286,6 @@ def preset_parts(preset: str, family: str, dataset: str | None) -> tuple[Pretrai
     elif dataset is None:
         raise ConfigError(f"family: a {family} preset trains its tokenizer on a dataset; none given")
     else:
-        from ptft_core.data import load_split
 
         tokenizer = train_tokenizer(family, load_split(dataset, "train")["text"].tolist(), PRESET_VOCAB)
     return preset_config(family, preset, tokenizer), tokenizer

@@ -34,7 +34,7 @@ def load_classifier(run_id: str) -> Loaded:
     """The final checkpoint of a fine-tuning run (its last task's head), in eval mode on CPU."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ptft_core.models import resolve_checkpoint
+    from ptft_core.models import resolve_checkpoint  # torch: only where a model is loaded
 
     path = resolve_checkpoint(f"run:{run_id}")
     model = AutoModelForSequenceClassification.from_pretrained(path, **EAGER).eval()
@@ -48,8 +48,8 @@ def load_base_encoder(base: str, scratch: bool, family: str = "bert", dataset: s
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from ptft_core.families import preset_parts
-    from ptft_core.models import load_tokenizer, resolve_checkpoint
+    from ptft_core.families import preset_parts  # torch: only where a model is loaded
+    from ptft_core.models import load_tokenizer, resolve_checkpoint  # torch: only where a model is loaded
 
     if base in PRESETS:
         config, tokenizer = preset_parts(base, family, dataset)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ptft_core.config import BUILTIN_CHECKPOINT, CHECKPOINT_FIELD, PRESETS, ConfigError
+from ptft_core.data.registry import known_names
 from ptft_core.ids import is_id
 
 RUN_SPEC = "run:"  # a model spec naming a run's checkpoint: run:<run_id>[/<checkpoint>]
@@ -67,7 +68,6 @@ def check_model_spec(spec: str, field: str) -> None:
 
 def check_dataset(name: str, field: str) -> None:
     """Refuse a dataset name this lab cannot load: not built-in, not registered, not `hf:<hub id>[:<config>]`."""
-    from ptft_core.data.registry import known_names  # reads the home's datasets folder: at call time
 
     if name.startswith(HUB_DATASET):
         hub_id, _, config = name[len(HUB_DATASET):].partition(":")

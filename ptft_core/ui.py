@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 import pandas as pd
 import streamlit as st
 
-from ptft_core import data, paths, plots
-from ptft_core.client import TOKEN_ENV, LabClient, ServiceUnavailable, connect
+from ptft_core import data, inspect, paths, plots
+from ptft_core.client import DEMO_TOKEN_ENV, READ_ONLY_ENV, TOKEN_ENV, LabClient, ServiceUnavailable, connect
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
     EVALUATE_SPLIT,
@@ -40,8 +40,6 @@ from ptft_core.config import (
 from ptft_core.specs import parent_run
 from ptft_core.store.store import flatten
 
-READ_ONLY_ENV = "PTFT_READ_ONLY"
-DEMO_TOKEN_ENV = "PTFT_DEMO_TOKEN_REQUIRED"  # set by `demo` when it serves beyond loopback: visitors bring a token
 ACTIVE = ("queued", "running")
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
                 "completed": ":material/check_circle:", "failed": ":material/error:",
@@ -496,22 +494,17 @@ def peek_file(path: Path, rows: int = 20) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner="Loading the fine-tuned model…", max_entries=4)
 def classifier(run_id: str):
-    from ptft_core import inspect
-
     return inspect.load_classifier(run_id)
 
 
 @st.cache_resource(show_spinner="Loading the base model…", max_entries=4)
 def base_encoder(base: str, scratch: bool, family: str = "bert", dataset: str | None = None):
-    from ptft_core import inspect
-
     return inspect.load_base_encoder(base, scratch, family, dataset)
 
 
 @st.cache_data(show_spinner="Scoring the test split…", max_entries=8)
 def test_probabilities(run_id: str, dataset: str, max_length: int):
     """Class probabilities of a run's final model on the test split of `dataset` (cached per run)."""
-    from ptft_core import data, inspect
 
     texts = data.load_split(dataset, "test")["text"].tolist()
     return inspect.predict(classifier(run_id), texts, max_length)

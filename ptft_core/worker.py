@@ -232,7 +232,7 @@ def _leave_process_group(code: int) -> None:
     """A rank leaves its process group and exits without the interpreter's teardown: on CPU about a third of
     2-rank runs aborted there ("terminate called without an active exception") after a clean run."""
     if "torch.distributed" in sys.modules:
-        from ptft_core.training import distributed
+        from ptft_core.training import distributed  # torch: only in the worker that trains
 
         distributed.stop(distributed.from_env())
     sys.stdout.flush()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ptft_core import ui
+from ptft_core import client, ui
 from ptft_core.client import connect, start_service
 from ptft_core.config import (
     EvaluateConfig,
@@ -53,7 +53,7 @@ def lab(home, monkeypatch):
     monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")
     monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.01")
     monkeypatch.setenv("PTFT_GPUS", "none")
-    monkeypatch.delenv(ui.READ_ONLY_ENV, raising=False)
+    monkeypatch.delenv(client.READ_ONLY_ENV, raising=False)
     yield home
     ui.release_labs()
     stop_lab(home)
@@ -489,7 +489,7 @@ def test_data_page_registers_an_upload_and_reports_bad_ones(lab):
 
 @pytest.mark.parametrize("page", ["pretrain", "finetune", "runs", "data", "studies", "sweeps"])
 def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs, monkeypatch, page):
-    monkeypatch.setenv(ui.READ_ONLY_ENV, "1")
+    monkeypatch.setenv(client.READ_ONLY_ENV, "1")
     at = open_page(page)
     assert not at.exception
     assert at.title, "the page rendered (from the running service), not stopped"
@@ -500,7 +500,7 @@ def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs
 
 
 def test_read_only_mode_says_so_in_the_sidebar(lab, monkeypatch):
-    monkeypatch.setenv(ui.READ_ONLY_ENV, "1")
+    monkeypatch.setenv(client.READ_ONLY_ENV, "1")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # the sidebar of the app frame, on Home
     assert "Read-only demo" in texts(at.sidebar.warning)
 

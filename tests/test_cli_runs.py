@@ -68,7 +68,7 @@ def test_run_with_seeds_then_list_show_export(lab, tmp_path, capsys):
 def test_progress_lines_show_training_steps_per_s_and_the_runs_own_eta(tmp_path):
     """`ptft run` follows a run with what the run reports of itself: training steps/s (evaluations apart) and the
     time its own schedule has left."""
-    from ptft_core.engine.commands import follow
+    from ptft_core.cli.runs import follow
 
     with Store(tmp_path / "lab.duckdb") as store:
         store.insert_run({"id": "paced", "name": "paced", "kind": "finetune", "config": {"kind": "finetune"}})

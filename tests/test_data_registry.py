@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from ptft_core.cli.data import add_data_commands, format_table
 from ptft_core.data import (
     BUILTIN_NAMES,
     DataError,
@@ -19,7 +20,6 @@ from ptft_core.data import (
     load_texts,
     num_labels,
 )
-from ptft_core.data.commands import add_data_commands, format_table
 
 EXPECTED = {"wiki": 106, "news": 300, "movies": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200,
             "sources": 13_098}

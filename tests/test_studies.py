@@ -362,7 +362,7 @@ def test_the_estimate_speeds_up_bf16_only_where_the_cpu_computes_it():
 
 def study_cli(argv: list[str]) -> int:
     from ptft_core.cli import user_errors
-    from ptft_core.studies.commands import add_study_commands
+    from ptft_core.cli.studies import add_study_commands
 
     parser = argparse.ArgumentParser()
     add_study_commands(parser.add_subparsers(dest="command", required=True))
@@ -441,7 +441,7 @@ def test_the_room_and_its_page_never_import_torch(home):
     script = textwrap.dedent(f"""
         import sys
         import ptft_core.studies.templates, ptft_core.studies.driver, ptft_core.studies.report
-        import ptft_core.studies.commands
+        import ptft_core.cli.studies
         ptft_core.studies.templates.load_studies()  # every study module, plans and reports
         assert "torch" not in sys.modules, "the studies modules imported torch"
         from streamlit.testing.v1 import AppTest

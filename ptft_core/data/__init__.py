@@ -12,23 +12,23 @@ from ptft_core.data.errors import DataError
 from ptft_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ptft_core.data.info import BUILTIN_NAMES, DatasetInfo
     from ptft_core.data.prepare import prepare_all
     from ptft_core.data.registry import (
-        BUILTIN_NAMES,
-        DatasetInfo,
         dataset_info,
         label_names,
         list_datasets,
         load_split,
         load_texts,
         num_labels,
+        register_user_dataset,
     )
-    from ptft_core.data.user import load_hub_dataset, read_user_file, register_user_dataset
+    from ptft_core.data.user import load_hub_dataset, read_user_file
 
 _EXPORTS = {
     "prepare_all": "prepare",
-    "BUILTIN_NAMES": "registry",
-    "DatasetInfo": "registry",
+    "BUILTIN_NAMES": "info",
+    "DatasetInfo": "info",
     "dataset_info": "registry",
     "label_names": "registry",
     "list_datasets": "registry",
@@ -37,7 +37,7 @@ _EXPORTS = {
     "num_labels": "registry",
     "load_hub_dataset": "user",
     "read_user_file": "user",
-    "register_user_dataset": "user",
+    "register_user_dataset": "registry",
 }
 
 __all__ = [

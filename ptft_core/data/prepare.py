@@ -35,11 +35,11 @@ import pandas as pd
 
 from ptft_core import paths
 from ptft_core.data.errors import DataError
+from ptft_core.data.info import SPLITS
 from ptft_core.data.sources import GENSIM, MINILM, VADER, Source, fetch
 
 PREPARE_VERSION = 3
 SEED = 1234
-SPLITS = ("train", "validation", "test")
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
 BINARY_LABELS = ["negative", "positive"]

@@ -7,7 +7,7 @@ different `PTFT_HOME` is never served stale); `load_split` returns a copy, so ca
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,46 +16,13 @@ import pandas as pd
 
 from ptft_core import paths
 from ptft_core.data.errors import DataError
+from ptft_core.data.info import BUILTIN_NAMES, SPLITS, DatasetInfo
+from ptft_core.data.prepare import write_dataset
+from ptft_core.data.sources import sha256_file
+from ptft_core.data.user import MIN_ROWS, NAME_PATTERN, hub_dataset_info, load_hub_dataset, read_user_file
 
-BUILTIN_NAMES: tuple[str, ...] = ("wiki", "news", "movies", "amazon", "nyt", "tweets", "sources")
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
 HUB_PREFIX = "hf:"
 PREPARE_HINT = "run `python -m ptft_core data prepare`"
-
-
-@dataclass
-class DatasetInfo:
-    name: str
-    kind: str  # "labelled" | "unlabelled"
-    description: str
-    label_names: list[str]
-    splits: dict[str, int]
-    label_balance: dict[str, dict[str, int]] = field(default_factory=dict)
-    mean_tokens: float | None = None
-    source: dict[str, Any] = field(default_factory=dict)
-    builtin: bool = False
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def total_rows(self) -> int:
-        return sum(self.splits.values())
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> DatasetInfo:
-        return cls(
-            name=meta["name"],
-            kind=meta["kind"],
-            description=meta.get("description", ""),
-            label_names=list(meta.get("label_names") or []),
-            splits={split: int(meta["splits"].get(split, 0)) for split in SPLITS},
-            label_balance=meta.get("label_balance") or {},
-            mean_tokens=meta.get("mean_tokens"),
-            source=meta.get("source") or {},
-            builtin=bool(meta.get("builtin", meta["name"] in BUILTIN_NAMES)),
-        )
 
 
 @lru_cache(maxsize=64)
@@ -120,8 +87,6 @@ def missing_builtins() -> list[str]:
 
 def dataset_info(name: str) -> DatasetInfo:
     if isinstance(name, str) and name.startswith(HUB_PREFIX):
-        from ptft_core.data.user import hub_dataset_info
-
         return hub_dataset_info(name)
     return DatasetInfo.from_meta(_meta(name))
 
@@ -140,8 +105,6 @@ def load_split(name: str, split: str) -> pd.DataFrame:
     """One split: column `text` (str), plus `label` (int, 0..num_labels-1) for labelled data. A fresh copy."""
     _check_split(split)
     if isinstance(name, str) and name.startswith(HUB_PREFIX):
-        from ptft_core.data.user import load_hub_dataset
-
         return load_hub_dataset(name)[split].copy()
     _meta(name)
     path = paths.datasets_dir() / name / f"{split}.parquet"
@@ -171,3 +134,44 @@ def label_names(name: str) -> list[str]:
 
 def num_labels(name: str) -> int:
     return len(label_names(name))
+
+
+# --- registering a user file ---------------------------------------------------------------------------------
+
+
+def register_user_dataset(
+    name: str,
+    path: str | os.PathLike,
+    text_column: str = "text",
+    label_column: str | None = None,
+    seed: int = 1234,
+    overwrite: bool = False,
+):
+    """Validate `path` and save it as dataset `name` (80/10/10 seeded split, stratified by label); its info."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise DataError(f"dataset name {name!r}: use 1-64 characters among a-z, 0-9, '_' and '-'")
+    if name in BUILTIN_NAMES:
+        raise DataError(f"dataset name {name!r} is a built-in; pick another name")
+    target = paths.datasets_dir() / name
+    if target.exists() and not overwrite:
+        raise DataError(f"dataset {name!r} exists already ({target}); choose another name or overwrite it")
+    path = Path(path).expanduser().resolve()
+    df = read_user_file(path, text_column, label_column)
+    if len(df) < MIN_ROWS:
+        raise DataError(
+            f"{path}: only {len(df)} rows; at least {MIN_ROWS} are needed for a train/validation/test split"
+        )
+    names = df.attrs.get("label_names", [])
+    kind = "labelled" if label_column else "unlabelled"
+    description = f"User file {path.name}: {len(df):,} {kind} rows"
+    if names:
+        description += f", labels {', '.join(f'{i}={n}' for i, n in enumerate(names))}"
+    write_dataset(name, df, {
+        "description": description,
+        "source": {"file": str(path), "sha256": sha256_file(path), "format": path.suffix.lower().lstrip("."),
+                   "text_column": text_column, "label_column": label_column},
+        "label_names": names,
+        "builtin": False,
+        "path": str(path),
+    }, seed=seed)
+    return dataset_info(name)

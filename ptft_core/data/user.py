@@ -8,8 +8,8 @@ In a .txt file blank lines only separate texts and are skipped. String labels ma
 integer labels stay as they are when they are 0..K-1, else they are remapped in sorted order; either way
 `label_names` records what each int means. Integral floats (1.0) count as integers.
 
-`register_user_dataset` saves a file like a built-in (same seeded 80/10/10 split, stratified by label) under
-`datasets/<name>/`, with `builtin: false` and the original path in meta.json.
+`registry.register_user_dataset` saves a file like a built-in (same seeded 80/10/10 split, stratified by label)
+under `datasets/<name>/`, with `builtin: false` and the original path in meta.json.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from ptft_core import paths
 from ptft_core.data.errors import DataError
+from ptft_core.data.info import SPLITS, DatasetInfo
+from ptft_core.data.prepare import assign_splits, mean_tokens
 
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -219,56 +220,6 @@ def read_user_file(path: str | os.PathLike, text_column: str = "text", label_col
     return out
 
 
-# ---------------------------------------------------------------- registering
-
-
-def _sha256(path: Path) -> str:
-    from ptft_core.data.sources import sha256_file
-
-    return sha256_file(path)
-
-
-def register_user_dataset(
-    name: str,
-    path: str | os.PathLike,
-    text_column: str = "text",
-    label_column: str | None = None,
-    seed: int = 1234,
-    overwrite: bool = False,
-):
-    """Validate `path` and save it as dataset `name` (80/10/10 seeded split, stratified by label); its info."""
-    from ptft_core.data.prepare import write_dataset
-    from ptft_core.data.registry import BUILTIN_NAMES, dataset_info
-
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise DataError(f"dataset name {name!r}: use 1-64 characters among a-z, 0-9, '_' and '-'")
-    if name in BUILTIN_NAMES:
-        raise DataError(f"dataset name {name!r} is a built-in; pick another name")
-    target = paths.datasets_dir() / name
-    if target.exists() and not overwrite:
-        raise DataError(f"dataset {name!r} exists already ({target}); choose another name or overwrite it")
-    path = Path(path).expanduser().resolve()
-    df = read_user_file(path, text_column, label_column)
-    if len(df) < MIN_ROWS:
-        raise DataError(
-            f"{path}: only {len(df)} rows; at least {MIN_ROWS} are needed for a train/validation/test split"
-        )
-    names = df.attrs.get("label_names", [])
-    kind = "labelled" if label_column else "unlabelled"
-    description = f"User file {path.name}: {len(df):,} {kind} rows"
-    if names:
-        description += f", labels {', '.join(f'{i}={n}' for i, n in enumerate(names))}"
-    write_dataset(name, df, {
-        "description": description,
-        "source": {"file": str(path), "sha256": _sha256(path), "format": path.suffix.lower().lstrip("."),
-                   "text_column": text_column, "label_column": label_column},
-        "label_names": names,
-        "builtin": False,
-        "path": str(path),
-    }, seed=seed)
-    return dataset_info(name)
-
-
 # ---------------------------------------------------------------- Hugging Face hub
 
 
@@ -311,8 +262,6 @@ def _pick_column(columns: list[str], preferred: tuple[str, ...], frame: pd.DataF
 def hub_frames(dataset_dict: Any, spec: str) -> dict[str, pd.DataFrame]:
     """Normalise a `datasets.DatasetDict` into our three splits (`text`[, `label`]); missing splits are carved
     out of train with the lab's seeded 80/10/10 rule."""
-    from ptft_core.data.prepare import assign_splits
-
     aliases = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
                "test": "test"}
     frames: dict[str, pd.DataFrame] = {}
@@ -378,10 +327,7 @@ def load_hub_dataset(spec: str) -> dict[str, pd.DataFrame]:
     return {split: frame.copy() for split, frame in _load_hub(spec).items()}
 
 
-def hub_dataset_info(spec: str):
-    from ptft_core.data.prepare import mean_tokens
-    from ptft_core.data.registry import SPLITS, DatasetInfo
-
+def hub_dataset_info(spec: str) -> DatasetInfo:
     frames = _load_hub(spec)
     names = list(frames["train"].attrs.get("label_names", []))
     hub_id, config = parse_hub_spec(spec)

@@ -20,6 +20,7 @@ from ptft_core.config import (
     eval_steps,
     probe_steps,
 )
+from ptft_core.data import dataset_info
 
 if TYPE_CHECKING:
     from ptft_core.studies.templates import PlannedRun
@@ -82,7 +83,6 @@ DATASET_FALLBACK = {
 def dataset_shape(name: str) -> tuple[dict[str, int], float]:
     """(rows per split, mean tokens per text) of a labelled dataset."""
     try:
-        from ptft_core.data import dataset_info
 
         info = dataset_info(name)
         mean = getattr(info, "mean_tokens", None) or DATASET_FALLBACK.get(name, ({}, 30.0))[1]
@@ -199,7 +199,6 @@ def estimate_seconds(runs: list[PlannedRun], slots: int = 1, device: str = "cpu"
 def dataset_chance(name: str) -> float | None:
     """The majority class's share of a dataset's test split: the accuracy of always guessing it."""
     try:
-        from ptft_core.data import dataset_info
 
         balance = dataset_info(name).label_balance.get("test") or {}
     except Exception:
@@ -211,7 +210,6 @@ def dataset_chance(name: str) -> float | None:
 def dataset_classes(name: str) -> int | None:
     """How many labels a dataset has (None when the data room cannot say)."""
     try:
-        from ptft_core.data import dataset_info
 
         return len(dataset_info(name).label_names) or None
     except Exception:

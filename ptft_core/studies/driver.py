@@ -399,6 +399,6 @@ def load_study(store, study_id: str) -> StudyData:
 
 def study_report(store, study_id: str):
     """The report of a study (report.Report), built from the store as it is now."""
-    from ptft_core.studies.report import build_report
+    from ptft_core.studies.report import build_report  # plotly: only where a report is drawn
 
     return build_report(load_study(store, study_id))

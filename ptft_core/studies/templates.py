@@ -41,6 +41,7 @@ from ptft_core.config import (
     config_from_dict,
     config_to_dict,
 )
+from ptft_core.studies.costs import dataset_shape
 
 if TYPE_CHECKING:
     from ptft_core.studies.driver import StudyData
@@ -200,7 +201,6 @@ FINETUNE_BUDGET = {"quick": Budget(epochs=2, min_steps=50, max_steps=70),
 
 
 def train_rows(dataset: str) -> int:
-    from ptft_core.studies.costs import dataset_shape
 
     return dataset_shape(dataset)[0].get("train", 0)
 

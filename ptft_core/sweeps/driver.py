@@ -42,6 +42,7 @@ from ptft_core import paths
 from ptft_core.config import ConfigError
 from ptft_core.ids import SWEEP, new_id
 from ptft_core.store import TERMINAL
+from ptft_core.sweeps.effects import EFFECT_COLUMNS, effects
 from ptft_core.sweeps.spec import SweepSpec, spec_from_dict, spec_to_dict
 from ptft_core.ticker import Ticker
 
@@ -300,7 +301,6 @@ def effect_table(study, spec: SweepSpec) -> pd.DataFrame:
     the completed trials' objective, and, where the pruner stopped some, every completed or pruned trial at the
     latest validation step all of them reached (one step for all, so the values compare; it is also what the
     pruner judged them by)."""
-    from ptft_core.sweeps.effects import EFFECT_COLUMNS, effects
 
     judged = [t for t in _asked(study) if t.state.name in ("COMPLETE", "PRUNED")]
     done = [t for t in judged if t.state.name == "COMPLETE"]

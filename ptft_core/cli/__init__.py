@@ -10,15 +10,18 @@ import argparse
 import logging
 import sys
 
+from ptft_core.cli.data import add_data_commands
+from ptft_core.cli.runs import add_run_commands
+from ptft_core.cli.service import add_service_commands
+from ptft_core.cli.studies import add_study_commands
+from ptft_core.cli.sweeps import add_sweep_commands
+from ptft_core.client import ServiceUnavailable
 from ptft_core.config import ConfigError
+from ptft_core.data.errors import DataError
+from ptft_core.store import StoreLockedError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ptft_core.data.commands import add_data_commands
-    from ptft_core.engine.commands import add_run_commands
-    from ptft_core.service.commands import add_service_commands
-    from ptft_core.studies.commands import add_study_commands
-    from ptft_core.sweeps.commands import add_sweep_commands
 
     parser = argparse.ArgumentParser(prog="python -m ptft_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,9 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input or the lab's state: reported in one line with exit code 2."""
-    from ptft_core.client import ServiceUnavailable
-    from ptft_core.data.errors import DataError
-    from ptft_core.store import StoreLockedError
 
     return ConfigError, DataError, StoreLockedError, ServiceUnavailable, PermissionError
 

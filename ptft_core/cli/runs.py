@@ -32,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ptft_core import paths
+from ptft_core.cli.service import serve_args
+from ptft_core.client import connect, find_service, start_service
 from ptft_core.config import ConfigError, describe_fields, json_schema, load_config, with_seed
+from ptft_core.engine import Engine
+from ptft_core.engine.engine import CANCEL_REQUEST
+from ptft_core.engine.launcher import worker_alive
 from ptft_core.journal import JOURNAL_NAME, read_events
 from ptft_core.store import TERMINAL, Store, StoreLockedError
 
@@ -107,7 +112,6 @@ def _seeds(text: str) -> list[int]:
 
 
 def _engine(args: argparse.Namespace, **kwargs: Any):
-    from ptft_core.engine import Engine
 
     return Engine(cpu_slots=args.cpu_slots, db_path=args.db, **kwargs)
 
@@ -115,8 +119,6 @@ def _engine(args: argparse.Namespace, **kwargs: Any):
 @contextlib.contextmanager
 def lab_session(args: argparse.Namespace) -> Iterator[Any]:
     """The client of the lab service; when none runs, one started for this command and stopped at its end."""
-    from ptft_core.client import connect, find_service, start_service
-    from ptft_core.service.commands import serve_args
 
     started = None
     if find_service() is None:  # a service of this command's own: it ends with the command, however it ends
@@ -160,7 +162,6 @@ def follow_launched(lab, what: str, launched_id: str, detach: bool, progress, ca
 
 def running_lab():
     """The client of the running service, or None."""
-    from ptft_core.client import connect, find_service
 
     return connect() if find_service() is not None else None
 
@@ -320,8 +321,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def _cancel_without_store(run_id: str, locked: StoreLockedError) -> int:
-    from ptft_core.engine.engine import CANCEL_REQUEST
-    from ptft_core.engine.launcher import worker_alive
 
     run_dir = paths.run_dir(run_id)
     if not (run_dir / "run.json").is_file():

@@ -19,8 +19,12 @@ import argparse
 from pathlib import Path
 
 from ptft_core import paths
+from ptft_core.cli.runs import _engine_args, follow_launched, lab_session, read_source
+from ptft_core.client import LabClient
 from ptft_core.config import ConfigError
-from ptft_core.engine.commands import _engine_args
+from ptft_core.sweeps.driver import SweepView, list_sweeps
+from ptft_core.sweeps.effects import verdict
+from ptft_core.sweeps.spec import load_spec, spec_to_dict
 
 
 def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -48,8 +52,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace, path: Path) -> int:
-    from ptft_core.engine.commands import follow_launched, lab_session
-    from ptft_core.sweeps.spec import load_spec, spec_to_dict
 
     spec = load_spec(path)  # every problem of the spec before any work
     print(f"sweep {spec.name or path.stem}: {spec.trials} trials of {spec.kind}, {spec.parallel} at once, "
@@ -75,10 +77,6 @@ def print_best(progress) -> None:
 
 
 def cmd_status(args: argparse.Namespace, sweep_id: str | None) -> int:
-    from ptft_core.client import LabClient
-    from ptft_core.engine.commands import read_source
-    from ptft_core.sweeps.driver import SweepView, list_sweeps
-    from ptft_core.sweeps.effects import verdict
 
     with read_source(args.db) as source:
         if source is None:

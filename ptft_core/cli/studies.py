@@ -20,7 +20,13 @@ import argparse
 from pathlib import Path
 
 from ptft_core import paths
+from ptft_core.cli.runs import follow_launched, lab_session, read_source
+from ptft_core.client import LabClient
 from ptft_core.config import ConfigError
+from ptft_core.engine.devices import cpu_cores
+from ptft_core.studies.costs import GPU_SPEEDUP, estimate_seconds
+from ptft_core.studies.driver import list_studies, study_progress, study_report
+from ptft_core.studies.templates import STUDY_PRESETS, TEMPLATES, build_runs, list_templates
 
 
 def add_study_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +49,6 @@ def add_study_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from ptft_core.studies.templates import TEMPLATES
 
     if args.list:
         return cmd_list(args)
@@ -73,8 +78,6 @@ def _duration(seconds: float) -> str:
 
 
 def estimate_line(name: str, preset: str, slots: int = 1, tiny: bool = False) -> str:
-    from ptft_core.studies.costs import GPU_SPEEDUP, estimate_seconds
-    from ptft_core.studies.templates import build_runs
 
     runs = build_runs(name, preset, tiny)
     cpu = estimate_seconds(runs, slots=slots)
@@ -84,7 +87,6 @@ def estimate_line(name: str, preset: str, slots: int = 1, tiny: bool = False) ->
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ptft_core.studies.templates import STUDY_PRESETS, list_templates
 
     slots = _slots(args)
     for t in list_templates():
@@ -99,15 +101,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _slots(args: argparse.Namespace) -> int:
     if args.cpu_slots:
         return args.cpu_slots
-    from ptft_core.engine.devices import cpu_cores
 
     return max(1, cpu_cores() // 2)
 
 
 def cmd_launch(args: argparse.Namespace, name: str) -> int:
-    from ptft_core.engine.commands import follow_launched, lab_session
-    from ptft_core.studies.driver import study_report
-    from ptft_core.studies.report import report_html
+    from ptft_core.studies.report import report_html  # plotly: only where a report is drawn
 
     print(f"study {name} --preset {args.preset}{' (tiny, for tests)' if args.tiny_for_tests else ''}: "
           f"{estimate_line(name, args.preset, _slots(args), args.tiny_for_tests)}", flush=True)
@@ -147,9 +146,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace, study_id: str) -> int:
-    from ptft_core.engine.commands import read_source
-    from ptft_core.studies.driver import study_report
-    from ptft_core.studies.report import report_html
+    from ptft_core.studies.report import report_html  # plotly: only where a report is drawn
 
     with read_source(args.db) as source:
         if source is None:
@@ -164,9 +161,6 @@ def cmd_report(args: argparse.Namespace, study_id: str) -> int:
 
 
 def cmd_status(args: argparse.Namespace, study_id: str | None) -> int:
-    from ptft_core.client import LabClient
-    from ptft_core.engine.commands import read_source
-    from ptft_core.studies.driver import list_studies, study_progress
 
     with read_source(args.db) as source:
         if source is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ptft_core.data.errors import DataError
+from ptft_core.data.prepare import prepare_all
+from ptft_core.data.registry import list_datasets, missing_builtins, register_user_dataset
 
 
 def add_data_commands(subparsers) -> None:
@@ -28,7 +30,6 @@ def add_data_commands(subparsers) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from ptft_core.data.prepare import prepare_all
 
     prepare_all(progress=lambda line: print(line, flush=True))
     return 0
@@ -70,7 +71,6 @@ def format_table(infos) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ptft_core.data.registry import list_datasets, missing_builtins
 
     infos = list_datasets()
     if infos:
@@ -82,7 +82,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from ptft_core.data.user import register_user_dataset
 
     if not args.name or not args.path:
         raise DataError("data add needs a NAME and a PATH")
