@@ -26,7 +26,7 @@ from ptft_core.config import ConfigError
 from ptft_core.engine.devices import cpu_cores
 from ptft_core.studies.costs import GPU_SPEEDUP, estimate_seconds
 from ptft_core.studies.driver import list_studies, study_progress, study_report
-from ptft_core.studies.templates import STUDY_PRESETS, TEMPLATES, build_runs, list_templates
+from ptft_core.studies.templates import STUDY_PRESETS, build_runs, list_templates, load_studies
 
 
 def add_study_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -61,8 +61,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         return cmd_report(args, rest[0])
     if head == "status":
         return cmd_status(args, rest[0] if rest else None)
-    if head not in TEMPLATES:
-        raise ConfigError(f"study: {head!r} is not a template ({', '.join(TEMPLATES)}), `status` or `report`")
+    if head not in load_studies():
+        raise ConfigError(f"study: {head!r} is not a template ({', '.join(load_studies())}), `status` or `report`")
     if rest:
         raise ConfigError(f"study {head}: unexpected {' '.join(rest)!r}")
     return cmd_launch(args, head)
