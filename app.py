@@ -16,15 +16,17 @@ st.set_option("client.showErrorDetails", "type")
 # Less empty space above each page's title (Streamlit's default top padding is sized for a header bar).
 st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem;}</style>")
 
+# The pages by role: a read-only demo (a viewer's dashboard) has no forms its visitors could not use.
+TRAIN = [
+    st.Page("pages/pretrain.py", title="Pretrain", icon=":material/school:"),
+    st.Page("pages/finetune.py", title="Fine-tune", icon=":material/tune:", url_path="finetune"),
+]
 PAGES = {
     "Lab": [
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
     ],
-    "Train": [
-        st.Page("pages/pretrain.py", title="Pretrain", icon=":material/school:"),
-        st.Page("pages/finetune.py", title="Fine-tune", icon=":material/tune:", url_path="finetune"),
-    ],
+    **({} if ui.read_only() else {"Train": TRAIN}),
     "Analyse": [
         st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),

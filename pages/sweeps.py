@@ -22,13 +22,11 @@ st.caption("A sweep searches a config's settings: Optuna proposes each trial (ra
            "it as an ordinary run, and a pruner (median rule or ASHA) stops the trials that fall behind at a "
            "validation step. Pruned trials keep their metrics and checkpoint.")
 
-tab_sweeps, tab_launch = st.tabs(["Sweeps and trials", "Launch"])
+tab_sweeps, *tab_launch = st.tabs(["Sweeps and trials", *([] if read_only else ["Launch"])])
 
-# --- launch ----------------------------------------------------------------------------------------------------------
-with tab_launch:
-    if read_only:
-        ui.launch_disabled_note()
-    else:
+# --- launch (not in a read-only demo) ------------------------------------------------------------------------------
+for tab in tab_launch:
+    with tab:
         st.markdown("A spec names a **base** run config, the **space** (config fields with a range — `log: true` "
                     "for a log scale — or a list of choices), the **objective** (a validation metric), the "
                     "**sampler**, the **pruner**, **n_trials** and how many run at once (**parallel**). The same "

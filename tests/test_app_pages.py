@@ -487,7 +487,20 @@ def test_data_page_registers_an_upload_and_reports_bad_ones(lab):
 # --- read-only mode -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("page", ["pretrain", "finetune", "runs", "data", "studies", "sweeps"])
+@pytest.mark.parametrize("page", ["pretrain", "finetune"])
+def test_a_read_only_demo_has_no_training_forms(lab_with_runs, monkeypatch, page):
+    """The demo's page list is built by role: the forms no visitor could use are not in its navigation, while the
+    lab's own dashboard has them."""
+    at = open_page(page)
+    assert [t.value for t in at.title] == [{"pretrain": "Pretrain", "finetune": "Fine-tune"}[page]]
+    monkeypatch.setenv(client.READ_ONLY_ENV, "1")
+    with pytest.raises(ValueError, match=r"Could not find a navigation page .*Known pages: \[.*runs.py"):
+        open_page(page)
+    home = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not home.exception and "What to look at" in texts(home.subheader)
+
+
+@pytest.mark.parametrize("page", ["runs", "data", "studies", "sweeps"])
 def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs, monkeypatch, page):
     monkeypatch.setenv(client.READ_ONLY_ENV, "1")
     at = open_page(page)

@@ -242,8 +242,11 @@ def test_launch_watch_compare_inspect_then_read_only(lab_home, tmp_path, browser
     # The same lab, read-only (a viewer of the service the first dashboard started, which outlived it): everything
     # can be seen, nothing can be launched, cancelled or deleted.
     with streamlit_server(home, log, read_only=True) as url:
-        open_page(page, f"{url}/finetune")
-        page.get_by_text("Read-only demo mode").wait_for(timeout=30_000)
+        open_page(page, f"{url}/data")
+        page.get_by_text("Read-only demo").first.wait_for(timeout=30_000)
+        nav = page.get_by_test_id("stSidebarNav")
+        nav.get_by_text("Runs").wait_for(timeout=30_000)
+        assert nav.get_by_text("Fine-tune").count() == 0 and nav.get_by_text("Pretrain").count() == 0
         assert page.get_by_role("button", name="Launch").count() == 0
         open_page(page, f"{url}/runs?run={run_ids[0]}")
         for label in ("Launch", "Cancel", "Resume", "Retry", "Delete", "Tags and note"):

@@ -158,7 +158,7 @@ def test_labels_ids_and_counts_out_of_bounds_are_refused_and_nothing_is_left_beh
     refused(editor.post("/api/runs", json={"config": ok, "priority": 10**30}), 422, "priority")
     refused(editor.post("/api/runs", json={"config": ok, "priority": 5000}), 422, "priority: must be a whole number")
     refused(editor.post("/api/runs", json={"config": ok, "study": "../../x<script>"}), 422, "is not a study id")
-    refused(editor.post("/api/runs", json={"config": ok, "study": "st-nope"}), 422, "no study 'st-nope'")
+    refused(editor.post("/api/runs", json={"config": ok, "study": "st-nope"}), 422, "no study or sweep 'st-nope'")
     refused(editor.post("/api/runs", json={"config": ok, "parent": "../etc"}), 404, "no run '../etc'")
     refused(editor.post("/api/runs", json={"config": ok, "name": "n" * 100_000}), 422, "name: must have at most 200")
     refused(editor.post("/api/runs", json={"config": ok, "tags": ["t"] * 10_000}), 422, "tags: at most 50")

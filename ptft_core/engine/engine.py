@@ -204,11 +204,8 @@ class Engine:
         data = config_to_dict(config)
         check_names(data)
         check_run_labels(priority=priority, tags=tags, name=name)
-        if study is not None:
-            try:
-                self.store.get_study(study)
-            except KeyError:
-                raise ConfigError(f"study: there is no study {study[:80]!r} in this lab") from None
+        if study is not None and not self._groups_exist(study):
+            raise ConfigError(f"study: there is no study or sweep {study[:80]!r} in this lab")
         with self._lock:
             dependency = scheduler.depends_on(data)
             if dependency is not None:
@@ -235,6 +232,16 @@ class Engine:
                 raise
         self._wake.set()
         return run_id
+
+    def _groups_exist(self, group: str) -> bool:
+        """Whether `group`, a run's `study` column, names a study or a sweep of this lab (both group runs)."""
+        for lookup in (self.store.get_study, self.store.get_sweep):
+            try:
+                lookup(group)
+                return True
+            except KeyError:
+                pass
+        return False
 
     def cancel(self, run_id: str, wait: float | None = None) -> str:
         """Cancel a queued run at once, or ask a running one to stop (SIGTERM, SIGKILL after `cancel_grace`).
