@@ -1,5 +1,7 @@
 """Data: the built-in and user datasets, a look inside one (rows, label balance, lengths), and uploads."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -11,6 +13,7 @@ st.title("Data")
 st.caption("Built-in datasets are prepared by `make data`; add your own file below. Any dataset can serve as "
            "unlabelled text for pretraining; labelled ones can be fine-tuned on.")
 
+lab = ui.lab()
 datasets = ui.datasets_or_stop()
 
 if not datasets:
@@ -31,27 +34,26 @@ else:
     name = st.selectbox("Look inside", names, index=first_labelled, key="dataset", bind="query-params")
     info = next(d for d in datasets if d.name == name)
     st.markdown(info.description)
-    try:
-        splits = {split: data.load_split(name, split) for split, n in info.splits.items() if n}
-    except data.DataError as exc:
+    splits = [split for split, n in info.splits.items() if n]
+    try:  # the first rows of each split, from the lab: a preview and the length histogram's sample
+        samples = {split: lab.dataset_rows(name, split, ui.LENGTH_SAMPLE) for split in splits}
+    except (data.DataError, KeyError) as exc:
         ui.show_error(f"Dataset {name} could not be loaded", exc)
         st.stop()
 
     rows_tab, balance_tab, lengths_tab = st.tabs(["Rows", "Label balance", "Lengths"])
     with rows_tab:
-        split = st.segmented_control("Split", list(splits), default=next(iter(splits)), key="preview-split")
-        frame = splits[split or next(iter(splits))]
+        split = st.segmented_control("Split", splits, default=splits[0], key="preview-split")
+        frame = samples[split or splits[0]].head(200)
         if info.label_names and "label" in frame:
             frame = frame.assign(label_name=frame["label"].map(dict(enumerate(info.label_names))))
-        st.dataframe(frame.head(200), hide_index=True,
-                     column_config={"text": st.column_config.TextColumn(width="large")})
-        st.caption(f"First {min(200, len(frame)):,} of {len(frame):,} rows.")
+        st.dataframe(frame, hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
+        st.caption(f"First {len(frame):,} of {info.splits[split or splits[0]]:,} rows.")
     with balance_tab:
-        balance = {split: frame["label"].map(dict(enumerate(info.label_names))).value_counts().to_dict()
-                   for split, frame in splits.items() if "label" in frame and info.label_names}
-        st.plotly_chart(plots.label_balance_figure(balance), theme=None, config=plots.chart_config(f"{name}-labels"))
+        st.plotly_chart(plots.label_balance_figure(info.label_balance if info.label_names else {}), theme=None,
+                        config=plots.chart_config(f"{name}-labels"))
     with lengths_tab:
-        samples = {split: frame["text"].head(ui.LENGTH_SAMPLE).tolist() for split, frame in splits.items()}
+        samples = {split: frame["text"].tolist() for split, frame in samples.items()}
         lengths = {split: ui.token_lengths(texts) for split, texts in samples.items()}
         if any(v is None for v in lengths.values()):
             st.warning("The built-in minilm-l6 tokenizer is not prepared: run `make data` to see token lengths.")
@@ -71,19 +73,18 @@ if ui.read_only():
     st.stop()
 
 upload = st.file_uploader("A CSV, TSV, JSONL/JSON, Parquet or TXT file (TXT: one text per line)",
-                          type=list(ui.UPLOAD_SUFFIXES))
+                          type=[suffix.lstrip(".") for suffix in data.SUPPORTED_SUFFIXES])
 if upload is not None:
-    path = ui.save_upload(upload.name, upload.getvalue())
     try:
-        peek = ui.peek_file(path)
-    except (ValueError, UnicodeError) as exc:
-        ui.show_error(f"{upload.name} could not be read as a {path.suffix} file", exc)
+        peek = data.peek(upload.getvalue(), upload.name)
+    except data.DataError as exc:
+        ui.show_error(f"{upload.name} could not be read", exc)
         st.stop()
     st.dataframe(peek, hide_index=True)
     columns = [str(c) for c in peek.columns]
     with st.form("register"):
         left, mid, right = st.columns(3)
-        new_name = left.text_input("Dataset name", value=path.stem.lower().replace(" ", "-")[:64],
+        new_name = left.text_input("Dataset name", value=Path(upload.name).stem.lower().replace(" ", "-")[:64],
                                    help="a-z, 0-9, '_' and '-'")
         text_column = mid.selectbox("Text column", columns, index=ui.option_index(columns, "text"))
         label_choice = right.selectbox("Label column", ["(none: unlabelled)", *columns],
@@ -92,8 +93,9 @@ if upload is not None:
         if st.form_submit_button("Register dataset", type="primary"):
             label_column = None if label_choice.startswith("(none") else label_choice
             try:
-                registered = data.register_user_dataset(new_name, path, text_column, label_column,
-                                                        overwrite=overwrite)
+                upload.seek(0)
+                registered = lab.add_dataset(new_name, upload.name, upload, text_column, label_column,
+                                             overwrite=overwrite)
             except data.DataError as exc:
                 ui.show_error("The file was not registered", exc)
             else:

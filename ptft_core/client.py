@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import pandas as pd
@@ -36,6 +36,9 @@ import pyarrow as pa
 
 from ptft_core import paths
 from ptft_core.config import ConfigError, RunConfig, config_to_dict
+from ptft_core.data.errors import DataError
+from ptft_core.data.info import DatasetInfo
+from ptft_core.data.registry import check_new_name
 from ptft_core.ids import is_id
 from ptft_core.lab import Refused, UnknownId
 from ptft_core.service.tokens import TOKENS_NAME
@@ -225,9 +228,10 @@ class LabClient:
         if response.status_code < 400:
             return response
         try:
-            detail = response.json().get("detail", response.text)
+            body = response.json()
+            detail, error = body.get("detail", response.text), body.get("error")
         except ValueError:
-            detail = response.text
+            detail, error = response.text, None
         detail = detail if isinstance(detail, str) else json.dumps(detail)
         if response.status_code == 404 and detail == "Not Found":  # the route, not a thing (ours name the thing)
             pid = (find_service(self.home) or {}).get("pid")
@@ -239,7 +243,7 @@ class LabClient:
         if response.status_code in (401, 403):
             raise PermissionError(detail)
         if response.status_code == 422:
-            raise ConfigError(detail)
+            raise DataError(detail) if error == "DataError" else ConfigError(detail)
         if response.status_code == 409:
             raise Refused(detail)
         raise RuntimeError(f"lab service: HTTP {response.status_code}: {detail}")
@@ -416,3 +420,19 @@ class LabClient:
 
     def cancel_sweep(self, sweep_id: str) -> list[str]:
         return self._json("POST", _at("sweep", sweep_id, "/cancel"))["cancelled"]
+
+    # -- datasets --------------------------------------------------------------------------------------------------
+    def datasets(self) -> list[DatasetInfo]:
+        return [DatasetInfo(**info) for info in self._json("GET", "/api/datasets")]
+
+    def dataset_rows(self, name: str, split: str, limit: int = 200) -> pd.DataFrame:
+        return _frame(self._call("GET", "/api/datasets/rows", params={"name": name, "split": split, "limit": limit}))
+
+    def add_dataset(self, name: str, filename: str, content: BinaryIO, text_column: str = "text",
+                    label_column: str | None = None, overwrite: bool = False) -> DatasetInfo:
+        """Upload a file (streamed in chunks) and register it as dataset `name`; DataError names its line."""
+        check_new_name(name)
+        params = {"filename": filename, "text_column": text_column, "overwrite": overwrite,
+                  **({"label_column": label_column} if label_column is not None else {})}
+        chunks = iter(lambda: content.read(2**20), b"")
+        return DatasetInfo(**self._json("PUT", f"/api/datasets/{name}", params=params, content=chunks))

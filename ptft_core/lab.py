@@ -9,20 +9,22 @@ the dashboard, the CLI and the demo, written against `Lab`, behave the same on e
 study and sweep reports need, which the run store (`ptft_core.store.Store`) also has.
 
 Errors are the same on both sides: an unknown id is `UnknownId` (a KeyError; HTTP 404), a bad config or a value out
-of bounds `ConfigError` (a ValueError; 422, with the field named), an action the run's state refuses `Refused` (a
-ValueError; 409), a viewer's write `PermissionError` (403). The bounds on what one call may ask are here, with why.
+of bounds `ConfigError` (a ValueError; 422, with the field named), a file that cannot become a dataset `DataError`
+(422, naming the line or column), an action the run's state refuses `Refused` (a ValueError; 409), a viewer's
+write `PermissionError` (403). The bounds on what one call may ask are here, with why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 from ptft_core.config import ConfigError, RunConfig
 
 if TYPE_CHECKING:  # the types only: importing them would pull the drivers into every client
     import pandas as pd
 
+    from ptft_core.data.info import DatasetInfo
     from ptft_core.studies.driver import StudyProgress
     from ptft_core.sweeps.driver import SweepProgress
 
@@ -32,6 +34,8 @@ MAX_METRIC_NAMES = 200  # metric names (or splits) in one series query: every me
 MAX_POINTS = 100_000  # points per series: a chart's width in pixels, a hundred times over
 MAX_LOG_BYTES = 1_000_000  # of a worker's log in one answer: the last megabyte says what went wrong
 MAX_GROUP = 50  # configs launched together (one per seed): 50 seeds is past any power a study here needs
+MAX_DATASET_ROWS = 5_000  # rows of a dataset in one answer: a preview, or the sample of a length histogram
+MAX_UPLOAD_BYTES = 200 * 2**20  # a dataset file: 200 MB is a million texts of 200 characters, past what trains here
 
 
 class UnknownId(KeyError):
@@ -117,3 +121,9 @@ class Lab(RunReads, Protocol):
     def sweep_effects(self, sweep_id: str) -> pd.DataFrame: ...
     def launch_sweep(self, spec: dict[str, Any], name: str | None = None) -> str: ...
     def cancel_sweep(self, sweep_id: str) -> list[str]: ...
+
+    # datasets
+    def datasets(self) -> list[DatasetInfo]: ...
+    def dataset_rows(self, name: str, split: str, limit: int = 200) -> pd.DataFrame: ...
+    def add_dataset(self, name: str, filename: str, content: BinaryIO, text_column: str = "text",
+                    label_column: str | None = None, overwrite: bool = False) -> DatasetInfo: ...

@@ -440,7 +440,6 @@ def load_references(source: LabClient, runs: pd.DataFrame) -> pd.DataFrame:
 
 # --- data room helpers --------------------------------------------------------------------------------------------
 
-UPLOAD_SUFFIXES = ("csv", "tsv", "jsonl", "json", "parquet", "txt")
 LENGTH_SAMPLE = 2000  # texts per split tokenized for the length histogram
 
 
@@ -463,36 +462,6 @@ def token_lengths(texts: Sequence[str]) -> list[int] | None:
     return [len(e.ids) for e in _wordpiece(str(path)).encode_batch(list(texts))]
 
 
-def save_upload(name: str, data: bytes) -> Path:
-    """Keep an uploaded file under PTFT_HOME/uploads (the registered dataset records this path)."""
-    folder = paths.home() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / Path(name).name
-    path.write_bytes(data)
-    return path
-
-
-def peek_file(path: Path, rows: int = 20) -> pd.DataFrame:
-    """The first rows of a user file as a table, to map its columns (the data room validates the whole file
-    on registration). Raises ValueError when the file cannot be read as its suffix says."""
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return pd.DataFrame({"text": [line for line in lines if line.strip()][:rows]})
-    if suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=rows)
-    if suffix == ".parquet":
-        return pd.read_parquet(path).head(rows)
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if suffix == ".json" and text.lstrip().startswith("["):
-        return pd.DataFrame.from_records(json.loads(text)[:rows])
-    return pd.DataFrame.from_records([json.loads(line) for line in text.splitlines() if line.strip()][:rows])
-
-
-# --- models for the Inspect page (torch loads on first use, not on import) ----------------------------------------
-
-
-@st.cache_resource(show_spinner="Loading the fine-tuned model…", max_entries=4)
 def classifier(run_id: str):
     return inspect.load_classifier(run_id)
 
@@ -544,7 +513,7 @@ def show_error(message: str, exc: BaseException | None = None) -> None:
 def datasets_or_stop() -> list[data.DatasetInfo]:
     """The lab's datasets; when the data room cannot be read, what failed as a message, and the page stops."""
     try:
-        return data.list_datasets()
+        return lab().datasets()
     except data.DataError as exc:
         show_error("The data room could not be read", exc)
         st.stop()

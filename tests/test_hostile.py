@@ -18,7 +18,7 @@ import pytest
 
 from ptft_core import paths
 from ptft_core.config import MAX_NOTES
-from ptft_core.lab import MAX_GROUP, MAX_RUN_IDS
+from ptft_core.lab import MAX_GROUP, MAX_RUN_IDS, MAX_UPLOAD_BYTES
 from ptft_core.service.door import MAX_BODY
 from tests.conftest import wait_for
 
@@ -70,6 +70,11 @@ def test_a_huge_body_without_a_token_is_refused_before_it_is_read(service):
     answer, _ = raw_request(url, f"POST /api/runs HTTP/1.1\r\nHost: {host}\r\n{editor}Content-Length: {50 * MB}"
                                  "\r\n\r\n", 50 * MB)
     assert answer.startswith("HTTP/1.1 413") and f"at most {MAX_BODY:,}" in answer, answer[:300]
+    upload = f"PUT /api/datasets/big?filename=big.csv HTTP/1.1\r\nHost: {host}\r\n"
+    answer, _ = raw_request(url, f"{upload}{editor}Content-Length: {MAX_UPLOAD_BYTES + 1}\r\n\r\n", 50 * MB)
+    assert answer.startswith("HTTP/1.1 413") and f"at most {MAX_UPLOAD_BYTES:,}" in answer, answer[:300]
+    answer, _ = raw_request(url, f"{upload}{viewer}Content-Length: {MB}\r\n\r\n", MB)
+    assert answer.startswith("HTTP/1.1 403"), answer[:200]
     assert rss(proc) - idle < 50 * MB, (idle, rss(proc))
 
     # A body without a length (chunked), from an editor: cut off once it passes the limit.

@@ -5,12 +5,15 @@ the same answers and the same errors on both; the signatures are the protocol's 
 from __future__ import annotations
 
 import inspect
+import io
+import json
 
 import pandas as pd
 import pytest
 
 from ptft_core.client import LabClient, connect
 from ptft_core.config import ConfigError
+from ptft_core.data import DataError
 from ptft_core.lab import MAX_RUN_IDS, Lab, Refused, RunReads, UnknownId
 from ptft_core.service.local import LocalLab
 from ptft_core.store import Store
@@ -118,3 +121,29 @@ def test_a_group_of_seeds_becomes_a_study_without_a_plan(lab):
     assert sorted(lab.cancel_study(study)) <= sorted(ids)
     assert list(lab.study_table().columns)[:3] == ["id", "name", "template"]
     assert "best" in lab.sweep_table().columns
+
+
+def test_a_file_uploads_registers_and_reads_back_as_a_dataset(lab, fake_lab):
+    rows = "".join(json.dumps({"text": f"text number {i}", "label": ["no", "yes"][i % 2]}) + "\n" for i in range(40))
+    info = lab.add_dataset("mine", "mine.jsonl", io.BytesIO(rows.encode()), "text", "label")
+    assert (info.name, info.total_rows, info.label_names) == ("mine", 40, ["no", "yes"])
+    assert "mine" in [d.name for d in lab.datasets()]
+    assert list(lab.dataset_rows("mine", "train", 5).columns[:2]) == ["text", "label"]
+    assert len(lab.dataset_rows("mine", "train", 5)) == 5
+    queued = lab.submit({"kind": "finetune", "dataset": "mine", "max_steps": 1})  # a name the lab now knows
+    lab.cancel(queued)
+
+    broken = rows + '{"text": "no closing brace", "label": "yes"\n'
+    with pytest.raises(DataError, match=r"^mine2\.jsonl: line 41 is not valid JSON") as refused:
+        lab.add_dataset("mine2", "mine2.jsonl", io.BytesIO(broken.encode()), "text", "label")
+    assert str(fake_lab) not in str(refused.value)  # never a path of the service's machine
+    assert "mine2" not in [d.name for d in lab.datasets()] and not list((fake_lab / "uploads").glob("mine2-*"))
+    with pytest.raises(DataError, match="exists already"):
+        lab.add_dataset("mine", "mine.jsonl", io.BytesIO(rows.encode()), "text", "label")
+    assert len(lab.dataset_rows("mine", "test", 100)) == info.splits["test"]  # the first upload is intact
+    with pytest.raises(DataError, match="dataset name '../x'"):
+        lab.add_dataset("../x", "x.jsonl", io.BytesIO(rows.encode()))
+    with pytest.raises(UnknownId, match="no dataset 'nope'"):
+        lab.dataset_rows("nope", "train")
+    with pytest.raises(ConfigError, match="limit"):
+        lab.dataset_rows("mine", "train", 10**6)

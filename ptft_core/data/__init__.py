@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         num_labels,
         register_user_dataset,
     )
-    from ptft_core.data.user import load_hub_dataset, read_user_file
+    from ptft_core.data.user import SUPPORTED_SUFFIXES, load_hub_dataset, peek, read_user_file
 
 _EXPORTS = {
     "prepare_all": "prepare",
@@ -37,10 +37,13 @@ _EXPORTS = {
     "num_labels": "registry",
     "load_hub_dataset": "user",
     "read_user_file": "user",
+    "peek": "user",
+    "SUPPORTED_SUFFIXES": "user",
     "register_user_dataset": "registry",
 }
 
 __all__ = [
+    "SUPPORTED_SUFFIXES",
     "BUILTIN_NAMES",
     "DataError",
     "DatasetInfo",
@@ -51,6 +54,7 @@ __all__ = [
     "load_split",
     "load_texts",
     "num_labels",
+    "peek",
     "prepare_all",
     "read_user_file",
     "register_user_dataset",

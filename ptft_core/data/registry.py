@@ -139,6 +139,14 @@ def num_labels(name: str) -> int:
 # --- registering a user file ---------------------------------------------------------------------------------
 
 
+def check_new_name(name: str) -> None:
+    """A name a user dataset may take: 1-64 of a-z, 0-9, '_' and '-', and no built-in's."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise DataError(f"dataset name {str(name)[:80]!r}: use 1-64 characters among a-z, 0-9, '_' and '-'")
+    if name in BUILTIN_NAMES:
+        raise DataError(f"dataset name {name!r} is a built-in; pick another name")
+
+
 def register_user_dataset(
     name: str,
     path: str | os.PathLike,
@@ -148,13 +156,10 @@ def register_user_dataset(
     overwrite: bool = False,
 ):
     """Validate `path` and save it as dataset `name` (80/10/10 seeded split, stratified by label); its info."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise DataError(f"dataset name {name!r}: use 1-64 characters among a-z, 0-9, '_' and '-'")
-    if name in BUILTIN_NAMES:
-        raise DataError(f"dataset name {name!r} is a built-in; pick another name")
+    check_new_name(name)
     target = paths.datasets_dir() / name
     if target.exists() and not overwrite:
-        raise DataError(f"dataset {name!r} exists already ({target}); choose another name or overwrite it")
+        raise DataError(f"dataset {name!r} exists already; choose another name or overwrite it")
     path = Path(path).expanduser().resolve()
     df = read_user_file(path, text_column, label_column)
     if len(df) < MIN_ROWS:

@@ -102,6 +102,45 @@ def _read_table(path: Path, suffix: str, text_column: str) -> tuple[pd.DataFrame
     return pd.DataFrame.from_records(records), where
 
 
+def peek(content: bytes, filename: str, rows: int = 20) -> pd.DataFrame:
+    """The first rows of a file's bytes as a table, to map its columns before it is registered (which validates
+    the whole file). DataError naming the file, and the line for JSON lines, when it cannot be read as its
+    suffix says."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(f"{filename}: unsupported file type {suffix or '(no suffix)'!r}; use "
+                        f"{', '.join(SUPPORTED_SUFFIXES)}")
+    if suffix == ".parquet":
+        try:
+            return pd.read_parquet(io.BytesIO(content)).head(rows)
+        except Exception as exc:  # pyarrow raises several kinds
+            raise DataError(f"{filename}: not a readable Parquet file ({exc})") from exc
+    text = _decode(content, Path(filename))
+    if suffix == ".txt":
+        return pd.DataFrame({"text": [line for line in text.splitlines() if line.strip()][:rows]})
+    if suffix in (".csv", ".tsv"):
+        try:
+            return pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",", nrows=rows)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+            raise DataError(f"{filename}: not a valid {suffix[1:].upper()} file ({str(exc).strip()})") from exc
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            return pd.DataFrame.from_records(json.loads(text)[:rows])
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise DataError(f"{filename}: not a JSON array of objects ({exc})") from exc
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if len(records) == rows:
+            break
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{filename}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from exc
+    return pd.DataFrame.from_records(records)
+
+
 def _is_missing(value: Any) -> bool:
     if value is None or value is pd.NA:
         return True

@@ -2,7 +2,8 @@
 
 The door (`door.Door`) checks every request's token, role and body size before the body is read; the routes
 (`routes/`, one router per concern) are one call of the lab each; the errors of the contract map to statuses
-here, one handler per type: `UnknownId` 404, `ConfigError` 422 (the field named), `Refused` 409 (the run's state),
+here, one handler per type: `UnknownId` 404, `ConfigError` 422 (the field named), `DataError` 422 (the file's line
+or column), `Refused` 409 (the run's state),
 `PermissionError` 403, and a body that does not parse 422 with one line per problem, quoting at most a short
 prefix of the bad value. Tables travel as Arrow IPC streams, rows as JSON (`answers`). Nothing here imports torch.
 """
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ptft_core.config import ConfigError, shown
+from ptft_core.data.errors import DataError
 from ptft_core.lab import Refused, UnknownId
 from ptft_core.service.answers import AnswerCache
 from ptft_core.service.door import Door
@@ -23,8 +25,9 @@ from ptft_core.service.tokens import Tokens
 
 
 def _status(code: int):
+    """A handler answering `code` with the error's message and its type (the client raises the same type)."""
     async def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=code)
     return handler
 
 
@@ -43,7 +46,8 @@ def create_app(lab: LocalLab, tokens: Tokens) -> FastAPI:
     app.state.lab = lab
     app.state.answers = AnswerCache(lab.store)
     app.add_middleware(Door, tokens=tokens)
-    for error, code in ((UnknownId, 404), (ConfigError, 422), (Refused, 409), (PermissionError, 403)):
+    for error, code in ((UnknownId, 404), (ConfigError, 422), (DataError, 422), (Refused, 409),
+                        (PermissionError, 403)):
         app.add_exception_handler(error, _status(code))
     app.add_exception_handler(RequestValidationError, _unparsable)
     for router in ROUTERS:

@@ -7,7 +7,8 @@ a single byte of the body is read, so a request without a token costs the servic
 - A write (any method but GET and HEAD, except the read-only queries under /api/query/) needs the editor token:
   403 for a viewer.
 - A body larger than MAX_BODY is 413: refused at once when its Content-Length says so, or as soon as a body
-  without one (chunked) passes the limit.
+  without one (chunked) passes the limit. A dataset upload (PUT /api/datasets/<name>) may be up to
+  MAX_UPLOAD_BYTES; its route streams it to disk.
 
 A refusal closes the connection (`Connection: close`) when a body was announced, so the client stops sending
 it. The role found is left in `scope["state"]["role"]` for the routes (`deps.Role`).
@@ -20,12 +21,14 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from ptft_core.lab import MAX_UPLOAD_BYTES
 from ptft_core.service.tokens import Tokens
 
 # Requests carry configs, specs, id lists and notes: a group of 50 configs is about 100 KB, a note at most 20 KB.
 MAX_BODY = 2 * 2**20
 READS = frozenset({"GET", "HEAD"})
 QUERY_PREFIX = "/api/query/"  # POSTs that only read (they name many runs): a viewer may make them
+UPLOAD_PREFIX = "/api/datasets/"  # PUT: a dataset file, streamed to disk
 
 
 class BodyTooLarge(HTTPException):
@@ -78,17 +81,19 @@ class Door:
                                 ((b"www-authenticate", b"Bearer"),))
         if is_write(scope["method"], scope["path"]) and role != "editor":
             return await _reply(send, 403, "this token may only read", body_coming)
+        limit = MAX_UPLOAD_BYTES if scope["method"] == "PUT" and scope["path"].startswith(UPLOAD_PREFIX) else \
+            self.max_body
         if declared is not None:
             try:
                 size = int(declared)
             except ValueError:
                 return await _reply(send, 400, "Content-Length is not a number", True)
-            if size > self.max_body:
-                return await _reply(send, 413, f"the body has {size:,} bytes; at most {self.max_body:,}", True)
+            if size > limit:
+                return await _reply(send, 413, f"the body has {size:,} bytes; at most {limit:,}", True)
         scope.setdefault("state", {})["role"] = role
-        await self._within_limit(scope, receive, send)
+        await self._within_limit(scope, receive, send, limit)
 
-    async def _within_limit(self, scope, receive, send) -> None:
+    async def _within_limit(self, scope, receive, send, limit: int) -> None:
         """Pass the request on, counting the body as it is read: past the limit it is 413 (when nothing of the
         answer has gone out yet)."""
         seen = 0
@@ -99,8 +104,8 @@ class Door:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge(self.max_body)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def watched_send(message):

@@ -9,19 +9,28 @@ their bounds (`ConfigError`), and an action the run's state refuses is `Refused`
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pandas as pd
 
 from ptft_core.config import ConfigError, RunConfig, check_run_labels, config_from_dict, config_to_dict
+from ptft_core.data.errors import DataError
+from ptft_core.data.info import SPLITS, DatasetInfo
+from ptft_core.data.registry import check_new_name, known_names, list_datasets, load_split, register_user_dataset
+from ptft_core.data.user import SUPPORTED_SUFFIXES
 from ptft_core.engine import Engine
 from ptft_core.ids import GROUP, is_id, new_id
 from ptft_core.lab import (
+    MAX_DATASET_ROWS,
     MAX_GROUP,
     MAX_LOG_BYTES,
     MAX_METRIC_NAMES,
     MAX_POINTS,
+    MAX_UPLOAD_BYTES,
     Refused,
     UnknownId,
     bounded,
@@ -233,3 +242,50 @@ class LocalLab:
     def cancel_sweep(self, sweep_id: str) -> list[str]:
         self._sweep(sweep_id)
         return self.sweeps.cancel(sweep_id)
+
+    # -- datasets --------------------------------------------------------------------------------------------------
+    def datasets(self) -> list[DatasetInfo]:
+        return list_datasets()
+
+    def dataset_rows(self, name: str, split: str, limit: int = 200) -> pd.DataFrame:
+        """The first `limit` rows of a split (a preview; a sample for the length histogram)."""
+        bounded("limit", limit, 0, MAX_DATASET_ROWS)
+        if split not in SPLITS:
+            raise ConfigError(f"split: must be one of {', '.join(SPLITS)} (got {str(split)[:40]!r})")
+        if not name.startswith("hf:") and name not in known_names():
+            raise UnknownId(_named("dataset", name))
+        return load_split(name, split).head(limit).reset_index(drop=True)
+
+    def add_dataset(self, name: str, filename: str, content: BinaryIO, text_column: str = "text",
+                    label_column: str | None = None, overwrite: bool = False) -> DatasetInfo:
+        """Keep an uploaded file under `uploads/<name>-<random>/` (at most MAX_UPLOAD_BYTES, copied in chunks,
+        never whole in memory) and register it as dataset `name`. Its errors name the file as the user called it
+        and the line or column at fault, never a path of this machine; a file that is not registered is not
+        kept."""
+        shown = Path(str(filename)).name[:200]
+        if Path(shown).suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise DataError(f"{shown}: unsupported file type; use {', '.join(SUPPORTED_SUFFIXES)}")
+        check_new_name(name)  # before anything is written
+        folder = self.engine.home / "uploads" / f"{name}-{uuid.uuid4().hex[:8]}"  # its own: a failure removes it alone
+        folder.mkdir(parents=True)
+        target = folder / shown
+        try:
+            _copy_bounded(content, target, MAX_UPLOAD_BYTES)
+            return register_user_dataset(name, target, text_column, label_column, overwrite=overwrite)
+        except DataError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise DataError(str(exc).replace(str(target), shown).replace(str(folder), "uploads")) from None
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def _copy_bounded(source: BinaryIO, target: Path, limit: int, chunk: int = 2**20) -> None:
+    written = 0
+    with target.open("wb") as out:
+        while block := source.read(chunk):
+            written += len(block)
+            if written > limit:
+                raise DataError(f"{target.name}: larger than {limit // 2**20} MB; a dataset file may have at most "
+                                f"{limit:,} bytes")
+            out.write(block)
