@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import plots, ui
-from ptft_core.store import X_AXES
+from ptft_core.lab import X_AXES
 
 ui.require_frame()
 

@@ -5,8 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import plots, ui
-from ptft_core.engine.engine import RESUMABLE
-from ptft_core.store import STATUSES
+from ptft_core.lab import RESUMABLE, STATUSES
 
 ui.require_frame()
 

@@ -40,9 +40,8 @@ from ptft_core.data.errors import DataError
 from ptft_core.data.info import DatasetInfo
 from ptft_core.data.registry import check_new_name
 from ptft_core.ids import is_id
-from ptft_core.lab import Refused, UnknownId
+from ptft_core.lab import TERMINAL, Refused, UnknownId
 from ptft_core.service.tokens import TOKENS_NAME
-from ptft_core.store import TERMINAL
 from ptft_core.store.store import check_export_path, write_export
 from ptft_core.studies.driver import StudyProgress
 from ptft_core.sweeps.driver import SweepProgress

@@ -670,6 +670,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"optim": {"lr": 1e-3}}` -> `{"optim.lr": 1e-3}`."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return asdict(config)
 

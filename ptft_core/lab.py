@@ -28,6 +28,12 @@ if TYPE_CHECKING:  # the types only: importing them would pull the drivers into 
     from ptft_core.studies.driver import StudyProgress
     from ptft_core.sweeps.driver import SweepProgress
 
+# The contract's vocabulary: a run's statuses, which of them resume, the x axes a metric series may take.
+TERMINAL = ("completed", "failed", "cancelled", "interrupted", "pruned")
+STATUSES = ("queued", "running", *TERMINAL)
+RESUMABLE = ("interrupted", "cancelled", "failed", "pruned")  # from their newest checkpoint
+X_AXES = ("step", "epoch", "tokens_seen", "wall_time")
+
 # Bounds of one call; each refuses a request that would make the service read, compute or send without limit.
 MAX_RUN_IDS = 1_000  # runs named in one query: more than any chart tells apart (a full study has under 100)
 MAX_METRIC_NAMES = 200  # metric names (or splits) in one series query: every metric a run here logs, many times over

@@ -35,10 +35,11 @@ from ptft_core.config import (
     RunConfig,
     config_class,
     field_spec,
+    flatten,
     with_seed,
 )
+from ptft_core.lab import Lab
 from ptft_core.specs import parent_run
-from ptft_core.store.store import flatten
 
 ACTIVE = ("queued", "running")
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
@@ -100,9 +101,9 @@ def _demo_token() -> str | None:
     return None
 
 
-def lab() -> LabClient:
-    """The lab of the current `PTFT_HOME`. If no service answers (or the token is refused), the page says why
-    and stops; the next rerun tries again."""
+def lab() -> Lab:
+    """The lab (the contract, `ptft_core.lab.Lab`, over HTTP) of the current `PTFT_HOME`. If no service answers
+    (or the token is refused), the page says why and stops; the next rerun tries again."""
     role = "viewer" if read_only() else "editor"
     token = _demo_token() if role == "viewer" else None
     try:

@@ -10,8 +10,8 @@ import duckdb
 import pandas as pd
 import pytest
 
+from ptft_core.config import flatten
 from ptft_core.store import Store, schema
-from ptft_core.store.store import flatten
 
 
 def metric(run_id, seq, step, value, name="loss", split="train", wall_time=None, **extra):

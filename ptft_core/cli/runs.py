@@ -39,7 +39,8 @@ from ptft_core.engine import Engine
 from ptft_core.engine.engine import CANCEL_REQUEST
 from ptft_core.engine.launcher import worker_alive
 from ptft_core.journal import JOURNAL_NAME, read_events
-from ptft_core.store import TERMINAL, Store, StoreLockedError
+from ptft_core.lab import TERMINAL
+from ptft_core.store import Store, StoreLockedError
 
 CANCEL_WAIT = 15.0  # seconds a cancel waits for the run's final status: the engine's grace (8 s) and a margin
 

@@ -51,8 +51,9 @@ from ptft_core.engine.launcher import EXIT_UNKNOWN, Launcher, LocalSubprocessLau
 from ptft_core.engine.ray_launcher import RayLauncher, launcher_from_env
 from ptft_core.ids import new_run_id
 from ptft_core.journal import JOURNAL_NAME, read_events
+from ptft_core.lab import RESUMABLE, TERMINAL
 from ptft_core.specs import check_names
-from ptft_core.store import TERMINAL, Store
+from ptft_core.store import Store
 from ptft_core.store.store import from_epoch, now
 from ptft_core.worker import HEARTBEAT_NAME, latest_step_checkpoint
 
@@ -63,7 +64,6 @@ CANCEL_REQUEST = "cancel.request"
 # makes that `pruned` (at ingestion, at recovery, and when the worker died without a word), so the row never reads
 # cancelled, even across a restart of the engine between the request and the worker's exit.
 PRUNE_REQUEST = "prune.request"
-RESUMABLE = ("interrupted", "cancelled", "failed", "pruned")
 
 
 @dataclass

@@ -31,12 +31,12 @@ from ptft_core.lab import (
     MAX_METRIC_NAMES,
     MAX_POINTS,
     MAX_UPLOAD_BYTES,
+    X_AXES,
     Refused,
     UnknownId,
     bounded,
     run_selection,
 )
-from ptft_core.store import X_AXES
 from ptft_core.studies.driver import StudyDriver, StudyProgress, list_studies, study_progress
 from ptft_core.sweeps.driver import SweepDriver, SweepProgress, SweepView
 

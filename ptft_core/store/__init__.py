@@ -4,6 +4,6 @@
 migrations.
 """
 
-from ptft_core.store.store import STATUSES, TERMINAL, X_AXES, Store, StoreLockedError, flatten
+from ptft_core.store.store import Store, StoreLockedError
 
-__all__ = ["STATUSES", "TERMINAL", "X_AXES", "Store", "StoreLockedError", "flatten"]
+__all__ = ["Store", "StoreLockedError"]

@@ -31,15 +31,14 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ptft_core import paths
+from ptft_core.config import flatten
+from ptft_core.lab import STATUSES, X_AXES
 from ptft_core.store import schema
 from ptft_core.store.series import series_sql
 
 log = logging.getLogger(__name__)
 
 # `pruned`: stopped early by a sweep's pruner (the reason in `error`); finished, like completed, never a failure.
-TERMINAL = ("completed", "failed", "cancelled", "interrupted", "pruned")
-STATUSES = ("queued", "running", *TERMINAL)
-X_AXES = ("step", "epoch", "tokens_seen", "wall_time")
 
 RUN_COLUMNS = (
     "id", "name", "kind", "parent_run", "study", "config", "status", "device", "pid", "heartbeat", "step",
@@ -98,18 +97,6 @@ def now() -> datetime:
 
 def from_epoch(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(float(t), UTC)
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"optim": {"lr": 1e-3}}` -> `{"optim.lr": 1e-3}`."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 class Store:

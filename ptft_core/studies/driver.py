@@ -32,6 +32,7 @@ import pandas as pd
 
 from ptft_core.config import CHECKPOINT_FIELD, ConfigError, EvaluateConfig, FinetuneConfig, config_to_dict
 from ptft_core.ids import STUDY, new_id
+from ptft_core.lab import TERMINAL  # pruned: by hand, a study never prunes
 from ptft_core.studies.costs import dataset_chance, dataset_classes, dataset_shape, estimate_seconds, run_seconds
 from ptft_core.studies.templates import PlannedRun, build_runs, get_template
 from ptft_core.ticker import Ticker
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 KEY_TAG = "study-key:"
 PLAN_VERSION = 2  # 2: cross-domain evaluations are planned runs of kind evaluate (1: a list on the fine-tune)
-TERMINAL = ("completed", "failed", "cancelled", "interrupted", "pruned")  # pruned: by hand, a study never prunes
 # An evaluate run's status as the report reads it; others: pending.
 EVALUATION_STATE = {"completed": "done", "running": "running", "failed": "failed", "cancelled": "failed",
                     "interrupted": "failed", "pruned": "failed"}

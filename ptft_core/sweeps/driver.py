@@ -41,7 +41,7 @@ import pandas as pd
 from ptft_core import paths
 from ptft_core.config import ConfigError
 from ptft_core.ids import SWEEP, new_id
-from ptft_core.store import TERMINAL
+from ptft_core.lab import TERMINAL
 from ptft_core.sweeps.effects import EFFECT_COLUMNS, effects
 from ptft_core.sweeps.spec import SweepSpec, spec_from_dict, spec_to_dict
 from ptft_core.ticker import Ticker
