@@ -61,6 +61,22 @@ def _missing_column(path: Path, column: str, columns: list[Any], what: str) -> D
     return DataError(f"{path}: no {what} column {column!r} (columns present: {shown})")
 
 
+def _json_lines(text: str, shown: Any, limit: int | None = None) -> tuple[list[Any], list[str]]:
+    """JSON lines (blank ones skipped), at most `limit`, and each one's "line N"; DataError names a bad line."""
+    records, where = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if len(records) == limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{shown}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from exc
+        where.append(f"line {number}")
+    return records, where
+
+
 def _read_table(path: Path, suffix: str, text_column: str) -> tuple[pd.DataFrame, list[str]]:
     """The raw table and, per row, how to name it in a message ("row 3", "line 7")."""
     if suffix == ".parquet":
@@ -87,15 +103,7 @@ def _read_table(path: Path, suffix: str, text_column: str) -> tuple[pd.DataFrame
             raise DataError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from exc
         where = [f"item {i + 1}" for i in range(len(records))]
     else:
-        records, where = [], []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from exc
-            where.append(f"line {number}")
+        records, where = _json_lines(text, path)
     for record, at in zip(records, where, strict=True):
         if not isinstance(record, dict):
             raise DataError(f"{path}: {at} is not a JSON object (got {type(record).__name__})")
@@ -128,17 +136,7 @@ def peek(content: bytes, filename: str, rows: int = 20) -> pd.DataFrame:
             return pd.DataFrame.from_records(json.loads(text)[:rows])
         except (json.JSONDecodeError, TypeError) as exc:
             raise DataError(f"{filename}: not a JSON array of objects ({exc})") from exc
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if len(records) == rows:
-            break
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{filename}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from exc
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(_json_lines(text, filename, rows)[0])
 
 
 def _is_missing(value: Any) -> bool:
