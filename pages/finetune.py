@@ -85,9 +85,7 @@ fields.update(run_fields)
 
 train_rows = {d.name: d.splits["train"] for d in datasets}
 examples = round(train_rows[fields["dataset"]] * fields["label_fraction"])
-steps = ui.finetune_steps(examples, fields["batch_size"], fields["epochs"], fields["max_steps"],
-                          round(train_rows.get(fields["then_dataset"], 0) * fields["label_fraction"]),
-                          fields["then_epochs"])
+steps = ui.finetune_steps(fields, examples, round(train_rows.get(fields["then_dataset"], 0) * fields["label_fraction"]))
 st.caption(f"≈ {steps:,} optimizer steps on {examples:,} labelled training examples"
            + (f", then {fields['then_dataset']}." if fields["then_dataset"] else "."))
 

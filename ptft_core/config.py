@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import textwrap
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -714,6 +715,27 @@ def eval_steps(total_steps: int, every: int, count: int, steps_per_epoch: int = 
     else:
         steps = {max(1, round(i * total_steps / count)) for i in range(1, count + 1)}
     return frozenset(steps | {total_steps})
+
+
+def replay_sizes(batch_size: int, fraction: float) -> tuple[int, int]:
+    """(current-task, replayed) examples per batch: at least one replayed when fraction > 0, and at least one
+    current-task example always."""
+    if fraction == 0:
+        return batch_size, 0
+    replayed = min(batch_size - 1, max(1, round(batch_size * fraction)))
+    return batch_size - replayed, replayed
+
+
+def task_steps(config: FinetuneConfig, task: int, examples: int) -> tuple[int, int]:
+    """(steps per epoch, optimizer steps) of a fine-tune's task `task` (0: `dataset`, 1: `then_dataset`) on
+    `examples` training examples, before any early stop: the one count the trainer, the form and the cost model
+    share. Replay takes part of each batch (from the first task in the second, or MLM blocks in any), so an epoch
+    of the current task takes more steps; `max_steps` caps each task."""
+    replaying = config.replay_source == "mlm" or task > 0
+    batch, _ = replay_sizes(config.batch_size, config.replay_fraction if replaying else 0.0)
+    per_epoch = math.ceil(examples / batch)
+    steps = per_epoch * (config.epochs if task == 0 else config.then_epochs)
+    return per_epoch, min(steps, config.max_steps) if config.max_steps else steps
 
 
 def probe_steps(eval_at: frozenset[int], every: int) -> frozenset[int]:

@@ -30,12 +30,14 @@ from ptft_core.config import (
     EVALUATE_SPLIT,
     PRESETS,
     ConfigError,
+    FinetuneConfig,
     OptimConfig,
     PretrainConfig,
     RunConfig,
     config_class,
     field_spec,
     flatten,
+    task_steps,
     with_seed,
 )
 from ptft_core.lab import Lab
@@ -321,15 +323,14 @@ def training_pace(row: dict[str, Any]) -> str:
     return "" if rate is None or pd.isna(rate) else f" · train {rate:.2f} steps/s"
 
 
-def finetune_steps(examples: int, batch_size: int, epochs: int, max_steps: int = 0, then_examples: int = 0,
-                   then_epochs: int = 0) -> int:
-    """Optimizer steps of a fine-tune (both tasks of a sequential one) before any early stop; `max_steps`
-    caps each task, as the trainer does."""
-    def task(rows: int, n_epochs: int) -> int:
-        steps = math.ceil(rows / max(batch_size, 1)) * n_epochs
-        return min(steps, max_steps) if max_steps else steps
+STEP_FIELDS = ("batch_size", "epochs", "then_epochs", "max_steps", "replay_fraction", "replay_source")
 
-    return task(examples, epochs) + task(then_examples, then_epochs)
+
+def finetune_steps(fields: dict[str, Any], examples: int, then_examples: int = 0) -> int:
+    """Optimizer steps of the form's fine-tune (both tasks of a sequential one) before any early stop, counted
+    as the trainer counts them (`config.task_steps`)."""
+    config = FinetuneConfig(**{key: fields[key] for key in STEP_FIELDS if key in fields})
+    return task_steps(config, 0, examples)[1] + (task_steps(config, 1, then_examples)[1] if then_examples else 0)
 
 
 def evaluation_plan(fields: dict) -> str:

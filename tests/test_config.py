@@ -234,3 +234,22 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
     config = load_config(path, overrides)
     assert (run_pretrain if kind == "pretrain" else run_finetune)(config, tmp_path, logger) == "completed"
     assert max(e["step"] for e in logger.events if e["type"] == "metric") >= 2
+
+
+def test_task_steps_count_what_replay_leaves_of_each_batch():
+    """One count for the trainer, the form and the cost model: replay takes part of each batch, so an epoch of
+    the current task needs more steps (the form and the cost model once counted whole batches)."""
+    from ptft_core.config import task_steps
+    from ptft_core.ui import finetune_steps
+
+    plain = FinetuneConfig(batch_size=32, epochs=2)
+    assert task_steps(plain, 0, 100) == (4, 8)
+    mlm = dataclasses.replace(plain, replay_fraction=0.5, replay_source="mlm")
+    assert task_steps(mlm, 0, 100) == (7, 14)  # 16 of each 32 are replayed MLM blocks
+    sequential = dataclasses.replace(plain, then_dataset="amazon", then_epochs=1, replay_fraction=0.25)
+    assert task_steps(sequential, 0, 100) == (4, 8)  # the first task has nothing to replay yet
+    assert task_steps(sequential, 1, 100) == (5, 5)  # 24 current examples a batch
+    assert task_steps(dataclasses.replace(mlm, max_steps=10), 0, 100) == (7, 10)
+    fields = {"batch_size": 32, "epochs": 2, "then_epochs": 1, "max_steps": 0, "replay_fraction": 0.25,
+              "replay_source": "task", "dataset": "movies", "base": None}
+    assert finetune_steps(fields, 100, 100) == 8 + 5

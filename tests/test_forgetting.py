@@ -5,14 +5,14 @@ import pytest
 import torch
 from tiny_runs import tiny_finetune, tiny_pretrain
 
-from ptft_core.config import ConfigError
+from ptft_core.config import ConfigError, replay_sizes
 from ptft_core.families import load_classifier
 from ptft_core.journal import MemoryLogger
 from ptft_core.training import run_finetune, run_pretrain
 from ptft_core.training.checkpoint import load_weights
 from ptft_core.training.common import PhaseClock, seed_everything
 from ptft_core.training.finetune import Progress, fit_task, setup
-from ptft_core.training.forgetting import linear_cka, replay_sizes
+from ptft_core.training.forgetting import linear_cka
 
 
 def probe_notes(logger: MemoryLogger) -> list[dict]:

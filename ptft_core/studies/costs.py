@@ -19,6 +19,7 @@ from ptft_core.config import (
     PretrainConfig,
     eval_steps,
     probe_steps,
+    task_steps,
 )
 from ptft_core.data import dataset_info
 
@@ -94,17 +95,13 @@ def dataset_shape(name: str) -> tuple[dict[str, int], float]:
 def finetune_seconds(config: FinetuneConfig, family: str) -> float:
     cost = COSTS[family]
     total = PROCESS_START_S
-    tasks = [(config.dataset, config.epochs)] + ([(config.then_dataset, config.then_epochs)]
-                                                  if config.then_dataset else [])
+    tasks = [config.dataset, *([config.then_dataset] if config.then_dataset else [])]
     first_val = 0
-    for index, (dataset, epochs) in enumerate(tasks):
+    for index, dataset in enumerate(tasks):
         splits, mean_tokens = dataset_shape(dataset)
         tokens = min(config.max_length, mean_tokens + 2) * PADDING_FACTOR
         examples = max(1, round(config.label_fraction * splits.get("train", 0)))
-        steps_per_epoch = math.ceil(examples / config.batch_size)
-        steps = steps_per_epoch * epochs
-        if config.max_steps:
-            steps = min(steps, config.max_steps)
+        steps_per_epoch, steps = task_steps(config, index, examples)
         eval_at = eval_steps(steps, config.eval_every, config.eval_count, steps_per_epoch)
         evals, probes = len(eval_at) + 1, len(probe_steps(eval_at, config.probe_every))  # + step 0
         validation = min(splits.get("validation", 0), config.eval_val_samples or math.inf)

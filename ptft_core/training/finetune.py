@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from ptft_core.config import PRESETS, ConfigError, FinetuneConfig, eval_steps, probe_steps
+from ptft_core.config import PRESETS, ConfigError, FinetuneConfig, eval_steps, probe_steps, replay_sizes, task_steps
 from ptft_core.data import label_names, load_split
 from ptft_core.families import checkpoint_objective, load_classifier
 from ptft_core.journal import MetricLogger
@@ -76,7 +76,6 @@ from ptft_core.training.forgetting import (
     l2sp_anchor,
     l2sp_penalty,
     measure_probes,
-    replay_sizes,
 )
 from ptft_core.training.strategies import apply_strategy, head_parameters, strategy_param_groups, unfreeze_stage
 from ptft_core.training.utilisation import Utilisation
@@ -244,9 +243,8 @@ def build_task(config: FinetuneConfig, index: int, dataset: str, model: PreTrain
     # Replay takes part of each batch: from the previous task (second task only) or MLM blocks (any task).
     replaying = config.replay_source == "mlm" or index > 0
     batch_size, n_replay = replay_sizes(config.batch_size, config.replay_fraction if replaying else 0.0)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
+    steps_per_epoch, total = task_steps(config, index, len(train))
     epochs = config.epochs if index == 0 else config.then_epochs
-    total = epochs * steps_per_epoch if not config.max_steps else min(config.max_steps, epochs * steps_per_epoch)
     validation = tokenize_split(tokenizer, dataset, "validation", config.max_length,
                                 fixed_sample(config.eval_val_samples, VALIDATION_SAMPLE_SEED))
     eval_at = eval_steps(total, config.eval_every, config.eval_count, steps_per_epoch)

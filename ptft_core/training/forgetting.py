@@ -127,15 +127,6 @@ def measure_probes(probes: Probes, encoder: nn.Module, device: torch.device) -> 
 # --- mitigations ---------------------------------------------------------------------------------------------
 
 
-def replay_sizes(batch_size: int, fraction: float) -> tuple[int, int]:
-    """(current-task, replayed) examples per batch: at least one replayed when fraction > 0, and at least one
-    current-task example always."""
-    if fraction == 0:
-        return batch_size, 0
-    replayed = min(batch_size - 1, max(1, round(batch_size * fraction)))
-    return batch_size - replayed, replayed
-
-
 class MLMReplay:
     """Random masked blocks of general text (`probe_corpus` train split) replayed into fine-tuning batches."""
 
