@@ -126,21 +126,21 @@ def study_configs():
 def pretrain(corpus: str, home: Path) -> Path:
     """The study's pretraining run on `corpus`, in this process; its final checkpoint's folder."""
     from ptft_core.journal import MemoryLogger
-    from ptft_core.paths import checkpoint_dir
+    from ptft_core.rundir import RunDir
     from ptft_core.training import run_pretrain
 
     config, _ = study_configs()
     config = dataclasses.replace(config, corpus=CORPORA[corpus], name=f"transfer-{corpus}")
     run_dir = home / f"pretrain-{corpus}"
-    if (checkpoint_dir(run_dir, "final") / "config.json").is_file():  # an earlier round's
+    if RunDir(run_dir).has_checkpoint("final"):  # an earlier round's
         print(json.dumps({"pretrain": corpus, "reused": str(run_dir)}), flush=True)
-        return checkpoint_dir(run_dir, "final")
+        return RunDir(run_dir).checkpoint("final")
     logger = MemoryLogger()
     assert run_pretrain(config, run_dir, logger) == "completed"
     val = logger.values("loss", "validation")
     ref = {e["name"]: e["value"] for e in logger.events if e["type"] == "metric" and e["split"] == "reference"}
     print(json.dumps({"pretrain": corpus, "val_loss": val[-1], **ref}), flush=True)
-    return checkpoint_dir(run_dir, "final")
+    return RunDir(run_dir).checkpoint("final")
 
 
 def finetune(cell: dict, base: str, run_dir: Path) -> dict:

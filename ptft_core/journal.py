@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ptft_core.rundir import RunDir
+
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = "events.jsonl"
 JOURNAL_FSYNC_ENV = "PTFT_JOURNAL_FSYNC_S"  # seconds between fsyncs of the journal (set by the Ray launcher)
 
 
@@ -42,7 +43,7 @@ class JournalWriter:
     """Appends events to a run's journal; continues the `seq` numbering of an existing journal (resume)."""
 
     def __init__(self, run_dir: str | Path, run_id: str):
-        self.path = Path(run_dir) / JOURNAL_NAME
+        self.path = RunDir(run_dir).journal
         self.run_id = run_id
         self.seq = last_seq(self.path)
         # Line-buffered text: each event reaches the OS as one write, so a kill -9 cannot lose it.

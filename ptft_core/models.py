@@ -29,6 +29,7 @@ from transformers import (
 
 from ptft_core import paths
 from ptft_core.config import BUILTIN_CHECKPOINT, CPU_AUTO_BF16, PRESETS, ConfigError
+from ptft_core.rundir import RunDir
 from ptft_core.specs import run_reference
 
 PRESET_SHAPES: dict[str, dict[str, int]] = {
@@ -178,11 +179,12 @@ def resolve_checkpoint(spec: str) -> str:
     reference = run_reference(spec)
     if reference is not None:
         run_id, name = reference
-        if not paths.checkpoint_saved(paths.run_dir(run_id), name):
-            available = paths.saved_checkpoints(paths.run_dir(run_id))
+        folder = RunDir(paths.run_dir(run_id))
+        if not folder.has_checkpoint(name):
+            available = folder.saved_checkpoints()
             raise CheckpointError(f"{spec}: no checkpoint {name!r} in run {run_id!r}; available: "
                                   f"{', '.join(available) or 'none (is the run finished?)'}")
-        return str(paths.checkpoint_dir(paths.run_dir(run_id), name))
+        return str(folder.checkpoint(name))
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -66,19 +66,6 @@ def run_dir(run_id: str) -> Path:
     return runs_dir() / run_id
 
 
-def checkpoint_dir(run_folder: Path, name: str) -> Path:
-    return Path(run_folder) / "checkpoints" / name
-
-
-def checkpoint_saved(run_folder: Path, name: str) -> bool:
-    """Checkpoints are renamed into place when complete, so a folder with its model config is a whole one."""
-    return (checkpoint_dir(run_folder, name) / "config.json").is_file()
-
-
-def saved_checkpoints(run_folder: Path) -> list[str]:
-    return sorted(p.name for p in (Path(run_folder) / "checkpoints").glob("*") if (p / "config.json").is_file())
-
-
 def sweeps_dir(lab_home: Path | None = None) -> Path:
     """`sweeps/<sweep_id>/`: each sweep's Optuna journal (its sampler's and pruner's state), beside the run store."""
     return (lab_home or home()) / "sweeps"

@@ -50,23 +50,12 @@ from pathlib import Path
 import psutil
 
 from ptft_core.config import config_from_dict
-from ptft_core.journal import JOURNAL_NAME, JournalWriter, NullLogger
+from ptft_core.journal import JournalWriter, NullLogger
+from ptft_core.rundir import RunDir
 
 log = logging.getLogger("ptft_core.worker")
 
-HEARTBEAT_NAME = "heartbeat"
 HEARTBEAT_INTERVAL = 1.0
-CLAIM_NAME = "worker.pid"  # written by a warm worker when it takes its run (see `standby`)
-STATE_FILE = "training_state.pt"  # what makes a `step-<N>` checkpoint resumable (ptft_core.training.checkpoint)
-
-
-def latest_step_checkpoint(run_dir: Path) -> int | None:
-    """The step of the newest complete `checkpoints/step-<N>` (one with a training state), if any."""
-    steps = [int(p.name[5:]) for p in (Path(run_dir) / "checkpoints").glob("step-*")
-             if p.name[5:].isdigit() and (p / STATE_FILE).is_file()]
-    return max(steps) if steps else None
-
-
 def _close_torn_line(journal: Path) -> None:
     """A journal cut mid-line (a crash during a write) gets its newline back before new events are appended:
     the torn line is then one corrupt line that readers skip, instead of swallowing the next event."""
@@ -144,7 +133,7 @@ def standby() -> int:
     order = json.loads(line)
     os.environ.update(order["env"])
     run_dir = Path(order["run_dir"]).resolve()
-    log_fd = os.open(run_dir / "worker.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    log_fd = os.open(RunDir(run_dir).log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log_fd, 1)
@@ -152,7 +141,7 @@ def standby() -> int:
     os.close(log_fd)
     os.chdir(run_dir)
     claim = {"pid": os.getpid(), "create_time": psutil.Process().create_time()}
-    (run_dir / CLAIM_NAME).write_text(json.dumps(claim), encoding="utf-8")
+    RunDir(run_dir).claim.write_text(json.dumps(claim), encoding="utf-8")
     return main([str(run_dir), *(["--resume"] if order.get("resume") else [])], started=handed_at)
 
 
@@ -165,14 +154,15 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     run_dir = args.run_dir.resolve()
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    folder = RunDir(run_dir)
+    run = folder.read_run()
     run_id, attempt = run["run_id"], int(run.get("attempt", 1))
     # Under torchrun (a run with ranks > 1): rank 0 alone journals and beats; the others train and stay quiet.
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         _die_with_parent()
     if rank == 0:
-        _close_torn_line(run_dir / JOURNAL_NAME)
+        _close_torn_line(folder.journal)
     journal = JournalWriter(run_dir, run_id) if rank == 0 else NullLogger()
 
     stop = threading.Event()
@@ -185,7 +175,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     beat_stop = threading.Event()
     if rank == 0:
-        beat_path = run_dir / HEARTBEAT_NAME
+        beat_path = folder.heartbeat
         beat_path.touch()
         threading.Thread(target=_heartbeat, args=(beat_path, beat_stop), name="heartbeat", daemon=True).start()
 
@@ -197,9 +187,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     try:
         config = config_from_dict(run["config"])
         if args.resume:
-            from_step = latest_step_checkpoint(run_dir)
+            from_step = folder.latest_step()
             if from_step is None:
-                raise RuntimeError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
+                raise RuntimeError(f"--resume: no complete checkpoint under {folder.checkpoints}")
             journal.event("resume", from_step=from_step, attempt=attempt)
         trainer = resolve_trainer(config.kind)
         _set_threads(world)

@@ -37,7 +37,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, name: str | None = No
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / STATE_FILE).write_bytes(pickle.dumps(state))
-    (tmp / "config.json").write_text("{}", encoding="utf-8")  # what marks a whole checkpoint (paths.checkpoint_saved)
+    (tmp / "config.json").write_text("{}", encoding="utf-8")  # what marks a whole checkpoint (RunDir.has_checkpoint)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder

@@ -14,8 +14,8 @@ import pytest
 from ptft_core.config import FinetuneConfig, OptimConfig, PretrainConfig
 from ptft_core.engine import Engine
 from ptft_core.journal import read_events
+from ptft_core.rundir import RunDir
 from ptft_core.training.distributed import Ranks, shard
-from ptft_core.worker import latest_step_checkpoint
 from tests.conftest import wait_for
 
 
@@ -104,7 +104,7 @@ def test_a_cancel_stops_both_ranks_at_one_step_with_one_checkpoint(lab):
         assert engine.wait([run_id], timeout=10) == {run_id: "cancelled"}
         checkpoints = [p.name for p in (engine.run_dir(run_id) / "checkpoints").iterdir()]
         assert len([c for c in checkpoints if c.startswith("step-")]) == 1, checkpoints
-        step = latest_step_checkpoint(engine.run_dir(run_id))
+        step = RunDir(engine.run_dir(run_id)).latest_step()
         saves = [e for e in journal(engine, run_id) if e["type"] == "checkpoint"]
         assert [e["step"] for e in saves] == [step]  # one save, by rank 0, at the step both stopped
         wait_for(lambda: not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in ranks), 30,

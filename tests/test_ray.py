@@ -23,7 +23,7 @@ from ptft_core.config import PretrainConfig
 from ptft_core.engine import Engine
 from ptft_core.engine.ray_launcher import NAMESPACE, RAY_ADDRESS_ENV, RayLauncher
 from ptft_core.journal import read_events
-from ptft_core.worker import latest_step_checkpoint
+from ptft_core.rundir import RunDir
 from tests.conftest import wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install -r requirements-ray.txt)")
@@ -112,7 +112,7 @@ def test_runs_queue_train_cancel_with_a_checkpoint_and_resume_on_ray(lab, monkey
         wait_for(lambda: progress_step(engine, slow) >= 3, 120, "three steps")
         engine.cancel(slow)
         assert engine.wait([slow], timeout=10) == {slow: "cancelled"}  # within 10 s, on the worker's own word
-        step = latest_step_checkpoint(engine.run_dir(slow))
+        step = RunDir(engine.run_dir(slow)).latest_step()
         assert step is not None and step >= 3
         monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.01")
         engine.resume(slow)

@@ -18,6 +18,7 @@ import pytest
 
 from ptft_core import paths, plots
 from ptft_core.config import ConfigError
+from ptft_core.rundir import RunDir
 from ptft_core.store import Store
 from ptft_core.sweeps.spec import load_spec, spec_from_dict
 from tests.conftest import stop_lab, wait_for
@@ -175,7 +176,7 @@ def test_a_pruned_run_keeps_its_metrics_and_checkpoint_and_is_not_failed(fake_la
         assert row["status"] == "pruned" and row["error"] == reason and row["finished_at"] is not None
         assert 0 < row["step"] < 200
         assert len(engine.store.metric_series([run_id], names=["loss"], splits=["validation"])) >= 1
-        assert paths.saved_checkpoints(engine.run_dir(run_id))  # its checkpoint, to resume or inspect
+        assert RunDir(engine.run_dir(run_id)).saved_checkpoints()  # its checkpoint, to resume or inspect
         assert engine.store.list_runs(status="failed").empty
         assert engine.prune(run_id, "again") == "pruned"  # a finished run: nothing to stop, nothing changes
         assert engine.store.get_run(run_id)["error"] == reason
@@ -445,7 +446,7 @@ def test_the_tiny_asha_sweep_runs_end_to_end_from_the_cli_and_prunes(home, monke
         for row in pruned.to_dict("records"):
             assert re.match(r"pruned at step \d+: validation loss \d", row["error"]), row["error"]
             assert not store.metric_series([row["id"]], names=["loss"], splits=["validation"]).empty
-            assert paths.saved_checkpoints(home / "runs" / row["id"]), row["id"]
+            assert RunDir(home / "runs" / row["id"]).saved_checkpoints(), row["id"]
         assert not (runs["status"] == "failed").any()
         intervals = sorted((r["started_at"], r["finished_at"]) for r in runs.to_dict("records"))
         for start, _ in intervals:  # never more than 2 trials training at once

@@ -14,7 +14,7 @@ import pytest
 from ptft_core.config import PretrainConfig
 from ptft_core.engine import Engine
 from ptft_core.engine.launcher import LocalSubprocessLauncher, worker_alive
-from ptft_core.worker import CLAIM_NAME
+from ptft_core.rundir import RunDir
 from tests.conftest import wait_for
 from tests.test_engine import db_metric_seqs, journal_metric_seqs, progress_step, worker_pid
 
@@ -32,7 +32,7 @@ def fake(steps: int, every: int = 5) -> PretrainConfig:
 
 
 def claim(run_dir) -> dict | None:
-    path = run_dir / CLAIM_NAME
+    path = RunDir(run_dir).claim
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -86,9 +86,9 @@ def test_a_claim_names_its_worker_by_pid_and_start_time(lab, tmp_path):
     try:
         proc = psutil.Process(standby.pid)
         assert not worker_alive(standby.pid, tmp_path)  # no claim: not this run's worker
-        (tmp_path / CLAIM_NAME).write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time()}))
+        RunDir(tmp_path).claim.write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time()}))
         assert worker_alive(standby.pid, tmp_path)
-        (tmp_path / CLAIM_NAME).write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time() - 5}))
+        RunDir(tmp_path).claim.write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time() - 5}))
         assert not worker_alive(standby.pid, tmp_path)  # a reused pid: that process started at another time
     finally:
         launcher.close()

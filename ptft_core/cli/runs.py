@@ -36,10 +36,10 @@ from ptft_core.cli.service import serve_args
 from ptft_core.client import connect, find_service, start_service
 from ptft_core.config import ConfigError, describe_fields, json_schema, load_config, with_seed
 from ptft_core.engine import Engine
-from ptft_core.engine.engine import CANCEL_REQUEST
 from ptft_core.engine.launcher import worker_alive
-from ptft_core.journal import JOURNAL_NAME, read_events
+from ptft_core.journal import read_events
 from ptft_core.lab import TERMINAL
+from ptft_core.rundir import RunDir
 from ptft_core.store import Store, StoreLockedError
 
 CANCEL_WAIT = 15.0  # seconds a cancel waits for the run's final status: the engine's grace (8 s) and a margin
@@ -322,12 +322,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def _cancel_without_store(run_id: str, locked: StoreLockedError) -> int:
-
     run_dir = paths.run_dir(run_id)
-    if not (run_dir / "run.json").is_file():
+    if not RunDir(run_dir).run_file.is_file():
         print(f"error: no run {run_id!r} under {paths.runs_dir()}", file=sys.stderr)
         return 2
-    (run_dir / CANCEL_REQUEST).touch()
+    RunDir(run_dir).cancel_request.touch()
     pid = worker_pid(run_dir)
     signalled = False
     if worker_alive(pid, run_dir):
@@ -344,7 +343,7 @@ def _cancel_without_store(run_id: str, locked: StoreLockedError) -> int:
 
 def worker_pid(run_dir: Path) -> int | None:
     """The PID in the journal's latest `status running` event."""
-    events, _ = read_events(run_dir / JOURNAL_NAME)
+    events, _ = read_events(RunDir(run_dir).journal)
     for event in reversed(events):
         if event.get("type") == "status" and event.get("status") == "running" and event.get("pid"):
             return int(event["pid"])

@@ -50,21 +50,14 @@ from ptft_core.engine.devices import DevicePool, Gpu
 from ptft_core.engine.launcher import EXIT_UNKNOWN, Launcher, LocalSubprocessLauncher
 from ptft_core.engine.ray_launcher import RayLauncher, launcher_from_env
 from ptft_core.ids import new_run_id
-from ptft_core.journal import JOURNAL_NAME, read_events
+from ptft_core.journal import read_events
 from ptft_core.lab import RESUMABLE, TERMINAL
+from ptft_core.rundir import RunDir
 from ptft_core.specs import check_names
 from ptft_core.store import Store
 from ptft_core.store.store import from_epoch, now
-from ptft_core.worker import HEARTBEAT_NAME, latest_step_checkpoint
 
 log = logging.getLogger(__name__)
-
-CANCEL_REQUEST = "cancel.request"
-# Left by `prune`: {"reason": ...}. The worker only knows it was asked to stop and reports "cancelled"; this file
-# makes that `pruned` (at ingestion, at recovery, and when the worker died without a word), so the row never reads
-# cancelled, even across a restart of the engine between the request and the worker's exit.
-PRUNE_REQUEST = "prune.request"
-
 
 @dataclass
 class Active:
@@ -219,8 +212,8 @@ class Engine:
             run_dir = self.run_dir(run_id)
             run_dir.mkdir(parents=True)
             try:
-                _write_json(run_dir / "config.json", data)
-                _write_json(run_dir / "run.json", {"run_id": run_id, "config": data, "attempt": 1})
+                _write_json(RunDir(run_dir).config_file, data)
+                _write_json(RunDir(run_dir).run_file, {"run_id": run_id, "config": data, "attempt": 1})
                 self.store.insert_run({
                     "id": run_id, "name": name or config.name or run_id, "kind": config.kind, "parent_run": parent,
                     "study": study, "config": data, "status": "queued", "priority": int(priority),
@@ -261,7 +254,7 @@ class Engine:
             row = self.store.get_run(run_id)
             active = self._active.get(run_id)
             if how == "prune" and (row["status"] == "queued" or (active is not None and active.stop_reason is None)):
-                _write_json(self.run_dir(run_id) / PRUNE_REQUEST, {"reason": reason})
+                _write_json(RunDir(self.run_dir(run_id)).prune_request, {"reason": reason})
             if active is not None:
                 if active.stop_reason is None:
                     active.stop_reason = how
@@ -286,18 +279,18 @@ class Engine:
             if run_id in self._active or row["status"] not in RESUMABLE:
                 raise ValueError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can resume")
             run_dir = self.run_dir(run_id)
-            step = latest_step_checkpoint(run_dir)
+            step = RunDir(run_dir).latest_step()
             if step is None:
                 raise ValueError(f"run {run_id} has no checkpoint to resume from (use retry for a fresh run)")
             # Everything the earlier attempt logged is in the store before its rows are superseded.
-            events, offset = read_events(run_dir / JOURNAL_NAME, row["journal_offset"] or 0)
+            events, offset = read_events(RunDir(run_dir).journal, row["journal_offset"] or 0)
             self.store.ingest_events(self._in_own_words(events), {run_id: offset})
-            (run_dir / PRUNE_REQUEST).unlink(missing_ok=True)  # a new attempt: a later stop is a cancel again
+            RunDir(run_dir).prune_request.unlink(missing_ok=True)  # a new attempt: a later stop is a cancel again
             attempt = int(row["attempt"] or 1) + 1
             self.store.mark_superseded(run_id, after_step=step, before_attempt=attempt)
-            run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+            run = RunDir(run_dir).read_run()
             run["attempt"] = attempt
-            _write_json(run_dir / "run.json", run)
+            _write_json(RunDir(run_dir).run_file, run)
             fields: dict[str, Any] = {"status": "queued", "attempt": attempt, "resume_step": step,
                                       "queued_at": now(), "finished_at": None, "error": None, "step": step}
             if priority is not None:
@@ -395,7 +388,7 @@ class Engine:
         events: list[dict[str, Any]] = []
         offsets: dict[str, int] = {}
         for run_id, active in self._active.items():
-            new, offset = read_events(active.run_dir / JOURNAL_NAME, active.offset)
+            new, offset = read_events(RunDir(active.run_dir).journal, active.offset)
             if offset != active.offset:
                 events.extend(new)
                 offsets[run_id] = offset
@@ -417,7 +410,7 @@ class Engine:
     def _prune_reason(self, run_id: str) -> str | None:
         """The reason of a prune requested for this run's current attempt, or None."""
         try:
-            data = json.loads((self.run_dir(run_id) / PRUNE_REQUEST).read_text(encoding="utf-8"))
+            data = json.loads(RunDir(self.run_dir(run_id)).prune_request.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         return str(data.get("reason") or "pruned")
@@ -463,7 +456,7 @@ class Engine:
                 error = f"worker killed by signal {name}"
             else:
                 error = f"worker exited with code {code} without reporting a final status"
-            tail = _log_tail(active.run_dir / "worker.log")
+            tail = _log_tail(RunDir(active.run_dir).log)
             if tail:
                 error += f"; worker.log ends: {tail}"
         fields: dict[str, Any] = {"status": status, "error": error}
@@ -482,7 +475,7 @@ class Engine:
                 active.kill_at = None
                 continue
             try:
-                beat = (active.run_dir / HEARTBEAT_NAME).stat().st_mtime
+                beat = RunDir(active.run_dir).heartbeat.stat().st_mtime
             except FileNotFoundError:
                 beat = 0.0
             beat = max(beat, active.launched_at)  # a stale file from an earlier attempt does not count
@@ -501,7 +494,7 @@ class Engine:
         for run in queued:
             dependency = scheduler.depends_on(run["config"])
             if (dependency is not None and run["resume_step"] is None
-                    and not paths.checkpoint_saved(self.run_dir(dependency[0]), dependency[1])):
+                    and not RunDir(self.run_dir(dependency[0])).has_checkpoint(dependency[1])):
                 waiting[run["id"]] = dependency
         return waiting
 
@@ -514,9 +507,9 @@ class Engine:
         status = statuses.get(parent)
         if status is None:
             return f"{field}: {config[field]}: there is no run {parent!r} in this lab"
-        if status not in TERMINAL or paths.checkpoint_saved(self.run_dir(parent), checkpoint):
+        if status not in TERMINAL or RunDir(self.run_dir(parent)).has_checkpoint(checkpoint):
             return None
-        saved = paths.saved_checkpoints(self.run_dir(parent))
+        saved = RunDir(self.run_dir(parent)).saved_checkpoints()
         return (f"{field}: {config[field]}: run {parent} {status} without checkpoint {checkpoint!r} (it has "
                 f"{', '.join(saved) or 'none'})")
 
@@ -552,7 +545,7 @@ class Engine:
                 self.store.update_run(run_id, status="failed", error=f"launch failed: {exc}", finished_at=now())
                 continue
             offset = run["journal_offset"] or 0
-            journal = run_dir / JOURNAL_NAME
+            journal = RunDir(run_dir).journal
             if journal.exists():  # a resumed run: start tailing where the store stopped reading
                 offset = min(offset, journal.stat().st_size)
             active = Active(run_id, run_dir, handle, slots.name, offset, launched,
@@ -570,7 +563,7 @@ class Engine:
         """`runs cancel` from another process leaves RUN_DIR/cancel.request when this engine owns the store."""
         candidates = list(self._active) + [r["id"] for r in self._queued()]
         for run_id in candidates:
-            request = self.run_dir(run_id) / CANCEL_REQUEST
+            request = RunDir(self.run_dir(run_id)).cancel_request
             if request.exists():
                 request.unlink(missing_ok=True)
                 log.info("run %s: cancel requested by another process", run_id)
@@ -581,7 +574,7 @@ class Engine:
         for row in self.store.runs_with_status("running"):
             run_id = row["id"]
             run_dir = self.run_dir(run_id)
-            events, offset = read_events(run_dir / JOURNAL_NAME, row["journal_offset"] or 0)
+            events, offset = read_events(RunDir(run_dir).journal, row["journal_offset"] or 0)
             self.store.ingest_events(self._in_own_words(events), {run_id: offset})
             row = self.store.get_run(run_id)
             if row["status"] in TERMINAL:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ptft_core import paths
-from ptft_core.worker import CLAIM_NAME
+from ptft_core.rundir import RunDir
 
 # `poll` returns this when the worker is gone but its exit code cannot be known (a re-adopted worker, which is
 # not this process's child). Negative codes are signals, as with `subprocess.Popen.returncode`.
@@ -55,7 +55,7 @@ class AdoptedWorker:
 def worker_command(run_dir: Path, resume: bool) -> list[str]:
     """`python -m ptft_core.worker RUN_DIR [--resume]`, under `torchrun --standalone` for a run of several ranks
     (its config's `ranks`): one process per rank on this node."""
-    run = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    run = RunDir(run_dir).read_run()
     ranks = int(run["config"].get("ranks") or 1)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
               "-m"] if ranks > 1 else [sys.executable, "-m"]
@@ -63,7 +63,7 @@ def worker_command(run_dir: Path, resume: bool) -> list[str]:
 
 
 def _warm_fits(run_dir: Path, device_env: dict[str, str]) -> bool:
-    run = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    run = RunDir(run_dir).read_run()
     return device_env.get("PTFT_DEVICE") == "cpu" and int(run["config"].get("ranks") or 1) == 1
 
 
@@ -87,7 +87,7 @@ def _claimed(proc, run_dir: str | Path) -> bool:
     """A warm worker's command line does not name its run; the claim it wrote in the run folder does (its pid and
     start time: a reused pid has another start time)."""
     try:
-        claim = json.loads((Path(run_dir) / CLAIM_NAME).read_text(encoding="utf-8"))
+        claim = json.loads(RunDir(run_dir).claim.read_text(encoding="utf-8"))
         return claim["pid"] == proc.pid and abs(claim["create_time"] - proc.create_time()) < 0.01
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -128,7 +128,7 @@ class LocalSubprocessLauncher:
                 standby, self._standby = self._standby, None
             if standby is not None and self._hand_over(standby, run_dir, device_env, resume):
                 return standby
-        with open(run_dir / "worker.log", "ab") as log:
+        with open(RunDir(run_dir).log, "ab") as log:
             return subprocess.Popen(
                 worker_command(run_dir, resume), cwd=run_dir, env=self._env(device_env), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,

@@ -21,7 +21,6 @@ about once a second there (`PTFT_JOURNAL_FSYNC_S`), so another node's engine rea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -35,7 +34,8 @@ from ptft_core import paths
 from ptft_core.engine.devices import Gpu
 from ptft_core.engine.launcher import EXIT_UNKNOWN, worker_command
 from ptft_core.journal import JOURNAL_FSYNC_ENV
-from ptft_core.worker import HEARTBEAT_INTERVAL, HEARTBEAT_NAME
+from ptft_core.rundir import RunDir
+from ptft_core.worker import HEARTBEAT_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ WORKER_GONE_S = 3 * HEARTBEAT_INTERVAL  # a heartbeat this old: the worker of a 
 
 def actor_name(run_dir: Path) -> str:
     """`<run_id>#<attempt>`: a resumed run gets a new actor, and a stale one of an earlier attempt is not it."""
-    run = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    run = RunDir(run_dir).read_run()
     return f"{run['run_id']}#{int(run.get('attempt', 1))}"
 
 
@@ -57,7 +57,7 @@ class WorkerActor:
     def __init__(self, cmd: list[str], cwd: str, env: dict[str, str]):
         if "CUDA_VISIBLE_DEVICES" in os.environ:  # Ray's choice of GPU for this actor, not the engine's
             env = {**env, "CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}
-        with open(Path(cwd) / "worker.log", "ab") as out:
+        with open(RunDir(cwd).log, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, close_fds=True)
 
@@ -160,7 +160,7 @@ def worker_quiet(run_dir: Path) -> bool:
     cleanup of a dead actor signals the worker, which may still save a checkpoint and report before it ends;
     reading its exit before then would drop those lines."""
     try:
-        beat = (Path(run_dir) / HEARTBEAT_NAME).stat().st_mtime
+        beat = RunDir(run_dir).heartbeat.stat().st_mtime
     except FileNotFoundError:
         return True
     return time.time() - beat > WORKER_GONE_S

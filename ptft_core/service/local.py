@@ -37,6 +37,7 @@ from ptft_core.lab import (
     bounded,
     run_selection,
 )
+from ptft_core.rundir import RunDir
 from ptft_core.studies.driver import StudyDriver, StudyProgress, list_studies, study_progress
 from ptft_core.sweeps.driver import SweepDriver, SweepProgress, SweepView
 
@@ -101,7 +102,7 @@ class LocalLab:
         return self.store.artifacts(self.known(run_id))
 
     def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str:
-        path = self.engine.run_dir(self.known(run_id)) / "worker.log"
+        path = RunDir(self.engine.run_dir(self.known(run_id))).log
         bounded("max_bytes", max_bytes, 0, MAX_LOG_BYTES)
         if not path.is_file():
             return ""

@@ -24,13 +24,9 @@ from torch import nn
 from ptft_core.config import RunConfig, config_to_json
 from ptft_core.journal import MetricLogger, fsync
 from ptft_core.models import MaskedLMHead, save_mlm_head
+from ptft_core.rundir import STATE_FILE, RunDir
 
-STATE_FILE = "training_state.pt"
 CONFIG_FILE = "ptft_config.json"
-
-
-def checkpoints_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
 
 
 def save_checkpoint(run_dir: Path, name: str, step: int, model, tokenizer, config: RunConfig,
@@ -39,7 +35,7 @@ def save_checkpoint(run_dir: Path, name: str, step: int, model, tokenizer, confi
     """Write checkpoint `name` atomically and, unless it is internal (`announce=False`: fine-tuning's `best`,
     renamed to `final` at the end), announce it with a `checkpoint` event. `state_dict`: weights to write in
     place of the model's own (weights kept from an earlier step, for the same architecture)."""
-    target = checkpoints_dir(run_dir) / name
+    target = RunDir(run_dir).checkpoint(name)
     tmp = target.with_name(f".tmp-{name}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, state_dict=state_dict)
@@ -69,29 +65,20 @@ def replace_dir(source: Path, target: Path) -> None:
 
 def promote_checkpoint(run_dir: Path, source: str, name: str, step: int, logger: MetricLogger) -> Path:
     """Rename checkpoint `source` to `name` (fine-tuning's best becomes its final); `step`: its weights' step."""
-    folder = checkpoints_dir(run_dir)
+    folder = RunDir(run_dir).checkpoints
     replace_dir(folder / source, folder / name)
     logger.event("checkpoint", step=step, path=str(folder / name))
     return folder / name
 
 
-def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every complete `step-<N>` checkpoint, oldest first."""
-    found = []
-    for path in checkpoints_dir(run_dir).glob("step-*"):
-        if path.name[5:].isdigit() and (path / STATE_FILE).is_file():
-            found.append((int(path.name[5:]), path))
-    return sorted(found)
-
-
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = step_checkpoints(run_dir)
+    found = RunDir(run_dir).step_checkpoints()
     return found[-1][1] if found else None
 
 
 def prune_step_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` step checkpoints."""
-    found = step_checkpoints(run_dir)
+    found = RunDir(run_dir).step_checkpoints()
     for _, path in found[:len(found) - keep]:
         shutil.rmtree(path, ignore_errors=True)
 

@@ -42,9 +42,9 @@ from ptft_core.models import (
     pick_device,
     resolve_checkpoint,
 )
+from ptft_core.rundir import RunDir
 from ptft_core.training import distributed
 from ptft_core.training.checkpoint import (
-    checkpoints_dir,
     latest_checkpoint,
     load_training_state,
     load_weights,
@@ -203,7 +203,7 @@ class BestWeights:
     def load_into(self, model: torch.nn.Module, run_dir: Path) -> None:
         """The best weights into `model`: from memory, or from disk when they were kept before a resume."""
         if self.state is None:
-            load_weights(model, checkpoints_dir(run_dir) / "best")
+            load_weights(model, RunDir(run_dir).checkpoint("best"))
         else:
             model.load_state_dict(self.state)
 
