@@ -246,3 +246,15 @@ def test_a_service_whose_home_is_deleted_stops(service, fake_lab):
     _, _, proc = service
     shutil.rmtree(fake_lab)
     proc.wait(timeout=60)
+
+
+def test_more_cpu_ranks_than_cores_are_refused(service):
+    from ptft_core.engine.devices import cpu_cores
+
+    if cpu_cores() >= 8:
+        pytest.skip("ranks are at most 8: this machine has a core for each")
+    url, tokens, _ = service
+    reply = httpx.post(f"{url}/api/runs", json={"config": {"kind": "pretrain", "ranks": cpu_cores() + 1,
+                                                           "device": "cpu"}},
+                       headers={"Authorization": f"Bearer {tokens.editor}"})
+    assert reply.status_code == 422 and reply.json()["detail"].startswith(f"ranks: {cpu_cores() + 1} processes")

@@ -46,7 +46,7 @@ from ptft_core.config import (
     config_to_dict,
 )
 from ptft_core.engine import scheduler
-from ptft_core.engine.devices import DevicePool, Gpu
+from ptft_core.engine.devices import DevicePool, Gpu, cpu_cores
 from ptft_core.engine.launcher import EXIT_UNKNOWN, Launcher, LocalSubprocessLauncher
 from ptft_core.engine.ray_launcher import RayLauncher, launcher_from_env
 from ptft_core.ids import new_run_id
@@ -194,6 +194,10 @@ class Engine:
         if ranks > self.pool.gpus_per_node and self.pool.kind_for(config.device) == "cuda":
             raise ConfigError(f"ranks: {ranks} ranks take a GPU each on one node, and the largest node here has "
                               f"{self.pool.gpus_per_node}; use at most that, or device: cpu for ranks on the CPU")
+        if (ranks > cpu_cores() and self.pool.kind_for(config.device) == "cpu"
+                and isinstance(self.launcher, LocalSubprocessLauncher)):
+            raise ConfigError(f"ranks: {ranks} processes on this machine's {cpu_cores()} CPU cores would each get "
+                              "less than a core and train slower than one process; use at most the core count")
         data = config_to_dict(config)
         check_names(data)
         check_run_labels(priority=priority, tags=tags, name=name)
