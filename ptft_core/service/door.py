@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
 
@@ -47,8 +48,6 @@ def _token(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str | None:
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
     if scope["method"] in READS:
-        from urllib.parse import parse_qs
-
         found = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
         return found[0] if found else None
     return None
