@@ -72,7 +72,13 @@ class LocalLab:
         return run_id
 
     def known_runs(self, run_ids: Sequence[str]) -> list[str]:
-        return [self.known(r) for r in run_selection(run_ids)]
+        """The runs a query names, each once and all known (one lookup for all of them)."""
+        ids = run_selection(run_ids)
+        found = self.store.statuses([r for r in ids if is_id(r)])
+        missing = next((r for r in ids if r not in found), None)
+        if missing is not None:
+            raise UnknownId(_named("run", missing))
+        return ids
 
     # -- the lab ---------------------------------------------------------------------------------------------------
     def whoami(self) -> dict[str, str]:
