@@ -53,7 +53,7 @@ class RunDir:
 
     @property
     def claim(self) -> Path:
-        """Written by a warm worker when it takes the run: its pid and start time (`worker.standby`)."""
+        """Written by a forked worker when it takes the run: its pid and start time (`worker.fork_server`)."""
         return self.path / "worker.pid"
 
     @property

@@ -13,12 +13,14 @@ What it does, in order:
 6. calls the trainer and emits the final `status`: completed / cancelled (exit 0) or failed with the error
    text (exit 1; the traceback goes to stderr, which the launcher points at `RUN_DIR/worker.log`).
 
-A warm worker (`python -m ptft_core.worker --standby`, started ahead of need by the local launcher) does the
-imports first (torch, transformers, the trainers: 5-7 s of a CPU run's start) and then waits for its run on stdin:
-one JSON line `{run_dir, resume, env}`. It then points stdout and stderr at `RUN_DIR/worker.log`, writes
+A fork server (`python -m ptft_core.worker --fork-server`, started ahead of need by the local launcher) does the
+imports once (torch, transformers, the trainers: 5-7 s of a CPU run's start), says `{"ready": true}` on stdout,
+then forks one worker per order it reads on stdin (one JSON line `{run_dir, resume, env}`), answering each with
+`{"pid": N}` and, when that worker ends, `{"exited": N, "code": C}` (C as `Popen.returncode`: negative for a
+signal). A forked worker leads a session of its own, points stdout and stderr at `RUN_DIR/worker.log`, writes
 `RUN_DIR/worker.pid` (pid and process start time, so a later engine can tell it is this run's worker although its
-command line does not name the run) and goes on as above. A standby whose stdin closes before a run arrives (its
-engine gone) exits.
+command line does not name the run) and goes on as above. The server exits when its stdin closes (its engine gone);
+workers it forked train on.
 
 Torch threads follow `PTFT_THREADS` (set by the engine from cores / slots); the device follows `PTFT_DEVICE`.
 
@@ -112,41 +114,82 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def standby() -> int:
-    """Import what a run needs, wait for the run (one JSON line on stdin), then run it in this process.
+def _tell(message: dict) -> None:
+    """One line to the launcher, in one write (a signal handler writes too: no buffered stream shared with it)."""
+    with contextlib.suppress(OSError):  # the launcher is gone: nobody to tell
+        os.write(sys.__stdout__.fileno(), (json.dumps(message) + "\n").encode())
+
+
+def _reap(_signum: int, _frame: object) -> None:
+    """SIGCHLD: collect every ended worker and tell the launcher its exit code (a fork server's children are not
+    the launcher's, so it cannot wait for them itself)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _tell({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def fork_server() -> int:
+    """Import what a run needs once, then fork one worker per order line on stdin, until stdin closes.
 
     The imports run in a thread of their own at the lowest CPU priority (Linux niceness is per thread; raising
-    one's own needs no privilege): a standby imports beside a run that is starting or training, and must not
-    slow it. The main thread, which will train, keeps its priority."""
+    one's own needs no privilege): the server imports beside runs that are starting or training, and must not slow
+    them. The main thread, which forks the workers, keeps its priority, and so do they. Forking is safe here: no
+    torch operation has run in this process (no thread pool to inherit), and the import thread has ended."""
     def import_quietly() -> None:
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         resolve_trainer("finetune")  # torch, transformers and every trainer (or the test seam's module)
 
-    importer = threading.Thread(target=import_quietly, name="standby-imports")
+    importer = threading.Thread(target=import_quietly, name="fork-server-imports")
     importer.start()
-    line = sys.stdin.readline()
     importer.join()
-    if not line.strip():
-        return 0  # the launcher went away before handing us a run
+    signal.signal(signal.SIGCHLD, _reap)
+    _tell({"ready": True})
+    for line in iter(sys.stdin.readline, ""):  # a SIGCHLD during the read is handled, then the read goes on
+        if not line.strip():
+            continue
+        order = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_forked_worker(order))  # never returns to the server's loop
+        _tell({"pid": pid})
+    return 0
+
+
+def _forked_worker(order: dict) -> int:
+    """The child's side of a fork: a session of its own, the run's log as stdout and stderr, its claim, its run."""
     handed_at = time.time()
-    order = json.loads(line)
-    os.environ.update(order["env"])
-    run_dir = Path(order["run_dir"]).resolve()
-    log_fd = os.open(RunDir(run_dir).log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    os.chdir(run_dir)
-    claim = {"pid": os.getpid(), "create_time": psutil.Process().create_time()}
-    RunDir(run_dir).claim.write_text(json.dumps(claim), encoding="utf-8")
-    return main([str(run_dir), *(["--resume"] if order.get("resume") else [])], started=handed_at)
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()  # signals to its group reach it and its data loaders, never the server
+        os.environ.update(order["env"])
+        run_dir = Path(order["run_dir"]).resolve()
+        quiet = os.open(os.devnull, os.O_RDONLY)
+        log_fd = os.open(RunDir(run_dir).log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(quiet, 0)  # the server's orders are not this worker's to read
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(quiet)
+        os.close(log_fd)
+        os.chdir(run_dir)
+        claim = {"pid": os.getpid(), "create_time": psutil.Process().create_time()}
+        RunDir(run_dir).claim.write_text(json.dumps(claim), encoding="utf-8")
+        return main([str(run_dir), *(["--resume"] if order.get("resume") else [])], started=handed_at)
+    except BaseException:  # noqa: BLE001 - a forked child must leave through os._exit, never the server's loop
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None, started: float | None = None) -> int:
-    """`started`: when this process took the run (a warm worker's hand-over); by default the process start."""
+    """`started`: when this process took the run (a fork server's fork); by default the process start."""
     parser = argparse.ArgumentParser(prog="python -m ptft_core.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
@@ -193,8 +236,8 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
             journal.event("resume", from_step=from_step, attempt=attempt)
         trainer = resolve_trainer(config.kind)
         _set_threads(world)
-        # Process start (or a warm worker's hand-over) to here: the interpreter, torch and transformers imports
-        # (a study pays it per run, unless a warm worker did them ahead).
+        # Process start (or a fork server's fork) to here: the interpreter, torch and transformers imports
+        # (a study pays it per run, unless a fork server did them ahead).
         started = psutil.Process().create_time() if started is None else started
         journal.metric(from_step, "startup_s", round(time.time() - started, 3), "time", 0.0)
         kwargs = {"should_stop": stop.is_set, "resume": args.resume}
@@ -231,4 +274,4 @@ def _leave_process_group(code: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(standby() if sys.argv[1:] == ["--standby"] else main())
+    sys.exit(fork_server() if sys.argv[1:] == ["--fork-server"] else main())

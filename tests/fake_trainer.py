@@ -10,6 +10,8 @@ state, not a torch file: the tests stay free of torch's import time).
 
 Its loss is a deterministic function of (seed, step), so a resumed run's series is the same as an
 uninterrupted one. `PTFT_FAKE_FAIL_AT=<step>` raises at that step (the failure path).
+`PTFT_FAKE_IMPORT_GATE=<file>` holds this module's import until that file exists: a fork server that is not ready
+yet, for as long as a test needs it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 STATE_FILE = "training_state.pt"
+
+if _gate := os.environ.get("PTFT_FAKE_IMPORT_GATE"):
+    while not Path(_gate).exists():
+        time.sleep(0.05)
 
 
 def loss_at(seed: int, step: int) -> float:

@@ -1,19 +1,21 @@
-"""Warm workers: the local launcher hands a CPU run to a standby worker that did its imports ahead.
+"""Warm workers: the local launcher forks each CPU run's worker from a fork server that did its imports once.
 
 Real processes throughout (the stand-in trainer of tests/fake_trainer.py, launched by the real launcher); the
-rest of the suite runs with warm workers off (conftest), so these tests are where the warm path is exercised.
+rest of the suite chooses per fixture (conftest), so these tests are where the fork server's edges are exercised.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import psutil
 import pytest
 
 from ptft_core.config import PretrainConfig
 from ptft_core.engine import Engine
-from ptft_core.engine.launcher import LocalSubprocessLauncher, worker_alive
+from ptft_core.engine.launcher import ForkServer, LocalSubprocessLauncher, worker_alive
 from ptft_core.rundir import RunDir
 from tests.conftest import wait_for
 from tests.test_engine import db_metric_seqs, journal_metric_seqs, progress_step, worker_pid
@@ -36,37 +38,75 @@ def claim(run_dir) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def test_each_run_goes_to_a_standby_and_logs_like_a_cold_one(lab):
+def ready_server(engine: Engine) -> ForkServer:
+    server = engine.launcher._server
+    assert server is not None, "Engine.start prepares the fork server"
+    assert server.ready.wait(120), "the fork server never said it was ready"
+    return server
+
+
+def test_each_run_is_forked_from_one_server_and_logs_like_a_cold_one(lab):
     with Engine(cpu_slots=1, poll_interval=0.2) as engine:
         assert isinstance(engine.launcher, LocalSubprocessLauncher) and engine.launcher.warm
-        first = engine.submit(fake(10))
         engine.start()
-        assert engine.wait([first], timeout=120) == {first: "completed"}
-        second = engine.submit(fake(10))
-        assert engine.wait([second], timeout=120) == {second: "completed"}
-        first_dir, second_dir = engine.run_dir(first), engine.run_dir(second)
-        # Each run went to a standby (the first to the one `start` prepared), one process per run.
-        taken = [claim(first_dir), claim(second_dir)]
-        assert all(taken) and taken[0]["pid"] != taken[1]["pid"]
-        assert taken[1]["pid"] == worker_pid(second_dir) == engine.store.get_run(second)["pid"]
-        assert f"run {second} attempt 1: completed" in (second_dir / "worker.log").read_text()
-        assert db_metric_seqs(engine.store, second) == sorted(journal_metric_seqs(second_dir))
-        standby = engine.launcher._standby
-        assert standby is not None and standby.poll() is None  # the next run's, waiting
-    # Closing the engine ends the idle standby; nothing is left behind.
-    assert standby.wait(timeout=30) == 0
+        server = ready_server(engine)
+        runs = [engine.submit(fake(10)) for _ in range(3)]
+        assert engine.wait(runs, timeout=120) == dict.fromkeys(runs, "completed")
+        dirs = [engine.run_dir(run_id) for run_id in runs]
+        taken = [claim(run_dir) for run_dir in dirs]
+        # One process per run, each the server's child, named in the store and the journal by its own pid.
+        assert len({t["pid"] for t in taken}) == 3
+        assert all(server._exits[t["pid"]] == 0 for t in taken)
+        assert [worker_pid(d) for d in dirs] == [engine.store.get_run(r)["pid"] for r in runs] == \
+            [t["pid"] for t in taken]
+        for run_id, run_dir in zip(runs, dirs, strict=True):
+            assert f"run {run_id} attempt 1: completed" in (run_dir / "worker.log").read_text()
+            assert db_metric_seqs(engine.store, run_id) == sorted(journal_metric_seqs(run_dir))
+        assert engine.launcher._server is server and server.proc.poll() is None  # one server for all
+    # Closing the engine ends the idle server; nothing is left behind.
+    assert server.proc.wait(timeout=30) == 0
 
 
-def test_a_warm_worker_is_readopted_by_the_next_engine_and_cancels_cleanly(lab):
+def test_a_forked_worker_killed_by_a_signal_is_reported_with_that_signal(lab):
     with Engine(cpu_slots=1, poll_interval=0.2) as engine:
-        warmup = engine.submit(fake(2, every=1))
         engine.start()
-        engine.wait([warmup], timeout=120)
+        ready_server(engine)
         run_id = engine.submit(fake(2000, every=50))
         run_dir = engine.run_dir(run_id)
-        wait_for(lambda: progress_step(run_dir) >= 5, 60, "the warm run to train")
+        wait_for(lambda: progress_step(run_dir) >= 3, 60, "the forked run to train")
+        os.kill(claim(run_dir)["pid"], signal.SIGKILL)
+        assert engine.wait([run_id], timeout=60) == {run_id: "failed"}
+        assert "worker killed by signal SIGKILL" in engine.store.get_run(run_id)["error"]
+
+
+def test_a_dead_server_loses_no_run_and_the_engine_starts_another(lab):
+    with Engine(cpu_slots=1, poll_interval=0.2) as engine:
+        engine.start()
+        first_server = ready_server(engine)
+        run_id = engine.submit(fake(40, every=10))
+        run_dir = engine.run_dir(run_id)
+        wait_for(lambda: progress_step(run_dir) >= 3, 60, "the forked run to train")
+        first_server.proc.kill()  # its worker is in a session of its own: it trains on
+        assert engine.wait([run_id], timeout=120) == {run_id: "completed"}
+        assert db_metric_seqs(engine.store, run_id) == sorted(journal_metric_seqs(run_dir))
+        second_server = wait_for(lambda: engine.launcher._server is not first_server and engine.launcher._server,
+                                 60, "a new fork server")
+        assert second_server.ready.wait(120)
+        after = engine.submit(fake(5))
+        assert engine.wait([after], timeout=120) == {after: "completed"}
+        assert second_server._exits.get(claim(engine.run_dir(after))["pid"]) == 0
+
+
+def test_a_forked_worker_is_readopted_by_the_next_engine_and_cancels_cleanly(lab):
+    with Engine(cpu_slots=1, poll_interval=0.2) as engine:
+        engine.start()
+        ready_server(engine)
+        run_id = engine.submit(fake(2000, every=50))
+        run_dir = engine.run_dir(run_id)
+        wait_for(lambda: progress_step(run_dir) >= 5, 60, "the forked run to train")
         pid = claim(run_dir)["pid"]
-    # The engine is gone; the worker trains on, and a new engine knows it by its claim, not its command line.
+    # The engine and its server are gone; the worker trains on, and a new engine knows it by its claim, not its
+    # command line.
     assert worker_alive(pid, run_dir)
     assert str(run_dir) not in " ".join(psutil.Process(pid).cmdline())
     with Engine(cpu_slots=1, poll_interval=0.2) as engine:
@@ -81,15 +121,34 @@ def test_a_warm_worker_is_readopted_by_the_next_engine_and_cancels_cleanly(lab):
 
 def test_a_claim_names_its_worker_by_pid_and_start_time(lab, tmp_path):
     launcher = LocalSubprocessLauncher(warm=True)
-    standby = launcher._spawn_standby()
-    launcher._standby = standby
+    launcher.prepare()
+    server = launcher._server
     try:
-        proc = psutil.Process(standby.pid)
-        assert not worker_alive(standby.pid, tmp_path)  # no claim: not this run's worker
+        proc = psutil.Process(server.proc.pid)
+        assert not worker_alive(proc.pid, tmp_path)  # no claim: not this run's worker
         RunDir(tmp_path).claim.write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time()}))
-        assert worker_alive(standby.pid, tmp_path)
+        assert worker_alive(proc.pid, tmp_path)
         RunDir(tmp_path).claim.write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time() - 5}))
-        assert not worker_alive(standby.pid, tmp_path)  # a reused pid: that process started at another time
+        assert not worker_alive(proc.pid, tmp_path)  # a reused pid: that process started at another time
     finally:
         launcher.close()
-    assert standby.returncode is not None
+    assert server.proc.returncode is not None
+
+
+def test_a_launch_before_the_server_is_ready_starts_cold_and_later_ones_fork(lab, monkeypatch, tmp_path):
+    gate = tmp_path / "imports-may-finish"
+    launcher = LocalSubprocessLauncher(warm=True)
+    with monkeypatch.context() as during_imports:
+        during_imports.setenv("PTFT_FAKE_IMPORT_GATE", str(gate))  # the server's imports wait for the gate
+        launcher.prepare()
+    with Engine(cpu_slots=1, poll_interval=0.2, launcher=launcher) as engine:
+        engine.start()
+        cold = engine.submit(fake(5))
+        assert engine.wait([cold], timeout=120) == {cold: "completed"}
+        assert not launcher._server.ready.is_set()
+        assert claim(engine.run_dir(cold)) is None  # a cold worker: its command line names the run, no claim
+        gate.touch()
+        assert launcher._server.ready.wait(120)
+        warm = engine.submit(fake(5))
+        assert engine.wait([warm], timeout=120) == {warm: "completed"}
+        assert launcher._server._exits.get(claim(engine.run_dir(warm))["pid"]) == 0

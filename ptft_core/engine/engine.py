@@ -123,7 +123,7 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> Engine:
-        prepare = getattr(self.launcher, "prepare", None)  # a warm worker for the first run, importing already
+        prepare = getattr(self.launcher, "prepare", None)  # the fork server, importing for the first run already
         if prepare is not None:
             prepare()
         if self._thread is None or not self._thread.is_alive():
@@ -165,7 +165,7 @@ class Engine:
 
     def close(self, cancel_running: bool = False) -> None:
         self.stop(cancel_running=cancel_running)
-        close_launcher = getattr(self.launcher, "close", None)  # the local one's warm standby worker
+        close_launcher = getattr(self.launcher, "close", None)  # the local one's fork server
         if close_launcher is not None:
             close_launcher()
         self.store.close()
@@ -369,12 +369,13 @@ class Engine:
             queued = self._startable(self._queued())
             if self.launch_queued:
                 self._launch_ready(queued)
-            self._prepare_standby()
+            self._prepare_warm_workers()
 
-    def _prepare_standby(self) -> None:
-        """Let the launcher start the next warm worker once no run is starting: a standby's imports (5-7 s of one
-        core) beside a run's own start-up (tokenising, the step-0 evaluation) slowed it by as much as they saved
-        on a 2-core machine (`bench.startup_bench`); beside a run that trains they cost it next to nothing."""
+    def _prepare_warm_workers(self) -> None:
+        """Let the launcher restart its fork server (should it have died) once no run is starting: a server's
+        imports (5-7 s of one core) beside a run's own start-up (tokenising, the step-0 evaluation) slowed it by as
+        much as they saved on a 2-core machine (`bench.startup_bench`); beside a run that trains they cost it next
+        to nothing. A live server makes this a no-op."""
         prepare = getattr(self.launcher, "prepare", None)
         if prepare is not None and all(active.trained for active in self._active.values()):
             prepare()

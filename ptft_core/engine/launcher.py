@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -84,13 +85,122 @@ def worker_alive(pid: int | None, run_dir: str | Path) -> bool:
 
 
 def _claimed(proc, run_dir: str | Path) -> bool:
-    """A warm worker's command line does not name its run; the claim it wrote in the run folder does (its pid and
+    """A forked worker's command line does not name its run; the claim it wrote in the run folder does (its pid and
     start time: a reused pid has another start time)."""
     try:
         claim = json.loads(RunDir(run_dir).claim.read_text(encoding="utf-8"))
         return claim["pid"] == proc.pid and abs(claim["create_time"] - proc.create_time()) < 0.01
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+FORK_REPLY_TIMEOUT_S = 30.0  # a ready server forks in milliseconds; one that does not answer is stuck: go cold
+
+
+@dataclass
+class ForkedWorker:
+    """A worker forked by the fork server: not this process's child, so its exit code comes from the server."""
+
+    pid: int
+    run_dir: str
+    server: ForkServer
+
+    def poll(self) -> int | None:
+        code = self.server.exit_code(self.pid)
+        if code is None and self.server.gone.is_set() and not worker_alive(self.pid, self.run_dir):
+            return EXIT_UNKNOWN  # the server ended before it: nobody left who knows how it exited
+        return code
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Until the worker has exited (its code); TimeoutError after `timeout` s."""
+        if not self.server.wait_exit(self.pid, timeout) and self.poll() is None:
+            raise TimeoutError(f"worker {self.pid} still running after {timeout} s")
+        return self.poll()  # type: ignore[return-value]
+
+
+class ForkServer:
+    """`python -m ptft_core.worker --fork-server`: imports once, then forks a worker per run in milliseconds.
+
+    Speaks JSON lines (worker.py): orders go to its stdin; a thread here reads its stdout (`ready`, one `pid` per
+    order, in order, and `exited` with each worker's exit code)."""
+
+    def __init__(self, env: dict[str, str]):
+        folder = paths.home() / "runs"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "fork-server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ptft_core.worker", "--fork-server"], cwd=folder, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True, close_fds=True,
+            )
+        self.ready = threading.Event()
+        self.gone = threading.Event()
+        self._pids: queue.Queue[int | None] = queue.Queue()
+        self._exits: dict[int, int] = {}
+        self._changed = threading.Condition()
+        self._order_lock = threading.Lock()  # one order in flight: the pid answers come in order
+        threading.Thread(target=self._listen, name="fork-server-listener", daemon=True).start()
+
+    def _listen(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "pid" in message:
+                self._pids.put(int(message["pid"]))
+            elif "exited" in message:
+                with self._changed:
+                    self._exits[int(message["exited"])] = int(message["code"])
+                    self._changed.notify_all()
+            elif message.get("ready"):
+                self.ready.set()
+        self.gone.set()
+        self._pids.put(None)  # an order waiting for its answer learns that none will come
+        with self._changed:
+            self._changed.notify_all()
+
+    def alive(self) -> bool:
+        return not self.gone.is_set() and self.proc.poll() is None
+
+    def usable(self) -> bool:
+        return self.ready.is_set() and self.alive()
+
+    def fork(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> ForkedWorker | None:
+        """A worker for this run, or None when the server cannot give one (it died or hangs: then it is stopped,
+        and the caller starts a cold worker)."""
+        order = {"run_dir": str(run_dir.resolve()), "resume": resume, "env": device_env}
+        with self._order_lock:
+            try:
+                self.proc.stdin.write((json.dumps(order) + "\n").encode())
+                self.proc.stdin.flush()
+                pid = self._pids.get(timeout=FORK_REPLY_TIMEOUT_S)
+            except (BrokenPipeError, OSError, ValueError, queue.Empty):
+                pid = None
+        if pid is None:
+            self.close()
+            return None
+        return ForkedWorker(pid, str(run_dir), self)
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._changed:
+            return self._exits.get(pid)
+
+    def wait_exit(self, pid: int, timeout: float | None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: pid in self._exits or self.gone.is_set(), timeout)
+
+    def close(self) -> None:
+        """End the server (it exits when its stdin closes; one still importing is killed, as it holds nothing);
+        the workers it forked train on."""
+        if not self.ready.is_set():
+            self.proc.kill()
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class LocalSubprocessLauncher:
@@ -101,33 +211,31 @@ class LocalSubprocessLauncher:
     processes included. stdout and stderr go to `RUN_DIR/worker.log`, a file: a pipe nobody reads would fill
     up and block the worker, and a file survives the engine.
 
-    Warm workers (`warm`, default on; `PTFT_WARM_WORKERS=0` turns them off): each CPU launch of one rank hands
-    its run to a standby worker that has done its imports already (`python -m ptft_core.worker --standby`). The
-    next standby starts at the next `prepare`, which the engine calls at its start and once no run is in its
-    start-up (each has logged a training step): it then imports while runs train (imports are single-threaded,
-    at the lowest priority), not while one tokenises and evaluates its step 0. A run's time to its first step
-    loses the 5-7 s of imports. GPU runs and runs of several ranks start cold: their CUDA device list must be set
-    before anything touches CUDA.
+    Warm workers (`warm`, default on; `PTFT_WARM_WORKERS=0` turns them off): a fork server imports once, and each
+    CPU launch of one rank forks its worker from it, already imported (milliseconds instead of 5-7 s). `prepare`
+    starts the server (the engine calls it at its start, and again once no run is in its start-up, should the
+    server have died); until it is ready, launches start cold. GPU runs and runs of several ranks start cold:
+    their CUDA device list must be set before anything touches CUDA.
     """
 
     def __init__(self, warm: bool | None = None):
         self.warm = os.environ.get("PTFT_WARM_WORKERS", "1") != "0" if warm is None else warm
-        self._standby: subprocess.Popen | None = None
+        self._server: ForkServer | None = None
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Start a standby now (when warm workers are on and none waits), so that the first run is warm too."""
+        """Start the fork server now (when warm workers are on and none runs), so that the first run is warm too."""
         with self._lock:
-            if self.warm and (self._standby is None or self._standby.poll() is not None):
-                self._standby = self._spawn_standby()
+            if self.warm and (self._server is None or not self._server.alive()):
+                self._server = ForkServer(self._env({"CUDA_VISIBLE_DEVICES": "", "PTFT_DEVICE": "cpu"}))
 
-    def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> subprocess.Popen:
+    def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> subprocess.Popen | ForkedWorker:
         run_dir = Path(run_dir)
-        if self.warm and _warm_fits(run_dir, device_env):
-            with self._lock:  # the next standby comes from `prepare`, once this run has started training
-                standby, self._standby = self._standby, None
-            if standby is not None and self._hand_over(standby, run_dir, device_env, resume):
-                return standby
+        server = self._server
+        if self.warm and server is not None and server.usable() and _warm_fits(run_dir, device_env):
+            worker = server.fork(run_dir, device_env, resume)
+            if worker is not None:
+                return worker
         with open(RunDir(run_dir).log, "ab") as log:
             return subprocess.Popen(
                 worker_command(run_dir, resume), cwd=run_dir, env=self._env(device_env), stdin=subprocess.DEVNULL,
@@ -141,47 +249,19 @@ class LocalSubprocessLauncher:
         env["PYTHONPATH"] = paths.child_pythonpath(env)
         return env
 
-    def _spawn_standby(self) -> subprocess.Popen:
-        folder = paths.home() / "runs"
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "standby-worker.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "ptft_core.worker", "--standby"], cwd=folder,
-                env=self._env({"CUDA_VISIBLE_DEVICES": "", "PTFT_DEVICE": "cpu"}), stdin=subprocess.PIPE,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-            )
-
-    @staticmethod
-    def _hand_over(standby: subprocess.Popen, run_dir: Path, device_env: dict[str, str], resume: bool) -> bool:
-        """Give the standby its run; False when it died meanwhile (the caller starts a cold worker instead)."""
-        order = {"run_dir": str(run_dir.resolve()), "resume": resume, "env": device_env}
-        try:
-            if standby.poll() is not None:
-                return False
-            standby.stdin.write((json.dumps(order) + "\n").encode())
-            standby.stdin.close()  # one run per standby; it never reads again
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
-
     def close(self) -> None:
-        """Stop the standby (an idle process that holds no run); workers with runs go on."""
+        """Stop the fork server (it holds no run); the workers it forked go on."""
         with self._lock:
-            standby, self._standby = self._standby, None
-        if standby is not None:
-            with contextlib.suppress(OSError):
-                standby.stdin.close()  # it exits on end of input
-            try:
-                standby.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                standby.kill()
+            server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
-    def poll(self, handle: subprocess.Popen | AdoptedWorker) -> int | None:
+    def poll(self, handle: subprocess.Popen | ForkedWorker | AdoptedWorker) -> int | None:
         if isinstance(handle, AdoptedWorker):
             return None if worker_alive(handle.pid, handle.run_dir) else EXIT_UNKNOWN
         return handle.poll()
 
-    def _signal(self, handle: subprocess.Popen | AdoptedWorker, sig: int) -> None:
+    def _signal(self, handle: subprocess.Popen | ForkedWorker | AdoptedWorker, sig: int) -> None:
         pid = handle.pid
         if isinstance(handle, AdoptedWorker):
             if not worker_alive(pid, handle.run_dir):
@@ -191,14 +271,17 @@ class LocalSubprocessLauncher:
         try:
             os.killpg(pid, sig)  # the worker leads its own session and group
         except ProcessLookupError:
+            if isinstance(handle, ForkedWorker):  # forked a moment ago: not yet the leader of its own group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
             return
         except PermissionError:
             os.kill(pid, sig)
 
-    def terminate(self, handle: subprocess.Popen | AdoptedWorker) -> None:
+    def terminate(self, handle: subprocess.Popen | ForkedWorker | AdoptedWorker) -> None:
         self._signal(handle, signal.SIGTERM)
 
-    def kill(self, handle: subprocess.Popen | AdoptedWorker) -> None:
+    def kill(self, handle: subprocess.Popen | ForkedWorker | AdoptedWorker) -> None:
         self._signal(handle, signal.SIGKILL)
 
     def adopt(self, run_dir: Path, pid: int | None) -> AdoptedWorker | None:
