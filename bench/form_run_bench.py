@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             for seed in range(args.seeds):
                 for arm in ARMS:
-                    launcher.prepare()  # a standby for each run, done importing before it comes
+                    launcher.prepare()  # the fork server (once), done importing before the first run comes
                     wait_until_idle(launcher)
                     rows.append(one_run(launcher, home, arm, seed, len(rows)))
                     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}),

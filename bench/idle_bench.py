@@ -1,8 +1,8 @@
 """An idle lab's cost: the CPU the service process draws with no run, no study, no sweep and no page open.
 
 Starts `python -m ptft_core serve` on a throw-away home that links the prepared data, lets it settle (its warm
-standby worker imports, the drivers' first ticks), then reads the process's CPU time (user + system) over
-`--seconds` of wall time, and its children's (the standby worker, which waits on a pipe). Target (issue 27): well
+fork server's imports, the drivers' first ticks), then reads the process's CPU time (user + system) over
+`--seconds` of wall time, and its children's (the fork server, which waits on a pipe). Target (issue 27): well
 under 1 % of a core.
 
     python -m bench.idle_bench [--seconds 300]

@@ -2,8 +2,8 @@
 runs from its `launch` call to the run's first logged training step, with where the time went (the journal's time
 split: `startup_s` = interpreter and imports, or a warm worker's hand-over to its trainer; `load_s` = model and
 tokenizer; `data_s` = tokenisation; `probes_s`; the rest is mostly the step-0 evaluation every run does before it
-trains). Cold: `python -m ptft_core.worker RUN_DIR`, as before warm workers. Warm: the run goes to a standby worker
-that imported before the run came (the engine starts the next standby once no run is in its start-up). Each kind
+trains). Cold: `python -m ptft_core.worker RUN_DIR`, as before warm workers. Warm: the run's worker is forked from
+the fork server, which imported before the run came (the engine starts it with itself). Each kind
 runs `--repeats` times, cold and warm interleaved, on a throw-away home that links the prepared data; the median is
 reported.
 
@@ -18,8 +18,6 @@ import os
 import statistics
 import time
 from pathlib import Path
-
-import psutil
 
 from bench import save_result, throwaway_home
 from ptft_core.config import config_from_dict, config_to_dict
@@ -44,16 +42,11 @@ def _config(path: str) -> dict:
 
 
 def wait_until_idle(launcher: LocalSubprocessLauncher) -> None:
-    """Until the standby has done its imports (its CPU time stops growing): a cold run measured while the next
-    standby imports beside it would be slowed by it, which is not what a cold start costs."""
-    standby = launcher._standby  # the bench may look inside: nothing else needs to know when a standby is ready
-    if standby is None:
-        return
-    proc = psutil.Process(standby.pid)
-    last = -1.0
-    while (used := sum(proc.cpu_times()[:2])) - last > 0.05:
-        last = used
-        time.sleep(0.5)
+    """Until the fork server has done its imports: a cold run measured while the server imports beside it would be
+    slowed by it, which is not what a cold start costs."""
+    server = launcher._server  # the bench may look inside: nothing else needs to know when the server is ready
+    if server is not None and not server.ready.wait(300):
+        raise RuntimeError("the fork server did not finish its imports in 300 s")
 
 
 def one_start(launcher: LocalSubprocessLauncher, home: Path, name: str, config: dict, index: int) -> dict:
@@ -83,12 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     with throwaway_home() as home:
         os.environ["PTFT_HOME"] = str(home)
         cold, warm = LocalSubprocessLauncher(warm=False), LocalSubprocessLauncher(warm=True)
-        warm.prepare()  # imports while the first cold run trains, as a standby does behind a running run
         try:
             for _ in range(args.repeats):
                 for name, config in configs.items():
                     for launcher in (cold, warm):
-                        warm.prepare()  # the next standby, as the engine starts it once no run is starting
+                        warm.prepare()  # the fork server, started once (again only if it died)
                         wait_until_idle(warm)
                         rows.append(one_start(launcher, home, name, config, len(rows)))
                         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}))

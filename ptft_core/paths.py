@@ -87,3 +87,8 @@ def service_file(lab_home: Path | None = None) -> Path:
 def service_log(lab_home: Path | None = None) -> Path:
     """The output of a service started by a client (`make run`, the dashboard, a CLI command)."""
     return (lab_home or home()) / "service.log"
+
+
+def fork_server_log(lab_home: Path | None = None) -> Path:
+    """The output of the local launcher's fork server (its own, not its workers': each run has its worker.log)."""
+    return (lab_home or home()) / "fork-server.log"

@@ -50,12 +50,10 @@ def _builtin(sub: str, entry: Path) -> bool:
     return sub == "downloads" or entry.name == BUILTIN_CHECKPOINT
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh lab home with the prepared built-in datasets and checkpoint linked in."""
+def linked_home(lab: Path) -> Path:
+    """A new lab home at `lab` with the prepared built-in datasets and checkpoint linked in."""
     source = prepared_home()
-    lab = tmp_path / "home"
-    lab.mkdir()
+    lab.mkdir(parents=True)
     # Link each built-in entry, not the folders: a test may add its own datasets beside the built-ins, and a
     # dataset the user registered in the prepared home (PTFT_HOME is the user's own lab) never reaches a test.
     for sub in ("datasets", "models", "downloads"):
@@ -63,6 +61,13 @@ def home(tmp_path, monkeypatch) -> Path:
         for entry in (source / sub).glob("*") if (source / sub).is_dir() else ():
             if _builtin(sub, entry):
                 (lab / sub / entry.name).symlink_to(entry)
+    return lab
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh lab home with the prepared built-in datasets and checkpoint linked in."""
+    lab = linked_home(tmp_path / "home")
     monkeypatch.setenv("PTFT_HOME", str(lab))
     return lab
 

@@ -34,7 +34,7 @@ from ptft_core.config import (
 )
 from ptft_core.journal import MemoryLogger
 from ptft_core.store import Store
-from tests.conftest import stop_lab
+from tests.conftest import linked_home, stop_lab
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -46,14 +46,19 @@ T0 = 1_700_000_000.0
 # --- labs ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def lab(home, monkeypatch):
-    """A lab home whose service (started by the first page a test opens, as the dashboard does) launches the
-    stand-in trainer on CPU only; its runs are cancelled and the service stopped afterwards."""
+def stand_in_lab(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service launches the stand-in trainer, fast, on CPU only; the dashboard is the lab's own (not a demo)."""
     monkeypatch.setenv("PTFT_TRAINER", "tests.fake_trainer:run")
     monkeypatch.setenv("PTFT_FAKE_STEP_S", "0.01")
     monkeypatch.setenv("PTFT_GPUS", "none")
     monkeypatch.delenv(client.READ_ONLY_ENV, raising=False)
+
+
+@pytest.fixture
+def lab(home, monkeypatch):
+    """A lab home whose service (started by the first page a test opens, as the dashboard does) launches the
+    stand-in trainer on CPU only; its runs are cancelled and the service stopped afterwards."""
+    stand_in_lab(monkeypatch)
     yield home
     ui.release_labs()
     stop_lab(home)
@@ -114,9 +119,9 @@ def add_run(store: Store, home: Path, run_id: str, config, *, status: str = "com
     return run_id
 
 
-@pytest.fixture
-def lab_with_runs(lab):
-    """A pretraining run, two seeds of a fine-tune (one study), its scratch baseline and a failed run."""
+def add_runs(lab: Path) -> Path:
+    """A pretraining run, two seeds of a fine-tune (one study), its scratch baseline and a failed run; then the
+    lab's service."""
     store = Store(lab / "ptft.duckdb")
     finetune = FinetuneConfig(name="minilm-movies", base="minilm-l6", dataset="movies", max_steps=40,
                               optim=OptimConfig(lr=5e-5))
@@ -132,6 +137,33 @@ def lab_with_runs(lab):
     store.close()
     start_service(lab)  # the read-only pages start none: they are viewers of a running lab
     return lab
+
+
+@pytest.fixture
+def lab_with_runs(lab):
+    """The runs of `add_runs` in a lab of the test's own: for the tests that change it."""
+    return add_runs(lab)
+
+
+@pytest.fixture(scope="module")
+def runs_lab(tmp_path_factory):
+    """The runs of `add_runs`, made once for the tests that only read them (every page, Compare, read-only mode):
+    each of those would otherwise pay a service's start and stop. A test that writes takes `lab_with_runs`."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        home = linked_home(tmp_path_factory.mktemp("runs-lab") / "home")
+        monkeypatch.setenv("PTFT_HOME", str(home))
+        stand_in_lab(monkeypatch)
+        yield add_runs(home)
+        ui.release_labs()
+        stop_lab(home)
+
+
+@pytest.fixture
+def read_lab(runs_lab, monkeypatch):
+    """`runs_lab` as this test's lab home (a test before it may have pointed PTFT_HOME elsewhere)."""
+    monkeypatch.setenv("PTFT_HOME", str(runs_lab))
+    stand_in_lab(monkeypatch)
+    return runs_lab
 
 
 def open_page(page: str, query: dict[str, str] | None = None) -> AppTest:
@@ -175,14 +207,14 @@ def test_page_renders_on_an_empty_lab(lab, page):
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_with_runs(lab_with_runs, page):
+def test_page_renders_with_runs(read_lab, page):
     at = open_page(page)
     assert not at.exception, at.exception
     if page != "inspect":  # journal-made runs have no checkpoint: Inspect says so (tested below)
         assert not at.error or page == "runs", texts(at.error)
 
 
-def test_home_lists_devices_recent_runs_and_the_start_path(lab_with_runs):
+def test_home_lists_devices_recent_runs_and_the_start_path(read_lab):
     at = open_page("home")
     body = texts(at.markdown)
     assert "Start here" in texts(at.subheader) and "Pretrain a tiny model" in body
@@ -192,7 +224,7 @@ def test_home_lists_devices_recent_runs_and_the_start_path(lab_with_runs):
     assert devices["device"].tolist() == ["cpu"]
 
 
-def test_runs_page_shows_the_selected_run_with_its_error_config_and_log(lab_with_runs):
+def test_runs_page_shows_the_selected_run_with_its_error_config_and_log(read_lab):
     at = open_page("runs", {"run": "ft-0005"})
     assert "broken" in texts(at.subheader)
     assert "RuntimeError: injected" in texts(at.error)
@@ -309,7 +341,7 @@ def test_runs_page_deletes_after_confirmation(lab_with_runs):
 # --- compare ------------------------------------------------------------------------------------------------------
 
 
-def test_compare_asks_for_a_selection_then_draws_every_view_from_the_url(lab_with_runs):
+def test_compare_asks_for_a_selection_then_draws_every_view_from_the_url(read_lab):
     assert "Select runs" in texts(open_page("compare").info)
     at = open_page("compare", {"runs": "ft-0002,ft-0003,ft-0004"})
     assert not at.exception and not at.error, texts(at.error)
@@ -322,7 +354,7 @@ def test_compare_asks_for_a_selection_then_draws_every_view_from_the_url(lab_wit
     assert len(at.get("download_button")) == 8  # HTML and CSV of each chart
 
 
-def test_compare_picks_a_study_and_groups_by_a_config_key(lab_with_runs):
+def test_compare_picks_a_study_and_groups_by_a_config_key(read_lab):
     at = open_page("compare", {"study": "study-seeds", "group": "seed", "x": "epoch", "smooth": "0.5"})
     assert not at.exception and not at.error, texts(at.error)
     assert at.query_params.get("runs") is None  # the study picked the runs, no row was selected
@@ -334,7 +366,7 @@ def test_compare_picks_a_study_and_groups_by_a_config_key(lab_with_runs):
     assert not at.exception and not at.error, texts(at.error)
 
 
-def test_compare_tells_when_runs_have_no_forgetting_probes(lab_with_runs):
+def test_compare_tells_when_runs_have_no_forgetting_probes(read_lab):
     at = open_page("compare", {"runs": "pt-0001"})
     assert not at.exception
     assert "No forgetting probes" in texts(at.info)
@@ -488,7 +520,7 @@ def test_data_page_registers_an_upload_and_reports_bad_ones(lab):
 
 
 @pytest.mark.parametrize("page", ["pretrain", "finetune"])
-def test_a_read_only_demo_has_no_training_forms(lab_with_runs, monkeypatch, page):
+def test_a_read_only_demo_has_no_training_forms(read_lab, monkeypatch, page):
     """The demo's page list is built by role: the forms no visitor could use are not in its navigation, while the
     lab's own dashboard has them."""
     at = open_page(page)
@@ -501,7 +533,7 @@ def test_a_read_only_demo_has_no_training_forms(lab_with_runs, monkeypatch, page
 
 
 @pytest.mark.parametrize("page", ["runs", "data", "studies", "sweeps"])
-def test_read_only_mode_hides_every_control_that_changes_something(lab_with_runs, monkeypatch, page):
+def test_read_only_mode_hides_every_control_that_changes_something(read_lab, monkeypatch, page):
     monkeypatch.setenv(client.READ_ONLY_ENV, "1")
     at = open_page(page)
     assert not at.exception
@@ -521,7 +553,7 @@ def test_read_only_mode_says_so_in_the_sidebar(lab, monkeypatch):
 # --- torch stays out of the dashboard process ---------------------------------------------------------------------
 
 
-def test_no_page_imports_torch(lab_with_runs):
+def test_no_page_imports_torch(read_lab, tmp_path):
     """Every page, one after another in a fresh interpreter, checked after each: neither the app frame nor any
     page loads torch (Inspect loads it only once it opens a model, so it is checked on a lab without a finished
     fine-tune, in an interpreter of its own). torch once loaded stays loaded, so the first page that loads it is
@@ -536,12 +568,12 @@ def test_no_page_imports_torch(lab_with_runs):
             assert not at.exception, (page, at.exception)
             print("TORCH" if "torch" in sys.modules else "NO-TORCH", page, flush=True)
     """)
-    empty = lab_with_runs.parent / "empty-lab"
+    empty = tmp_path / "empty-lab"
     (empty / "datasets").mkdir(parents=True)
-    for entry in (lab_with_runs / "datasets").iterdir():
+    for entry in (read_lab / "datasets").iterdir():
         (empty / "datasets" / entry.name).symlink_to(entry.resolve())
     others = [page for page in PAGES if page != "inspect"]
-    for lab, pages in ((lab_with_runs, others), (empty, ["inspect"])):
+    for lab, pages in ((read_lab, others), (empty, ["inspect"])):
         out = subprocess.run([sys.executable, "-c", script, *pages], capture_output=True, text=True, cwd=REPO,
                              timeout=240, env={**os.environ, "PTFT_HOME": str(lab)})
         assert out.returncode == 0, out.stderr[-2000:]

@@ -125,11 +125,10 @@ class ForkServer:
     order, in order, and `exited` with each worker's exit code)."""
 
     def __init__(self, env: dict[str, str]):
-        folder = paths.home() / "runs"
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "fork-server.log", "ab") as log:
+        log_path = paths.fork_server_log()
+        with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ptft_core.worker", "--fork-server"], cwd=folder, env=env,
+                [sys.executable, "-m", "ptft_core.worker", "--fork-server"], cwd=log_path.parent, env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True, close_fds=True,
             )
         self.ready = threading.Event()

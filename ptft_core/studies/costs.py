@@ -59,7 +59,7 @@ COSTS: dict[str, Cost] = {
 # Pretraining steps cost more than COSTS says (packed blocks, no padding to skip; the MLM head's projection over the
 # vocabulary): the quick studies' pretraining runs took 1.1-2.1x (tiny, 3 runs) and 1.4x (MiniLM) of its estimate.
 PRETRAIN_FACTOR = 1.5
-PROCESS_START_S = 8.0  # a worker's imports (taken ahead by the warm standby worker), model load and tokenisation
+PROCESS_START_S = 8.0  # a worker's imports (none when forked from the fork server), model load and tokenisation
 TOKENIZER_TRAIN_S = 10.0  # WordPiece training on a scratch run's corpus (wiki + news)
 PADDING_FACTOR = 1.15  # length-grouped batches still pad a little
 # Two one-thread CPU slots against one two-thread slot on the 2-core machine: 1.2x the throughput (measured on the
