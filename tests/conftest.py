@@ -16,9 +16,18 @@ import pytest
 from ptft_core import paths
 from ptft_core.config import BUILTIN_CHECKPOINT
 
-# Warm workers stay on, as for a user: each engine's fork server imports once (niced, on the core a test leaves idle)
-# and every run after that starts without imports (the tiny studies: 139 s -> 52 s). PTFT_WARM_WORKERS=0 runs the
-# suite with cold workers only.
+# Warm workers as for a user in the slow tier: an engine's fork server imports once (niced) and every run after that
+# starts without imports (the tiny studies: 139 s -> 52 s). The quick tier's engines and services mostly launch no
+# real run, so there a fork server would import torch for nothing (20 s of CPU over `make test-fast`): its workers
+# start cold. PTFT_WARM_WORKERS set by hand wins everywhere.
+WARM_WORKERS_SET_BY_HAND = "PTFT_WARM_WORKERS" in os.environ
+
+
+@pytest.fixture(autouse=True)
+def _cold_workers_in_the_quick_tier(request, monkeypatch):
+    quick = request.node.get_closest_marker("slow") is None and request.node.get_closest_marker("e2e") is None
+    if quick and not WARM_WORKERS_SET_BY_HAND:
+        monkeypatch.setenv("PTFT_WARM_WORKERS", "0")
 
 PREPARED_HOME = Path(os.environ.get("PTFT_DATA_SOURCE") or paths.REPO_ROOT / "data")
 

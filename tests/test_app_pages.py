@@ -9,6 +9,7 @@ real `Store` through `Store.ingest_events`. Launches go through the real engine 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,25 +147,50 @@ def lab_with_runs(lab):
     return add_runs(lab)
 
 
-@pytest.fixture(scope="module")
-def runs_lab(tmp_path_factory):
-    """The runs of `add_runs`, made once for the tests that only read them (every page, Compare, read-only mode):
-    each of those would otherwise pay a service's start and stop. A test that writes takes `lab_with_runs`."""
+@contextlib.contextmanager
+def shared_lab(tmp_path_factory, name: str, with_runs: bool) -> Iterator[Path]:
+    """A lab made once for the tests of this module that only read it: each would otherwise pay a service's start
+    and stop. A test that writes takes `lab` or `lab_with_runs`."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        home = linked_home(tmp_path_factory.mktemp("runs-lab") / "home")
+        home = linked_home(tmp_path_factory.mktemp(name) / "home")
         monkeypatch.setenv("PTFT_HOME", str(home))
         stand_in_lab(monkeypatch)
-        yield add_runs(home)
-        ui.release_labs()
-        stop_lab(home)
+        try:
+            yield add_runs(home) if with_runs else home
+        finally:
+            ui.release_labs()
+            stop_lab(home)
+
+
+@pytest.fixture(scope="module")
+def empty_lab_once(tmp_path_factory):
+    with shared_lab(tmp_path_factory, "empty-lab", with_runs=False) as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def runs_lab_once(tmp_path_factory):
+    with shared_lab(tmp_path_factory, "runs-lab", with_runs=True) as home:
+        yield home
+
+
+def reading(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A shared lab as this test's lab home (a test before it may have pointed PTFT_HOME elsewhere)."""
+    monkeypatch.setenv("PTFT_HOME", str(home))
+    stand_in_lab(monkeypatch)
+    return home
 
 
 @pytest.fixture
-def read_lab(runs_lab, monkeypatch):
-    """`runs_lab` as this test's lab home (a test before it may have pointed PTFT_HOME elsewhere)."""
-    monkeypatch.setenv("PTFT_HOME", str(runs_lab))
-    stand_in_lab(monkeypatch)
-    return runs_lab
+def read_empty_lab(empty_lab_once, monkeypatch):
+    """An empty lab, shared by the tests that only read it."""
+    return reading(empty_lab_once, monkeypatch)
+
+
+@pytest.fixture
+def read_lab(runs_lab_once, monkeypatch):
+    """The runs of `add_runs`, shared by the tests that only read them (every page, Compare, read-only mode)."""
+    return reading(runs_lab_once, monkeypatch)
 
 
 def open_page(page: str, query: dict[str, str] | None = None) -> AppTest:
@@ -199,7 +226,7 @@ def chart_count(at: AppTest) -> int:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_on_an_empty_lab(lab, page):
+def test_page_renders_on_an_empty_lab(read_empty_lab, page):
     at = open_page(page)
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
@@ -544,7 +571,7 @@ def test_read_only_mode_hides_every_control_that_changes_something(read_lab, mon
     assert not at.file_uploader
 
 
-def test_read_only_mode_says_so_in_the_sidebar(lab, monkeypatch):
+def test_read_only_mode_says_so_in_the_sidebar(read_empty_lab, monkeypatch):
     monkeypatch.setenv(client.READ_ONLY_ENV, "1")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # the sidebar of the app frame, on Home
     assert "Read-only demo" in texts(at.sidebar.warning)

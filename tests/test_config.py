@@ -209,8 +209,8 @@ PARENT_EXAMPLE = {"finetune_from_causal.yaml": "pretrain_causal_tiny.yaml"}  # b
 @pytest.mark.slow
 @pytest.mark.parametrize("example", sorted(p.name for p in (paths.REPO_ROOT / "configs").glob("*.yaml")))
 def test_every_example_config_loads_and_trains(example, tmp_path):
-    """Each file in configs/ as a user runs it, cut to two steps per task by overrides (its checkpoint steps
-    with it): real models, real data, real steps."""
+    """Each file in configs/ as a user runs it, cut to two steps per task by overrides (its checkpoint steps and
+    evaluation samples with it): real models, real data, real steps."""
     from ptft_core.journal import MemoryLogger
     from ptft_core.training import run_evaluate, run_finetune, run_pretrain
 
@@ -218,14 +218,15 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
     kind = load_config(path).kind
     logger = MemoryLogger()
     if kind == "evaluate":  # it scores a fine-tune: a two-step one of the first example, as a folder
-        tuned = load_config(paths.REPO_ROOT / "configs" / "finetune_full.yaml", ["max_steps=2", "probe_size=8"])
+        tuned = load_config(paths.REPO_ROOT / "configs" / "finetune_full.yaml", ["max_steps=2", "probe_size=8",
+                                                                                      "eval_val_samples=32"])
         assert run_finetune(tuned, tmp_path / "ft", MemoryLogger()) == "completed"
         config = load_config(path, [f"model={tmp_path / 'ft' / 'checkpoints' / 'final'}"])
         assert run_evaluate(config, tmp_path / "ev", logger) == "completed"
         assert {e["name"] for e in logger.events if e["type"] == "metric"} >= {"accuracy@amazon", "accuracy@tweets"}
         return
     overrides = ["max_steps=2", "eval_every=1"] + (["checkpoint_steps=[1]"] if kind == "pretrain"
-                                                   else ["eval_train_samples=8", "probe_size=8"])
+                                                   else ["eval_train_samples=8", "eval_val_samples=32", "probe_size=8"])
     if example in PARENT_EXAMPLE:  # it fine-tunes a run's checkpoint: a two-step run of its parent example
         parent = load_config(paths.REPO_ROOT / "configs" / PARENT_EXAMPLE[example],
                              ["max_steps=2", "checkpoint_steps=[]"])
