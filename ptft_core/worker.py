@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import inspect
 import json
@@ -148,6 +149,9 @@ def fork_server() -> int:
     importer = threading.Thread(target=import_quietly, name="fork-server-imports")
     importer.start()
     importer.join()
+    # The imports' objects move to a generation no collection visits: a worker's collections then neither walk
+    # them nor write their headers (which would copy every page of them out of the memory it shares with us).
+    gc.freeze()
     signal.signal(signal.SIGCHLD, _reap)
     _tell({"ready": True})
     for line in iter(sys.stdin.readline, ""):  # a SIGCHLD during the read is handled, then the read goes on
