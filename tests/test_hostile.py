@@ -220,6 +220,7 @@ def test_a_new_home_is_private_and_an_open_one_is_named(tmp_path, monkeypatch):
     assert "readable by other users" in paths.exposure_warning(home) and "chmod 700" in paths.exposure_warning(home)
 
 
+@pytest.mark.slow  # a CLI process, its own service and a worker, killed and waited for: 5 s
 def test_a_service_started_by_a_cli_command_ends_with_it_even_on_kill_9(fake_lab, tmp_path):
     config = tmp_path / "long.yaml"
     config.write_text("kind: pretrain\nmax_steps: 200\n")

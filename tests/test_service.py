@@ -128,6 +128,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=paths.REPO_ROOT, env=os.environ)
 
 
+@pytest.mark.slow  # seven CLI processes and a detached service, one after another: 12 s
 def test_the_cli_is_a_client_of_the_running_service(fake_lab, tmp_path):
     """With a service running (as `make run` leaves it), the CLI reads and writes through it: the store is the
     service's, and nothing fails on its lock."""
