@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -45,6 +46,17 @@ def ready_server(engine: Engine) -> ForkServer:
     return server
 
 
+def training_forked_run(engine: Engine, config: PretrainConfig, steps: int = 3) -> tuple[str, Path]:
+    """Start the engine, submit `config` once its fork server is ready, and return once the run has trained
+    `steps` steps: (run id, run folder)."""
+    engine.start()
+    ready_server(engine)
+    run_id = engine.submit(config)
+    run_dir = engine.run_dir(run_id)
+    wait_for(lambda: progress_step(run_dir) >= steps, 60, "the forked run to train")
+    return run_id, run_dir
+
+
 def test_each_run_is_forked_from_one_server_and_logs_like_a_cold_one(lab):
     with Engine(cpu_slots=1, poll_interval=0.2) as engine:
         assert isinstance(engine.launcher, LocalSubprocessLauncher) and engine.launcher.warm
@@ -69,11 +81,7 @@ def test_each_run_is_forked_from_one_server_and_logs_like_a_cold_one(lab):
 
 def test_a_forked_worker_killed_by_a_signal_is_reported_with_that_signal(lab):
     with Engine(cpu_slots=1, poll_interval=0.2) as engine:
-        engine.start()
-        ready_server(engine)
-        run_id = engine.submit(fake(2000, every=50))
-        run_dir = engine.run_dir(run_id)
-        wait_for(lambda: progress_step(run_dir) >= 3, 60, "the forked run to train")
+        run_id, run_dir = training_forked_run(engine, fake(2000, every=50))
         os.kill(claim(run_dir)["pid"], signal.SIGKILL)
         assert engine.wait([run_id], timeout=60) == {run_id: "failed"}
         assert "worker killed by signal SIGKILL" in engine.store.get_run(run_id)["error"]
@@ -81,11 +89,8 @@ def test_a_forked_worker_killed_by_a_signal_is_reported_with_that_signal(lab):
 
 def test_a_dead_server_loses_no_run_and_the_engine_starts_another(lab):
     with Engine(cpu_slots=1, poll_interval=0.2) as engine:
-        engine.start()
-        first_server = ready_server(engine)
-        run_id = engine.submit(fake(40, every=10))
-        run_dir = engine.run_dir(run_id)
-        wait_for(lambda: progress_step(run_dir) >= 3, 60, "the forked run to train")
+        run_id, run_dir = training_forked_run(engine, fake(40, every=10))
+        first_server = engine.launcher._server
         first_server.proc.kill()  # its worker is in a session of its own: it trains on
         assert engine.wait([run_id], timeout=120) == {run_id: "completed"}
         assert db_metric_seqs(engine.store, run_id) == sorted(journal_metric_seqs(run_dir))
@@ -99,11 +104,7 @@ def test_a_dead_server_loses_no_run_and_the_engine_starts_another(lab):
 
 def test_a_forked_worker_is_readopted_by_the_next_engine_and_cancels_cleanly(lab):
     with Engine(cpu_slots=1, poll_interval=0.2) as engine:
-        engine.start()
-        ready_server(engine)
-        run_id = engine.submit(fake(2000, every=50))
-        run_dir = engine.run_dir(run_id)
-        wait_for(lambda: progress_step(run_dir) >= 5, 60, "the forked run to train")
+        run_id, run_dir = training_forked_run(engine, fake(2000, every=50), steps=5)
         pid = claim(run_dir)["pid"]
     # The engine and its server are gone; the worker trains on, and a new engine knows it by its claim, not its
     # command line.
