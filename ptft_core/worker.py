@@ -15,7 +15,8 @@ What it does, in order:
 
 A fork server (`python -m ptft_core.worker --fork-server`, started ahead of need by the local launcher) does the
 imports once (torch, transformers, the trainers: 5-7 s of a CPU run's start), says `{"ready": true}` on stdout,
-then forks one worker per order it reads on stdin (one JSON line `{run_dir, resume, env}`), answering each with
+then forks one worker per order it reads on stdin (one JSON line `{run_dir, resume, env}`, env being the whole
+environment a cold worker would get), answering each with
 `{"pid": N}` and, when that worker ends, `{"exited": N, "code": C}` (C as `Popen.returncode`: negative for a
 signal). A forked worker leads a session of its own, points stdout and stderr at `RUN_DIR/worker.log`, writes
 `RUN_DIR/worker.pid` (pid and process start time, so a later engine can tell it is this run's worker although its
@@ -154,7 +155,9 @@ def fork_server() -> int:
     gc.freeze()
     signal.signal(signal.SIGCHLD, _reap)
     _tell({"ready": True})
-    for line in iter(sys.stdin.readline, ""):  # a SIGCHLD during the read is handled, then the read goes on
+    # Linux delivers a process's SIGCHLD to its main thread when that thread does not block it (this one waits in
+    # the read below): the read is interrupted, the handler runs, and the read goes on (PEP 475).
+    for line in iter(sys.stdin.readline, ""):
         if not line.strip():
             continue
         order = json.loads(line)
@@ -171,6 +174,7 @@ def _forked_worker(order: dict) -> int:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()  # signals to its group reach it and its data loaders, never the server
+        os.environ.clear()  # the launcher's environment at the launch, as a cold worker gets it
         os.environ.update(order["env"])
         run_dir = Path(order["run_dir"]).resolve()
         quiet = os.open(os.devnull, os.O_RDONLY)

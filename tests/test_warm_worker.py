@@ -153,3 +153,14 @@ def test_a_launch_before_the_server_is_ready_starts_cold_and_later_ones_fork(lab
         warm = engine.submit(fake(5))
         assert engine.wait([warm], timeout=120) == {warm: "completed"}
         assert launcher._server._exits.get(claim(engine.run_dir(warm))["pid"]) == 0
+
+
+def test_a_forked_worker_gets_the_environment_of_its_launch_not_of_the_servers_start(lab, monkeypatch):
+    with Engine(cpu_slots=1, poll_interval=0.2) as engine:
+        engine.start()
+        ready_server(engine)
+        monkeypatch.setenv("PTFT_FAKE_FAIL_AT", "3")  # after the server started: only the launch can carry it
+        run_id = engine.submit(fake(10))
+        assert engine.wait([run_id], timeout=120) == {run_id: "failed"}
+        assert claim(engine.run_dir(run_id)) is not None  # forked, not cold
+        assert "injected failure at step 3" in engine.store.get_run(run_id)["error"]

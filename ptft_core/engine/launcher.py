@@ -164,10 +164,10 @@ class ForkServer:
     def usable(self) -> bool:
         return self.ready.is_set() and self.alive()
 
-    def fork(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> ForkedWorker | None:
-        """A worker for this run, or None when the server cannot give one (it died or hangs: then it is stopped,
-        and the caller starts a cold worker)."""
-        order = {"run_dir": str(run_dir.resolve()), "resume": resume, "env": device_env}
+    def fork(self, run_dir: Path, env: dict[str, str], resume: bool) -> ForkedWorker | None:
+        """A worker for this run with `env` as its whole environment, or None when the server cannot give one (it
+        died or hangs: then it is stopped, and the caller starts a cold worker)."""
+        order = {"run_dir": str(run_dir.resolve()), "resume": resume, "env": env}
         with self._order_lock:
             try:
                 self.proc.stdin.write((json.dumps(order) + "\n").encode())
@@ -232,7 +232,7 @@ class LocalSubprocessLauncher:
         run_dir = Path(run_dir)
         server = self._server
         if self.warm and server is not None and server.usable() and _warm_fits(run_dir, device_env):
-            worker = server.fork(run_dir, device_env, resume)
+            worker = server.fork(run_dir, self._env(device_env), resume)
             if worker is not None:
                 return worker
         with open(RunDir(run_dir).log, "ab") as log:
