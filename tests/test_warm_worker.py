@@ -136,23 +136,39 @@ def test_a_claim_names_its_worker_by_pid_and_start_time(lab, tmp_path):
     assert server.proc.returncode is not None
 
 
-def test_a_launch_before_the_server_is_ready_starts_cold_and_later_ones_fork(lab, monkeypatch, tmp_path):
+def importing_server(launcher: LocalSubprocessLauncher, gate: Path, monkeypatch) -> ForkServer:
+    """The launcher's fork server, held in its imports until `gate` exists."""
+    with monkeypatch.context() as during_imports:
+        during_imports.setenv("PTFT_FAKE_IMPORT_GATE", str(gate))
+        launcher.prepare()
+    return launcher._server
+
+
+def test_a_run_waits_for_the_importing_server_then_is_forked(lab, monkeypatch, tmp_path):
     gate = tmp_path / "imports-may-finish"
     launcher = LocalSubprocessLauncher(warm=True)
-    with monkeypatch.context() as during_imports:
-        during_imports.setenv("PTFT_FAKE_IMPORT_GATE", str(gate))  # the server's imports wait for the gate
-        launcher.prepare()
+    server = importing_server(launcher, gate, monkeypatch)
+    with Engine(cpu_slots=1, poll_interval=0.2, launcher=launcher) as engine:
+        run_id = engine.submit(fake(5))
+        engine.step()  # one poll, synchronously: the server cannot be ready (its imports wait on the gate)
+        assert engine.store.get_run(run_id)["status"] == "queued" and not engine.active_runs()
+        gate.touch()
+        assert server.ready.wait(120)
+        engine.start()
+        assert engine.wait([run_id], timeout=120) == {run_id: "completed"}
+        assert server._exits.get(claim(engine.run_dir(run_id))["pid"]) == 0  # forked, not cold
+
+
+def test_past_the_import_grace_a_run_starts_cold(lab, monkeypatch, tmp_path):
+    launcher = LocalSubprocessLauncher(warm=True)
+    server = importing_server(launcher, tmp_path / "never", monkeypatch)
+    launcher.import_grace_s = 0.0  # a server that never gets ready holds no run back
     with Engine(cpu_slots=1, poll_interval=0.2, launcher=launcher) as engine:
         engine.start()
-        cold = engine.submit(fake(5))
-        assert engine.wait([cold], timeout=120) == {cold: "completed"}
-        assert not launcher._server.ready.is_set()
-        assert claim(engine.run_dir(cold)) is None  # a cold worker: its command line names the run, no claim
-        gate.touch()
-        assert launcher._server.ready.wait(120)
-        warm = engine.submit(fake(5))
-        assert engine.wait([warm], timeout=120) == {warm: "completed"}
-        assert launcher._server._exits.get(claim(engine.run_dir(warm))["pid"]) == 0
+        run_id = engine.submit(fake(5))
+        assert engine.wait([run_id], timeout=120) == {run_id: "completed"}
+        assert not server.ready.is_set()
+        assert claim(engine.run_dir(run_id)) is None  # a cold worker: its command line names the run, no claim
 
 
 def test_a_forked_worker_gets_the_environment_of_its_launch_not_of_the_servers_start(lab, monkeypatch):

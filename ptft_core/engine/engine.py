@@ -537,9 +537,13 @@ class Engine:
     def _launch_ready(self, queued: list[dict[str, Any]]) -> None:
         if not queued:
             return
+        defers = getattr(self.launcher, "defers", None)  # the local launcher's fork server, still importing
         for run, slots in scheduler.pick(queued, self.pool):
             run_id = run["id"]
             run_dir = self.run_dir(run_id)
+            if defers is not None and defers(run_dir, slots.env):
+                self.pool.release(run_id)  # queued until a later poll, when its worker can be forked
+                continue
             resume = run["resume_step"] is not None
             launched = time.time()
             try:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -95,6 +96,9 @@ def _claimed(proc, run_dir: str | Path) -> bool:
 
 
 FORK_REPLY_TIMEOUT_S = 30.0  # a ready server forks in milliseconds; one that does not answer is stuck: go cold
+# How long after a fork server's start a launch may wait for its imports (5-7 s on 2 cores, more beside training):
+# past that, a server that is still not ready must not hold runs back, and they start cold.
+IMPORT_GRACE_S = 30.0
 
 
 @dataclass
@@ -131,6 +135,7 @@ class ForkServer:
                 [sys.executable, "-m", "ptft_core.worker", "--fork-server"], cwd=log_path.parent, env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True, close_fds=True,
             )
+        self.started = time.monotonic()
         self.ready = threading.Event()
         self.gone = threading.Event()
         self._pids: queue.Queue[int | None] = queue.Queue()
@@ -213,14 +218,24 @@ class LocalSubprocessLauncher:
     Warm workers (`warm`, default on; `PTFT_WARM_WORKERS=0` turns them off): a fork server imports once, and each
     CPU launch of one rank forks its worker from it, already imported (milliseconds instead of 5-7 s). `prepare`
     starts the server (the engine calls it at its start, and again once no run is in its start-up, should the
-    server have died); until it is ready, launches start cold. GPU runs and runs of several ranks start cold:
-    their CUDA device list must be set before anything touches CUDA.
+    server have died). While it imports, the engine holds such runs back (`defers`), for at most
+    `import_grace_s` after its start; a launch itself never waits, and one made anyway starts cold. GPU runs and
+    runs of several ranks start cold: their CUDA device list must be set before anything touches CUDA.
     """
 
     def __init__(self, warm: bool | None = None):
         self.warm = os.environ.get("PTFT_WARM_WORKERS", "1") != "0" if warm is None else warm
+        self.import_grace_s = IMPORT_GRACE_S
         self._server: ForkServer | None = None
         self._lock = threading.Lock()
+
+    def defers(self, run_dir: Path, device_env: dict[str, str]) -> bool:
+        """Whether this run's launch should wait for the fork server, which is still importing: its worker will be
+        forked in a few seconds, where a cold worker started now would import too, on the same cores. Never longer
+        than `import_grace_s` after the server started."""
+        server = self._server
+        return (self.warm and server is not None and not server.ready.is_set() and server.alive()
+                and time.monotonic() - server.started < self.import_grace_s and _warm_fits(Path(run_dir), device_env))
 
     def prepare(self) -> None:
         """Start the fork server now (when warm workers are on and none runs), so that the first run is warm too."""
