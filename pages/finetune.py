@@ -15,7 +15,7 @@ st.title("Fine-tune")
 st.caption("Sequence classification on a labelled dataset. Launch the same config twice, once with the scratch "
            "baseline, to see what pretraining buys; several seeds give error bands on Compare.")
 
-datasets = ui.datasets_or_stop()
+datasets = ui.datasets_or_stop("text")
 labelled = [d.name for d in datasets if d.kind == "labelled"]
 if not labelled:
     st.warning("No labelled dataset is prepared: run `make data`, or add one on the Data page.")

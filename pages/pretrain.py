@@ -35,7 +35,7 @@ else:
     field(st, "freeze_encoder")
 
 st.subheader("Data")
-corpora = [d.name for d in ui.datasets_or_stop()]
+corpora = [d.name for d in ui.datasets_or_stop("text")]
 left, right, third = st.columns(3)
 corpus = field_spec(PretrainConfig, "corpus")
 fields["corpus"] = left.multiselect(corpus.title, corpora, default=[c for c in corpus.default if c in corpora],

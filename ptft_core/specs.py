@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ptft_core.config import BUILTIN_CHECKPOINT, CHECKPOINT_FIELD, PRESETS, ConfigError
-from ptft_core.data.registry import known_names
+from ptft_core.data.registry import known_names, modality
 from ptft_core.ids import is_id
 
 RUN_SPEC = "run:"  # a model spec naming a run's checkpoint: run:<run_id>[/<checkpoint>]
@@ -66,8 +66,9 @@ def check_model_spec(spec: str, field: str) -> None:
                           f"{BUILTIN_CHECKPOINT}, run:<run id>, a model folder, a Hugging Face hub id")
 
 
-def check_dataset(name: str, field: str) -> None:
-    """Refuse a dataset name this lab cannot load: not built-in, not registered, not `hf:<hub id>[:<config>]`."""
+def check_dataset(name: str, field: str, wanted: str = "text") -> None:
+    """Refuse a dataset name this lab cannot load (not built-in, not registered, not `hf:<hub id>[:<config>]`)
+    or one of the other modality than the run reads (`wanted`: "text" or "image")."""
 
     if name.startswith(HUB_DATASET):
         hub_id, _, config = name[len(HUB_DATASET):].partition(":")
@@ -78,6 +79,10 @@ def check_dataset(name: str, field: str) -> None:
     if name not in known:
         raise ConfigError(f"{field}: no dataset {name[:80]!r} in this lab (known: {', '.join(known)}); register "
                           "a file on the Data page, or use hf:<hub id>")
+    holds = modality(name)
+    if holds != wanted:
+        raise ConfigError(f"{field}: dataset {name!r} holds {holds} data and this run reads {wanted} data; pick "
+                          f"a {wanted} dataset")
 
 
 def check_names(config: dict[str, Any]) -> None:

@@ -442,7 +442,8 @@ def load_references(source: LabClient, runs: pd.DataFrame) -> pd.DataFrame:
 
 # --- data room helpers --------------------------------------------------------------------------------------------
 
-LENGTH_SAMPLE = 2000  # texts per split tokenized for the length histogram
+LENGTH_SAMPLE = 2000  # texts per split tokenized for the length histogram; rows per split of an image set's grid
+IMAGES_PER_CLASS = 8  # the Data page's grid: a row of this many examples per class
 
 
 @st.cache_resource(show_spinner=False)
@@ -512,10 +513,11 @@ def show_error(message: str, exc: BaseException | None = None) -> None:
     st.error(f"{message}: {exc}" if exc is not None else message, icon=":material/error:")
 
 
-def datasets_or_stop() -> list[data.DatasetInfo]:
-    """The lab's datasets; when the data room cannot be read, what failed as a message, and the page stops."""
+def datasets_or_stop(modality: str | None = None) -> list[data.DatasetInfo]:
+    """The lab's datasets (those of one `modality` when given: "text" or "image"); when the data room cannot be
+    read, what failed as a message, and the page stops."""
     try:
-        return lab().datasets()
+        return [d for d in lab().datasets() if modality in (None, d.modality)]
     except data.DataError as exc:
         show_error("The data room could not be read", exc)
         st.stop()

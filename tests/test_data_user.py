@@ -198,7 +198,7 @@ def test_register_csv_jsonl_parquet_txt_and_load(home, tmp_path):
     assert sorted(everything["text"]) == sorted(f"sentence {i}" for i in range(30))
     names = [i.name for i in list_datasets()]
     assert names[:6] == ["wiki", "news", "movies", "amazon", "nyt", "tweets"]
-    assert names[7:] == ["my-csv", "my_jsonl", "notes", "pq"]
+    assert names[9:] == ["my-csv", "my_jsonl", "notes", "pq"]  # after the 9 built-ins
     meta = json.loads((home / "datasets" / "my-csv" / "meta.json").read_text())
     assert meta["builtin"] is False and meta["path"] == str(csv) and meta["seed"] == 1234
 

@@ -17,6 +17,7 @@ from ptft_core.data import DataError
 from ptft_core.lab import MAX_RUN_IDS, Lab, Refused, RunReads, UnknownId
 from ptft_core.service.local import LocalLab
 from ptft_core.store import Store
+from tests.test_data_user_images import image_folder, zipped
 
 
 @pytest.fixture(params=["in-process", "http"])
@@ -121,6 +122,22 @@ def test_a_group_of_seeds_becomes_a_study_without_a_plan(lab):
     assert sorted(lab.cancel_study(study)) <= sorted(ids)
     assert list(lab.study_table().columns)[:3] == ["id", "name", "template"]
     assert "best" in lab.sweep_table().columns
+
+
+def test_a_zip_of_class_folders_uploads_as_an_image_set_and_a_bad_one_names_its_member(lab, fake_lab, tmp_path):
+    folder = image_folder(tmp_path / "pets", {"dog": 6, "cat": 6})
+    with open(zipped(folder, tmp_path / "pets.zip"), "rb") as fh:
+        info = lab.add_dataset("pets", "pets.zip", fh)
+    assert (info.modality, info.total_rows, info.label_names) == ("image", 12, ["cat", "dog"])
+    rows = lab.dataset_rows("pets", "train", 5)
+    assert list(rows.columns) == ["image", "label"] and rows["image"].map(type).eq(bytes).all()
+    with pytest.raises(ConfigError, match="dataset 'pets' holds image data"):
+        lab.submit({"kind": "finetune", "dataset": "pets", "max_steps": 1})
+    (folder / "cat" / "bad.png").write_text("hello")
+    with open(zipped(folder, tmp_path / "bad.zip"), "rb") as fh, pytest.raises(DataError) as refused:
+        lab.add_dataset("bad", "bad.zip", fh)
+    assert str(refused.value).startswith("bad.zip:cat/bad.png: not an image")
+    assert str(fake_lab) not in str(refused.value)  # never a path of the service's machine
 
 
 def test_a_file_uploads_registers_and_reads_back_as_a_dataset(lab, fake_lab):

@@ -19,11 +19,14 @@ def add_data_commands(subparsers) -> None:
     listing = sub.add_parser("list", help="the datasets: splits, label balance, mean length in tokens")
     listing.set_defaults(handler=_list)
 
-    add = sub.add_parser("add", help="register a user file (.csv, .tsv, .jsonl, .json, .parquet, .txt)")
+    add = sub.add_parser("add", help="register a user file (.csv, .tsv, .jsonl, .json, .parquet, .txt) or images "
+                                     "(a folder or .zip of class folders, or a .csv of paths with --image-column)")
     add.add_argument("name", help="dataset name: a-z, 0-9, '_' and '-'")
-    add.add_argument("path", help="the file")
+    add.add_argument("path", help="the file, or a folder of images in class folders (class/image.png)")
     add.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     add.add_argument("--label-column", default=None, help="column holding the labels (omit for unlabelled text)")
+    add.add_argument("--image-column", default=None,
+                     help="a .csv of image files: the column of their paths (relative to the .csv's folder)")
     add.add_argument("--seed", type=int, default=1234, help="seed of the 80/10/10 split (default: 1234)")
     add.add_argument("--overwrite", action="store_true", help="replace a user dataset of the same name")
     add.set_defaults(handler=_add)
@@ -48,16 +51,21 @@ def _balance(info) -> str:
 
 
 def format_table(infos) -> str:
-    """The `data list` table: name, kind, rows per split, total, label balance, mean tokens."""
-    header = ["name", "kind", "train", "validation", "test", "total", "label balance", "mean tokens"]
+    """The `data list` table: name, kind (with "images" for an image set), rows per split, total, label balance,
+    and the size of a row: mean tokens of a text, or an image's pixels."""
+    header = ["name", "kind", "train", "validation", "test", "total", "label balance", "mean tokens / pixels"]
     rows = [header]
     for info in infos:
         s = info.splits
-        tokens = "-" if info.mean_tokens is None else f"{info.mean_tokens:,.1f}"
+        if info.modality == "image":
+            size = f"{info.image_size}x{info.image_size}" if info.image_size else "any"
+        else:
+            size = "-" if info.mean_tokens is None else f"{info.mean_tokens:,.1f}"
         rows.append([
-            info.name + ("" if info.builtin else " (user)"), info.kind,
+            info.name + ("" if info.builtin else " (user)"),
+            info.kind + (" images" if info.modality == "image" else ""),
             f"{s.get('train', 0):,}", f"{s.get('validation', 0):,}", f"{s.get('test', 0):,}",
-            f"{info.total_rows:,}", _balance(info), tokens,
+            f"{info.total_rows:,}", _balance(info), size,
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     numeric = {2, 3, 4, 5, 7}
@@ -86,6 +94,7 @@ def _add(args: argparse.Namespace) -> int:
     if not args.name or not args.path:
         raise DataError("data add needs a NAME and a PATH")
     info = register_user_dataset(args.name, args.path, text_column=args.text_column,
-                                 label_column=args.label_column, seed=args.seed, overwrite=args.overwrite)
+                                 label_column=args.label_column, seed=args.seed, overwrite=args.overwrite,
+                                 image_column=args.image_column)
     print(format_table([info]))
     return 0

@@ -12,6 +12,7 @@ from ptft_core.data.errors import DataError
 from ptft_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ptft_core.data.images import class_strips
     from ptft_core.data.info import BUILTIN_NAMES, DatasetInfo
     from ptft_core.data.prepare import prepare_all
     from ptft_core.data.registry import (
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
         num_labels,
         register_user_dataset,
     )
-    from ptft_core.data.user import SUPPORTED_SUFFIXES, load_hub_dataset, peek, read_user_file
+    from ptft_core.data.user import SUPPORTED_SUFFIXES, UPLOAD_SUFFIXES, load_hub_dataset, peek, read_user_file
 
 _EXPORTS = {
     "prepare_all": "prepare",
+    "class_strips": "images",
     "BUILTIN_NAMES": "info",
     "DatasetInfo": "info",
     "dataset_info": "registry",
@@ -39,14 +41,17 @@ _EXPORTS = {
     "read_user_file": "user",
     "peek": "user",
     "SUPPORTED_SUFFIXES": "user",
+    "UPLOAD_SUFFIXES": "user",
     "register_user_dataset": "registry",
 }
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "UPLOAD_SUFFIXES",
     "BUILTIN_NAMES",
     "DataError",
     "DatasetInfo",
+    "class_strips",
     "dataset_info",
     "label_names",
     "list_datasets",

@@ -1,12 +1,18 @@
 """What a dataset is, as the lab describes it: the built-in names, the splits, and `DatasetInfo` (a dataset's
-meta.json, read). Plain data, imported by the registry, user files and hub datasets alike."""
+meta.json, read). Plain data, imported by the registry, user files and hub datasets alike.
+
+A dataset holds one modality: text (column `text`) or images (column `image`, PNG bytes, see images.py). A run
+reads only its own modality: `specs.check_names` refuses the other one when the run is submitted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-BUILTIN_NAMES: tuple[str, ...] = ("wiki", "news", "movies", "amazon", "nyt", "tweets", "sources")
+TEXT_BUILTINS: tuple[str, ...] = ("wiki", "news", "movies", "amazon", "nyt", "tweets", "sources")
+IMAGE_BUILTINS: tuple[str, ...] = ("digits", "mnist")  # data/images.py: IMAGE_SETS
+BUILTIN_NAMES: tuple[str, ...] = TEXT_BUILTINS + IMAGE_BUILTINS
+MODALITIES: tuple[str, ...] = ("text", "image")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
@@ -21,6 +27,8 @@ class DatasetInfo:
     mean_tokens: float | None = None
     source: dict[str, Any] = field(default_factory=dict)
     builtin: bool = False
+    modality: str = "text"  # "text" | "image"
+    image_size: int | None = None  # an image set's side in pixels (its images are square), None for text
 
     @property
     def num_labels(self) -> int:
@@ -42,4 +50,6 @@ class DatasetInfo:
             mean_tokens=meta.get("mean_tokens"),
             source=meta.get("source") or {},
             builtin=bool(meta.get("builtin", meta["name"] in BUILTIN_NAMES)),
+            modality=meta.get("modality", "text"),
+            image_size=meta.get("image_size"),
         )

