@@ -28,7 +28,7 @@ tags = sorted({t for ts in runs_all["tags"] for t in ts})
 tag = filters[0].selectbox("Tag", [ANY, *tags], key="tag", **BIND)
 studies = sorted(s for s in runs_all["study"].dropna().unique())
 study = filters[1].selectbox("Study (seeds launched together)", [ANY, *studies], key="study", **BIND)
-kind = filters[2].selectbox("Kind", [ANY, "finetune", "pretrain"], key="kind", **BIND)
+kind = filters[2].selectbox("Kind", [ANY, "finetune", "pretrain", "image_pretrain"], key="kind", **BIND)
 shown = runs_all
 if tag != ANY:
     shown = shown[[tag in ts for ts in shown["tags"]]]

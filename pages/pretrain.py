@@ -1,10 +1,19 @@
 """Pretrain: a preset of any family from scratch (with a fresh tokenizer) or further pretraining of a
-checkpoint, with the family's objective, and an estimate of the tokens and the time before launching."""
+checkpoint, with the family's objective, and an estimate of the tokens and the time before launching; or an
+image classifier (ResNet, VGG) trained from scratch on a source image set."""
 
 import streamlit as st
 
 from ptft_core import ui
-from ptft_core.config import FAMILY_OBJECTIVE, OBJECTIVE_TITLE, PRESETS, PretrainConfig, field_spec
+from ptft_core.config import (
+    AUGMENT_HELP,
+    FAMILY_OBJECTIVE,
+    OBJECTIVE_TITLE,
+    PRESETS,
+    ImagePretrainConfig,
+    PretrainConfig,
+    field_spec,
+)
 from ptft_core.specs import parent_run
 
 ui.require_frame()
@@ -14,6 +23,36 @@ st.caption("Language-model pretraining. From scratch, a preset of a family (BERT
            "masked LM; GPT-2: causal LM; T5: span corruption) learns its tokenizer and its weights from the "
            "corpus; further pretraining continues a checkpoint on new text (domain adaptation) with its own "
            "objective. The final checkpoint can then be fine-tuned.")
+
+IMAGES = "Image classifier"
+if st.segmented_control("What", ["Language model", IMAGES], default="Language model", key="pretrain-what",
+                        label_visibility="collapsed") == IMAGES:
+    st.caption("Supervised image pretraining, the ImageNet recipe at this lab's size: a ResNet or VGG from random "
+               "weights learns to classify a source image set; an image fine-tune then starts from its checkpoint.")
+    field = ui.ConfigForm(ImagePretrainConfig, "image_pretrain")
+    images = {d.name: d for d in ui.datasets_or_stop("image")}
+    if not images:
+        st.warning("No image set is prepared: run `make data`, or add a zip of class folders on the Data page.")
+        st.stop()
+    row = st.columns(3)
+    field(row[0], "model")
+    dataset = field(row[1], "dataset", options=list(images))
+    size = field(row[2], "image_size", step=4) or images[dataset].image_size
+    augment = field(st, "augment")
+    st.caption(f"Trains at {f'{size}×{size} pixels' if size else 'a size you give (the set mixes sizes)'}; "
+               f"augmentation: {AUGMENT_HELP[augment]}.")
+    row = st.columns(4)
+    epochs = field(row[0], "epochs")
+    batch = field(row[1], "batch_size", step=16)
+    field(row[2], "eval_count")
+    field(row[3], "log_every", step=5)
+    optim = ui.optim_inputs("image_pretrain")
+    run_fields, seeds = ui.run_inputs("image_pretrain")
+    field.values.update(run_fields)
+    steps = epochs * (images[dataset].splits["train"] // batch)
+    st.metric("Optimizer steps", f"{steps:,}", help="epochs x (training images // batch size)")
+    ui.launch_button(lambda: ui.build_configs("image_pretrain", field.values, optim, seeds), None)
+    st.stop()
 
 field = ui.ConfigForm(PretrainConfig, "pretrain")  # label, help, bounds and default of each field from the config
 fields = field.values

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import plots, ui
+from ptft_core.config import KINDS
 from ptft_core.lab import RESUMABLE, STATUSES
 
 ui.require_frame()
@@ -52,7 +53,7 @@ if runs_all.empty:
 
 filters = st.columns([2, 1, 2])
 statuses = filters[0].multiselect("Status", list(STATUSES))
-kind = filters[1].selectbox("Kind", ["all", "pretrain", "finetune", "evaluate"])
+kind = filters[1].selectbox("Kind", ["all", *KINDS])
 tags = sorted({t for ts in runs_all["tags"] for t in ts})
 tag = filters[2].selectbox("Tag", ["all", *tags])
 runs = runs_all

@@ -66,6 +66,16 @@ STRATEGY_HELP = {  # the strategy field's help, and the Fine-tune form's line be
 }
 
 
+ImageModel = Literal["resnet-small", "resnet18", "resnet34", "vgg-small", "vgg11", "vgg16"]
+IMAGE_MODELS: tuple[str, ...] = get_args(ImageModel)  # vision/models.py: PRESETS, the shapes
+Augment = Literal["none", "crop", "crop_flip"]
+AUGMENT_HELP = {  # what each augmentation does to a training image (vision/data.py)
+    "none": "the image as it is",
+    "crop": "padded by an eighth of its side on each edge and cropped back at a random place (random shifts)",
+    "crop_flip": "crop, and a mirror image half of the time (not for digits or text: a mirrored 2 is no 2)",
+}
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field."""
 
@@ -377,6 +387,62 @@ class FinetuneConfig:
         return self
 
 
+@_config_errors
+@dataclass(config=_MODEL)
+class ImagePretrainConfig:
+    """Supervised image pretraining: a ResNet or VGG from scratch, trained to classify a source image set (the
+    ImageNet recipe at this lab's size); its checkpoint is what an image fine-tune starts from."""
+
+    kind: Literal["image_pretrain"] = _field("run", "Kind", "image_pretrain")
+    """The run kind."""
+    name: Name = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty); at most 200 characters."""
+    model: ImageModel = _field("model and data", "Model", "resnet-small")
+    """The architecture, from random weights: resnet-small and vgg-small (3 stages, 16-64 channels: train on 2
+    CPU cores in a minute), resnet18, resnet34, vgg11, vgg16 (the ImageNet shapes, with batch norm; VGG with a
+    pooled linear head)."""
+    dataset: DatasetName = _field("model and data", "Dataset", "mnist")
+    """A labelled image set (built-in mnist or digits, or one registered on the Data page); at most 200
+    characters."""
+    image_size: int = _field("model and data", "Image size (pixels, 0: the set's own)", 0, ge=0, le=224)
+    """Images are resized to this many pixels a side; 0 keeps the set's own size (mnist 28, digits 8; a set of
+    mixed sizes needs one given). At most 224: ImageNet's input, and the largest side the lab stores (256) leaves
+    room for a crop."""
+    augment: Augment = _field("model and data", "Augmentation", "crop", description="What each training image "
+                              "goes through. " + "; ".join(f"{k}: {v}" for k, v in AUGMENT_HELP.items()) + ".")
+    epochs: int = _field("optimisation", "Epochs", 3, gt=0, le=MAX_EPOCHS)
+    """Passes over the training split. At most 1,000: a thousand passes memorise any labelled dataset here."""
+    max_steps: int = _field("optimisation", "Max steps (0: all epochs)", 0, ge=0, le=MAX_STEPS)
+    """A cap on the optimizer steps; 0 runs all epochs. At most a million: weeks on one GPU."""
+    batch_size: int = _field("optimisation", "Batch size", 64, gt=0, le=MAX_BATCH)
+    """Images per optimizer step. At most 1,024: 1,024 images of 224 pixels through resnet34 are past one GPU's
+    memory."""
+    optim: OptimConfig = _field("optimisation", "Optimizer",
+                                default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=0.05, warmup_ratio=0.05))
+    """Optimizer and learning-rate schedule."""
+    dropout: float = _field("optimisation", "Dropout (head)", 0.0, ge=0, lt=1)
+    """Dropout before the classification layer (convolutions regularise through batch norm, as in ResNet)."""
+    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0, le=MAX_STEPS)
+    """Steps between evaluations; 0: eval_count evaluations spread evenly over the run (every run also evaluates
+    once before its first step). At most a million, the most steps a run has."""
+    eval_count: int = _field("evaluation", "Evaluations", 10, gt=0, le=MAX_EVALUATIONS)
+    """Evaluations when eval_every is 0, besides the one before the first step. At most 1,000: each is a point on
+    every curve, and a chart reads 1,000 at most."""
+    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0, le=MAX_STEPS)
+    """Steps between training-loss log lines. At most a million, the most steps a run has."""
+    seed: int = _field("run", "Seed", 0, ge=0, le=MAX_SEED)
+    """Seeds the initialisation, the data order and the augmentation. At most 2**32 - 1: numpy and torch take
+    32-bit seeds."""
+    device: Device = _field("run", "Device", "auto")
+    """Where to train; auto: a GPU when there is one."""
+    precision: Precision = _field("run", "Precision", "auto")
+    """Compute dtype: auto: bf16 where the device computes it natively, float32 elsewhere; float32; bf16
+    (autocast, weights kept in float32)."""
+    tags: Names = _field("run", "Tags", [], max_length=MAX_TAGS)
+    """Free labels to find and group runs by; at most 50, of 200 characters each (they travel with every run
+    list)."""
+
+
 EVALUATE_SPLIT = "transfer"  # an evaluate run's metrics: split "transfer", names "<metric>@<dataset>"
 
 
@@ -408,9 +474,13 @@ class EvaluateConfig:
     list)."""
 
 
-RunConfig = PretrainConfig | FinetuneConfig | EvaluateConfig
-_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig}
-CHECKPOINT_FIELD = {"pretrain": "model", "finetune": "base", "evaluate": "model"}  # what each kind starts from
+RunConfig = PretrainConfig | FinetuneConfig | EvaluateConfig | ImagePretrainConfig
+_KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig,
+                           "image_pretrain": ImagePretrainConfig}
+CHECKPOINT_FIELD = {"pretrain": "model", "finetune": "base", "evaluate": "model",  # what each kind starts from
+                    "image_pretrain": "model"}
+KINDS: tuple[str, ...] = tuple(_KINDS)
+IMAGE_KINDS = ("image_pretrain",)  # the kinds whose datasets hold images (specs.check_names)
 
 
 def check_run_labels(priority: int = 0, tags: Any = (), name: str | None = None, notes: str | None = None) -> None:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ptft_core.config import BUILTIN_CHECKPOINT, CHECKPOINT_FIELD, PRESETS, ConfigError
+from ptft_core.config import BUILTIN_CHECKPOINT, CHECKPOINT_FIELD, IMAGE_KINDS, IMAGE_MODELS, PRESETS, ConfigError
 from ptft_core.data.registry import known_names, modality
 from ptft_core.ids import is_id
 
@@ -46,7 +46,7 @@ def _is_hub_id(text: str) -> bool:
 
 def check_model_spec(spec: str, field: str) -> None:
     """Refuse a model spec that cannot resolve: ConfigError naming `field`."""
-    if spec in PRESETS or spec == BUILTIN_CHECKPOINT:
+    if spec in PRESETS or spec == BUILTIN_CHECKPOINT or spec in IMAGE_MODELS:
         return
     reference = run_reference(spec)
     if reference is not None:
@@ -88,9 +88,10 @@ def check_dataset(name: str, field: str, wanted: str = "text") -> None:
 def check_names(config: dict[str, Any]) -> None:
     """Every model spec and dataset name of a (validated) config, checked; ConfigError names the first bad one."""
     check_model_spec(config[CHECKPOINT_FIELD[config["kind"]]], CHECKPOINT_FIELD[config["kind"]])
+    wanted = "image" if config["kind"] in IMAGE_KINDS else "text"
     for field in ("dataset", "then_dataset", "probe_corpus"):
         if config.get(field) is not None:
-            check_dataset(config[field], field)
+            check_dataset(config[field], field, wanted)
     for field in ("corpus", "datasets"):
         for name in config.get(field) or ():
-            check_dataset(name, field)
+            check_dataset(name, field, wanted)

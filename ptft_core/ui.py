@@ -28,9 +28,11 @@ from ptft_core.client import DEMO_TOKEN_ENV, READ_ONLY_ENV, TOKEN_ENV, LabClient
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
     EVALUATE_SPLIT,
+    IMAGE_KINDS,
     PRESETS,
     ConfigError,
     FinetuneConfig,
+    ImagePretrainConfig,
     OptimConfig,
     PretrainConfig,
     RunConfig,
@@ -212,9 +214,12 @@ def short_spec(spec: str) -> str:
 
 
 def default_name(config: RunConfig) -> str:
-    """A readable run name when the form leaves it empty: `mlm-tiny`, `minilm-l6-movies`, `..-scratch`."""
+    """A readable run name when the form leaves it empty: `mlm-tiny`, `minilm-l6-movies`, `..-scratch`,
+    `resnet-small-mnist`."""
     if isinstance(config, PretrainConfig):
         return f"mlm-{short_spec(config.model)}"
+    if isinstance(config, ImagePretrainConfig):
+        return f"{config.model}-{config.dataset}"
     name = f"{short_spec(config.base)}-{config.dataset}"
     if config.then_dataset:
         name += f"-then-{config.then_dataset}"
@@ -543,6 +548,7 @@ def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None
                              placeholder="prajjwal1/bert-tiny  or  /path/to/model")
         return spec.strip() or None
     runs = lab().list_runs(status="completed")
+    runs = runs[~runs["kind"].isin(IMAGE_KINDS)] if not runs.empty else runs  # a text run starts from a text model
     if runs.empty:
         st.info("No completed run yet: its final checkpoint is what a later run starts from.")
         return None

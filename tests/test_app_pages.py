@@ -425,6 +425,23 @@ def test_pretrain_shows_the_estimate_and_launches_one_run_per_seed(lab):
     assert runs["study"].nunique() == 1 and runs["study"].notna().all()
 
 
+def test_pretrain_offers_an_image_classifier_on_the_image_sets_and_launches_it(lab):
+    at = open_page("pretrain")
+    at.segmented_control(key="pretrain-what").set_value("Image classifier").run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert labelled(at.selectbox, "Dataset").options == ["digits", "mnist"]  # image sets only
+    labelled(at.selectbox, "Dataset").set_value("digits").run()
+    assert "Trains at 8×8 pixels" in texts(at.caption)  # the set's own size (image_size 0)
+    assert {m.label: m.value for m in at.metric}["Optimizer steps"] == f"{3 * (1437 // 64):,}"
+    labelled(at.selectbox, "Model").set_value("vgg-small")
+    button(at, "Launch").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    run = connect(lab).list_runs().iloc[0]
+    assert run["kind"] == "image_pretrain" and run["name"] == "vgg-small-digits" and run["id"].startswith("ip-")
+    config = json.loads(run["config"])
+    assert (config["dataset"], config["image_size"], config["model"]) == ("digits", 0, "vgg-small")
+
+
 def test_finetune_refuses_a_zero_label_fraction_and_bad_seeds(lab):
     at = open_page("finetune")
     fraction = labelled(at.number_input, "Label fraction")

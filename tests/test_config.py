@@ -18,6 +18,7 @@ from ptft_core.config import (
     ConfigError,
     EvaluateConfig,
     FinetuneConfig,
+    ImagePretrainConfig,
     OptimConfig,
     PretrainConfig,
     config_from_dict,
@@ -76,7 +77,8 @@ def test_each_error_names_the_field_and_what_is_wrong(tmp_path, body, message):
 
 
 def test_errors_of_the_other_kinds():
-    with pytest.raises(ConfigError, match=r"^kind: must be one of pretrain, finetune, evaluate \(got 'train'\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"^kind: must be one of pretrain, finetune, evaluate, image_pretrain \(got 'train'\)$"):
         config_from_dict({"kind": "train"})
     with pytest.raises(ConfigError, match=r"^model: required \(no default\); datasets: required \(no default\)$"):
         config_from_dict({"kind": "evaluate"})
@@ -93,7 +95,7 @@ def test_errors_of_the_other_kinds():
         dataclasses.replace(FinetuneConfig(), epochs=0)
 
 
-KINDS = (PretrainConfig, FinetuneConfig, EvaluateConfig)
+KINDS = (PretrainConfig, FinetuneConfig, EvaluateConfig, ImagePretrainConfig)
 
 
 @pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
@@ -212,7 +214,7 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
     """Each file in configs/ as a user runs it, cut to two steps per task by overrides (its checkpoint steps and
     evaluation samples with it): real models, real data, real steps."""
     from ptft_core.journal import MemoryLogger
-    from ptft_core.training import run_evaluate, run_finetune, run_pretrain
+    from ptft_core.training import run_evaluate, run_finetune, run_image_pretrain, run_pretrain
 
     path = paths.REPO_ROOT / "configs" / example
     kind = load_config(path).kind
@@ -225,15 +227,17 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
         assert run_evaluate(config, tmp_path / "ev", logger) == "completed"
         assert {e["name"] for e in logger.events if e["type"] == "metric"} >= {"accuracy@amazon", "accuracy@tweets"}
         return
-    overrides = ["max_steps=2", "eval_every=1"] + (["checkpoint_steps=[1]"] if kind == "pretrain"
-                                                   else ["eval_train_samples=8", "eval_val_samples=32", "probe_size=8"])
+    overrides = ["max_steps=2", "eval_every=1"] + {
+        "pretrain": ["checkpoint_steps=[1]"], "image_pretrain": [],
+        "finetune": ["eval_train_samples=8", "eval_val_samples=32", "probe_size=8"]}[kind]
     if example in PARENT_EXAMPLE:  # it fine-tunes a run's checkpoint: a two-step run of its parent example
         parent = load_config(paths.REPO_ROOT / "configs" / PARENT_EXAMPLE[example],
                              ["max_steps=2", "checkpoint_steps=[]"])
         assert run_pretrain(parent, tmp_path / "parent", MemoryLogger()) == "completed"
         overrides.append(f"base={tmp_path / 'parent' / 'checkpoints' / 'final'}")
     config = load_config(path, overrides)
-    assert (run_pretrain if kind == "pretrain" else run_finetune)(config, tmp_path, logger) == "completed"
+    trainer = {"pretrain": run_pretrain, "finetune": run_finetune, "image_pretrain": run_image_pretrain}[kind]
+    assert trainer(config, tmp_path, logger) == "completed"
     assert max(e["step"] for e in logger.events if e["type"] == "metric") >= 2
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from ptft_core import paths
 from ptft_core.cli.service import serve_args
 from ptft_core.client import connect, find_service, start_service
-from ptft_core.config import ConfigError, describe_fields, json_schema, load_config, with_seed
+from ptft_core.config import KINDS, ConfigError, describe_fields, json_schema, load_config, with_seed
 from ptft_core.engine import Engine
 from ptft_core.engine.launcher import worker_alive
 from ptft_core.journal import read_events
@@ -51,9 +51,9 @@ def add_run_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("items", nargs="*", metavar="CONFIG | key=value",
                      help="config files (.yaml, .yml or .json), then overrides applied to each: "
                           "optim.lr=1e-4 seed=3 corpus=[wiki,news]")
-    run.add_argument("--help-config", metavar="KIND", choices=["pretrain", "finetune"],
+    run.add_argument("--help-config", metavar="KIND", choices=KINDS,
                      help="print every field of a config kind (type, default, bounds, help) and exit")
-    run.add_argument("--config-schema", metavar="KIND", choices=["pretrain", "finetune"],
+    run.add_argument("--config-schema", metavar="KIND", choices=KINDS,
                      help="print the JSON Schema of a config kind and exit")
     run.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds: one run per seed")
     run.add_argument("--priority", type=int, default=0, help="queue priority (higher first)")
@@ -68,7 +68,7 @@ def add_run_commands(subparsers: argparse._SubParsersAction) -> None:
 
     ls = sub.add_parser("list", help="the runs in the store, newest first")
     ls.add_argument("--status")
-    ls.add_argument("--kind", choices=["pretrain", "finetune", "evaluate"])
+    ls.add_argument("--kind", choices=KINDS)
     ls.add_argument("--tag")
     ls.add_argument("--db", type=Path, default=None)
     ls.set_defaults(handler=cmd_list)

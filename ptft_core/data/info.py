@@ -29,6 +29,7 @@ class DatasetInfo:
     builtin: bool = False
     modality: str = "text"  # "text" | "image"
     image_size: int | None = None  # an image set's side in pixels (its images are square), None for text
+    channels: int | None = None  # an image set's: 1 grey, 3 colour (None: grey, the built-ins)
 
     @property
     def num_labels(self) -> int:
@@ -52,4 +53,5 @@ class DatasetInfo:
             builtin=bool(meta.get("builtin", meta["name"] in BUILTIN_NAMES)),
             modality=meta.get("modality", "text"),
             image_size=meta.get("image_size"),
+            channels=meta.get("channels"),
         )

@@ -50,8 +50,9 @@ from ptft_core.config import (
 Sampler = Literal["random", "grid", "tpe"]
 SAMPLERS: tuple[str, ...] = ("random", "grid", "tpe")
 # The validation metrics each kind logs (architecture.md, "Metric events"): what an objective may name.
-OBJECTIVE_METRICS = {"pretrain": ("loss", "perplexity"),
-                     "finetune": ("accuracy", "loss", "f1", "precision", "recall", "ece")}
+CLASSIFIER_METRICS = ("accuracy", "loss", "f1", "precision", "recall", "ece")
+OBJECTIVE_METRICS = {"pretrain": ("loss", "perplexity"), "finetune": CLASSIFIER_METRICS,
+                     "image_pretrain": CLASSIFIER_METRICS}
 LOWER_IS_BETTER = ("loss", "perplexity", "ece")
 NOT_SEARCHED = ("kind", "name", "tags")  # what a trial's identity is made of, not a setting
 MAX_TRIALS = 1000  # trials of one sweep: a thousand fine-tunes is weeks of this machine
@@ -228,7 +229,7 @@ def check_spec(spec: SweepSpec) -> list[str]:
     except ConfigError as exc:
         return [f"base: {exc}"]
     if base["kind"] not in OBJECTIVE_METRICS:
-        return [f"base.kind: a sweep tunes a training run (finetune or pretrain), not {base['kind']}"]
+        return [f"base.kind: a sweep tunes a training run ({', '.join(OBJECTIVE_METRICS)}), not {base['kind']}"]
     spec.base = base
     problems = []
     types = _field_types(base["kind"])

@@ -7,6 +7,9 @@ checkpoints/best/       fine-tuning only: the best weights so far on the validat
 checkpoints/final/      pretraining: the last step; fine-tuning: the best checkpoint (what `run:<id>` loads)
 ```
 
+An image model's folder (`save_image_checkpoint`) holds `model.safetensors`, `image_model.json` (what rebuilds it:
+preset, channels, labels, image size, normalisation) and `ptft_config.json` (+ `training_state.pt`) instead.
+
 `training_state.pt` holds the optimizer, the scheduler, the step, the RNG states and each loop's own
 position (data order, early stopping). Every folder is written under a temporary name and renamed into place,
 so a crash mid-save leaves the previous checkpoint intact, never a half-written one.
@@ -14,17 +17,22 @@ so a crash mid-save leaves the previous checkpoint intact, never a half-written 
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ptft_core.config import RunConfig, config_to_json
 from ptft_core.journal import MetricLogger, fsync
 from ptft_core.models import MaskedLMHead, save_mlm_head
 from ptft_core.rundir import STATE_FILE, RunDir
+from ptft_core.vision.data import Normalisation
+from ptft_core.vision.models import ImageClassifier, build_classifier
 
 CONFIG_FILE = "ptft_config.json"
 
@@ -35,14 +43,25 @@ def save_checkpoint(run_dir: Path, name: str, step: int, model, tokenizer, confi
     """Write checkpoint `name` atomically and, unless it is internal (`announce=False`: fine-tuning's `best`,
     renamed to `final` at the end), announce it with a `checkpoint` event. `state_dict`: weights to write in
     place of the model's own (weights kept from an earlier step, for the same architecture)."""
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, state_dict=state_dict)
+        tokenizer.save_pretrained(folder)
+        if mlm_head is not None:
+            save_mlm_head(mlm_head, folder)
+
+    return _write_checkpoint(run_dir, name, step, write, config, logger, state, announce)
+
+
+def _write_checkpoint(run_dir: Path, name: str, step: int, write_model: Callable[[Path], None], config: RunConfig,
+                      logger: MetricLogger, state: dict | None, announce: bool = True) -> Path:
+    """Checkpoint `name`: the model (`write_model(folder)`), the config and the training state written under a
+    temporary name, synced, and swapped in; announced with a `checkpoint` event unless `announce` is False."""
     target = RunDir(run_dir).checkpoint(name)
     tmp = target.with_name(f".tmp-{name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
+    tmp.mkdir(parents=True)
+    write_model(tmp)
     (tmp / CONFIG_FILE).write_text(config_to_json(config), encoding="utf-8")
-    if mlm_head is not None:
-        save_mlm_head(mlm_head, tmp)
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
     for file in tmp.iterdir():
@@ -101,3 +120,35 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     if missing or unexpected:
         raise RuntimeError(f"{folder}: weights do not fit the model: missing {missing[:5]}, unexpected "
                            f"{unexpected[:5]}")
+
+
+# --- image models ---------------------------------------------------------------------------------------------
+
+WEIGHTS_FILE = "model.safetensors"
+MODEL_FILE = "image_model.json"
+
+
+def model_record(preset: str, channels: int, label_names: list[str], image_size: int,
+                 normalisation: Normalisation) -> dict[str, Any]:
+    return {"preset": preset, "channels": channels, "label_names": label_names, "image_size": image_size,
+            "mean": list(normalisation.mean), "std": list(normalisation.std)}
+
+
+def save_image_checkpoint(run_dir: Path, name: str, step: int, model: ImageClassifier, record: dict[str, Any],
+                          config: RunConfig, logger: MetricLogger, state: dict | None = None) -> Path:
+    """Write an image model's checkpoint `name` atomically and announce it (save_checkpoint's rules)."""
+    def write(folder: Path) -> None:
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, str(folder / WEIGHTS_FILE))
+        (folder / MODEL_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+    return _write_checkpoint(run_dir, name, step, write, config, logger, state)
+
+
+def load_image_classifier(folder: Path, dropout: float = 0.0) -> tuple[ImageClassifier, dict[str, Any]]:
+    """The classifier saved in `folder` (weights and batch-norm statistics) and its record."""
+    folder = Path(folder)
+    record = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
+    model = build_classifier(record["preset"], len(record["label_names"]), record["channels"], dropout)
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    return model, record
