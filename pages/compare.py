@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import plots, ui
+from ptft_core.config import KINDS
 from ptft_core.lab import X_AXES
 
 ui.require_frame()
@@ -28,7 +29,7 @@ tags = sorted({t for ts in runs_all["tags"] for t in ts})
 tag = filters[0].selectbox("Tag", [ANY, *tags], key="tag", **BIND)
 studies = sorted(s for s in runs_all["study"].dropna().unique())
 study = filters[1].selectbox("Study (seeds launched together)", [ANY, *studies], key="study", **BIND)
-kind = filters[2].selectbox("Kind", [ANY, "finetune", "pretrain", "image_pretrain"], key="kind", **BIND)
+kind = filters[2].selectbox("Kind", [ANY, *(k for k in KINDS if k != "evaluate")], key="kind", **BIND)  # curves
 shown = runs_all
 if tag != ANY:
     shown = shown[[tag in ts for ts in shown["tags"]]]

@@ -1,10 +1,18 @@
 """Fine-tune: a classifier on a labelled dataset from a checkpoint, an earlier run or a scratch baseline, with
-the strategy, optimizer, forgetting probes, mitigations and an optional second task."""
+the strategy, optimizer, forgetting probes, mitigations and an optional second task; or an image classifier
+from an image pretraining, on a target image set, with the same strategies and the source task scored."""
 
 import streamlit as st
 
 from ptft_core import ui
-from ptft_core.config import PRESETS, STRATEGY_HELP, FinetuneConfig, field_spec
+from ptft_core.config import (
+    AUGMENT_HELP,
+    PRESETS,
+    STRATEGY_HELP,
+    FinetuneConfig,
+    ImageFinetuneConfig,
+    field_spec,
+)
 from ptft_core.specs import parent_run
 
 ui.require_frame()
@@ -14,6 +22,48 @@ NO_SECOND_TASK = "(none)"
 st.title("Fine-tune")
 st.caption("Sequence classification on a labelled dataset. Launch the same config twice, once with the scratch "
            "baseline, to see what pretraining buys; several seeds give error bands on Compare.")
+
+IMAGES = "Image classifier"
+if st.segmented_control("What", ["Text classifier", IMAGES], default="Text classifier", key="finetune-what",
+                        label_visibility="collapsed") == IMAGES:
+    st.caption("Image transfer: a backbone pretrained on a source image set (an image pretraining run) under a new "
+               "head for the target set; its source task is scored with its own head at every evaluation "
+               "(forgetting). A model preset trains from random weights: the scratch baseline.")
+    field = ui.ConfigForm(ImageFinetuneConfig, "image_finetune")
+    images = {d.name: d for d in ui.datasets_or_stop("image")}
+    if not images:
+        st.warning("No image set is prepared: run `make data`, or add a zip of class folders on the Data page.")
+        st.stop()
+    field.values["base"] = ui.image_base_picker("Start from", "image-finetune-base")
+    field(st, "scratch", label="Scratch baseline: the base's architecture, size and normalisation, random weights")
+    row = st.columns(4)
+    dataset = field(row[0], "dataset", options=list(images))
+    field(row[1], "label_fraction", step=0.05)
+    field(row[2], "image_size", step=4)
+    field(row[3], "augment")
+    row = st.columns([2, 1, 1, 1])
+    strategy = field(row[0], "strategy", format_func=lambda s: s.replace("_", " "))
+    field(row[1], "freeze_layers")
+    field(row[2], "unfreeze_every_steps", step=10)
+    field(row[3], "layer_decay", step=0.05)
+    st.caption(f"{strategy.replace('_', ' ').capitalize()}: {STRATEGY_HELP[strategy]} (the stem is the "
+               f"embeddings, each stage a layer). Augmentation: {AUGMENT_HELP[field.values['augment']]}.")
+    row = st.columns(4)
+    epochs = field(row[0], "epochs")
+    batch = field(row[1], "batch_size", step=8)
+    field(row[2], "replay_fraction", step=0.05)
+    field(row[3], "l2sp", step=0.1)
+    optim = ui.optim_inputs("image_finetune")
+    run_fields, seeds = ui.run_inputs("image_finetune")
+    field.values.update(run_fields)
+    examples = round(images[dataset].splits["train"] * field.values["label_fraction"])
+    st.caption(f"≈ {epochs * (examples // max(1, batch)):,} optimizer steps on {examples:,} training images.")
+    if field.values["base"] is None:
+        st.info("Choose the model to start from.")
+    else:
+        ui.launch_button(lambda: ui.build_configs("image_finetune", field.values, optim, seeds),
+                         parent_run(field.values["base"]))
+    st.stop()
 
 datasets = ui.datasets_or_stop("text")
 labelled = [d.name for d in datasets if d.kind == "labelled"]

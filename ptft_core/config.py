@@ -443,6 +443,83 @@ class ImagePretrainConfig:
     list)."""
 
 
+@_config_errors
+@dataclass(config=_MODEL)
+class ImageFinetuneConfig:
+    """Image fine-tuning: an image pretraining's checkpoint (or a ResNet/VGG from random weights, the scratch
+    baseline) trained on a target image set with the text side's strategies, while its source task is scored all
+    along (the forgetting split) and, if asked, replayed."""
+
+    kind: Literal["image_finetune"] = _field("run", "Kind", "image_finetune")
+    """The run kind."""
+    name: Name = _field("run", "Run name", "")
+    """A readable name (the forms make one from the choices when it is empty); at most 200 characters."""
+    base: NonBlank = _field("model and data", "Start from", "resnet-small")
+    """run:<run_id>[/step-<N>] of an image pretraining (or image fine-tune), or a folder holding one; or a model
+    preset (resnet-small, resnet18, ..., vgg16) from random weights. At most 500 characters: a folder's path fits."""
+    scratch: bool = _field("model and data", "Scratch baseline", False)
+    """Keep the base's architecture, input size and normalisation but re-initialise its weights: what the same
+    model learns without its pretraining."""
+    dataset: DatasetName = _field("model and data", "Dataset", "digits")
+    """The target: a labelled image set (built-in or registered on the Data page); at most 200 characters."""
+    image_size: int = _field("model and data", "Image size (pixels, 0: the base's)", 0, ge=0, le=224)
+    """Images are resized to this many pixels a side; 0 takes the pretrained base's input size (a preset base: the
+    set's own). At most 224: ImageNet's input, and the largest side the lab stores (256) leaves room for a crop."""
+    label_fraction: float = _field("model and data", "Label fraction", 1.0, gt=0, le=1)
+    """Share of the target's training labels used (a stratified sample): low-resource runs."""
+    augment: Augment = _field("model and data", "Augmentation", "crop", description="What each training image "
+                              "goes through. " + "; ".join(f"{k}: {v}" for k, v in AUGMENT_HELP.items()) + ".")
+    strategy: Strategy = _field("strategy", "Strategy", "full", description="What trains (the stem is the "
+                                "embeddings, each stage a layer). " + "; ".join(
+                                    f"{name}: {what}" for name, what in STRATEGY_HELP.items()) + ".")
+    freeze_layers: int = _field("strategy", "Frozen stages (k)", 0, ge=0, le=100)
+    """freeze_bottom: the stem and this many bottom stages stay frozen (0: the stem only). At most 100: deeper than
+    any model here (resnet34 has 4 stages)."""
+    unfreeze_every_steps: int = _field("strategy", "Unfreeze every N steps", 0, ge=0, le=MAX_STEPS)
+    """gradual_unfreeze: steps between opening stages; 0: one more per epoch. At most a million, the most steps a
+    run has."""
+    layer_decay: float = _field("strategy", "Layer lr decay", 0.8, gt=0, le=1)
+    """discriminative: the learning rate of a stage is lr x layer_decay ** (its depth from the top)."""
+    epochs: int = _field("optimisation", "Epochs", 5, gt=0, le=MAX_EPOCHS)
+    """Passes over the (label-fraction) training images. At most 1,000: a thousand passes memorise any labelled
+    dataset here."""
+    max_steps: int = _field("optimisation", "Max steps (0: all epochs)", 0, ge=0, le=MAX_STEPS)
+    """A cap on the optimizer steps; 0 runs all epochs. At most a million: weeks on one GPU."""
+    batch_size: int = _field("optimisation", "Batch size", 32, gt=0, le=MAX_BATCH)
+    """Images per optimizer step, replayed ones included. At most 1,024: 1,024 images of 224 pixels through
+    resnet34 are past one GPU's memory."""
+    optim: OptimConfig = _field("optimisation", "Optimizer",
+                                default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05, warmup_ratio=0.05))
+    """Optimizer and learning-rate schedule."""
+    dropout: float = _field("optimisation", "Dropout (head)", 0.0, ge=0, lt=1)
+    """Dropout before the classification layer."""
+    eval_every: int = _field("evaluation", "Evaluate every (steps)", 0, ge=0, le=MAX_STEPS)
+    """Steps between evaluations; 0: eval_count evaluations spread evenly over the run (every run also evaluates
+    once before its first step). At most a million, the most steps a run has."""
+    eval_count: int = _field("evaluation", "Evaluations", 10, gt=0, le=MAX_EVALUATIONS)
+    """Evaluations when eval_every is 0, besides the one before the first step. At most 1,000: each is a point on
+    every curve, and a chart reads 1,000 at most."""
+    log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0, le=MAX_STEPS)
+    """Steps between training-loss log lines. At most a million, the most steps a run has."""
+    replay_fraction: float = _field("forgetting probes and mitigations", "Replay fraction", 0.0, ge=0, lt=1)
+    """Share of each batch drawn from the base's source set and scored with its source head (rehearsal): what
+    holds the source task while the target trains. Needs a pretrained base (run:<id>)."""
+    l2sp: float = _field("forgetting probes and mitigations", "L2-SP strength", 0.0, ge=0, le=1e4)
+    """Strength of the L2-SP penalty pulling the backbone toward its starting weights. At most 10,000: far past
+    the strength that holds the backbone in place (a linear probe does that exactly)."""
+    seed: int = _field("run", "Seed", 0, ge=0, le=MAX_SEED)
+    """Seeds the head's initialisation, the label sample, the data order and the augmentation. At most
+    2**32 - 1: numpy and torch take 32-bit seeds."""
+    device: Device = _field("run", "Device", "auto")
+    """Where to train; auto: a GPU when there is one."""
+    precision: Precision = _field("run", "Precision", "auto")
+    """Compute dtype: auto: bf16 where the device computes it natively, float32 elsewhere; float32; bf16
+    (autocast, weights kept in float32)."""
+    tags: Names = _field("run", "Tags", [], max_length=MAX_TAGS)
+    """Free labels to find and group runs by; at most 50, of 200 characters each (they travel with every run
+    list)."""
+
+
 EVALUATE_SPLIT = "transfer"  # an evaluate run's metrics: split "transfer", names "<metric>@<dataset>"
 
 
@@ -474,13 +551,13 @@ class EvaluateConfig:
     list)."""
 
 
-RunConfig = PretrainConfig | FinetuneConfig | EvaluateConfig | ImagePretrainConfig
+RunConfig = PretrainConfig | FinetuneConfig | EvaluateConfig | ImagePretrainConfig | ImageFinetuneConfig
 _KINDS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig,
-                           "image_pretrain": ImagePretrainConfig}
+                           "image_pretrain": ImagePretrainConfig, "image_finetune": ImageFinetuneConfig}
 CHECKPOINT_FIELD = {"pretrain": "model", "finetune": "base", "evaluate": "model",  # what each kind starts from
-                    "image_pretrain": "model"}
+                    "image_pretrain": "model", "image_finetune": "base"}
 KINDS: tuple[str, ...] = tuple(_KINDS)
-IMAGE_KINDS = ("image_pretrain",)  # the kinds whose datasets hold images (specs.check_names)
+IMAGE_KINDS = ("image_pretrain", "image_finetune")  # the kinds whose datasets hold images (specs.check_names)
 
 
 def check_run_labels(priority: int = 0, tags: Any = (), name: str | None = None, notes: str | None = None) -> None:

@@ -1,8 +1,9 @@
 """The lab's ids, one owner: sortable, readable and unique, `pt-20250102-153045-1a2b3c`.
 
-The prefix says what the id names: pt/ft/ev a pretraining, fine-tuning or evaluation run, ip an image
-pretraining, st a study, sw a sweep, gr a group of seeds launched together. Ids are looked up in the store, never
-joined into a path unchecked; a text that does not have an id's shape is refused before any lookup (`is_id`).
+The prefix says what the id names: pt/ft/ev a pretraining, fine-tuning or evaluation run, ip/if an image
+pretraining or fine-tune, st a study, sw a sweep, gr a group of seeds launched together. Ids are looked up in the
+store, never joined into a path unchecked; a text that does not have an id's shape is refused before any lookup
+(`is_id`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 import time
 import uuid
 
-RUN_PREFIX = {"pretrain": "pt", "finetune": "ft", "evaluate": "ev", "image_pretrain": "ip"}
+RUN_PREFIX = {"pretrain": "pt", "finetune": "ft", "evaluate": "ev", "image_pretrain": "ip", "image_finetune": "if"}
 STUDY, SWEEP, GROUP = "st", "sw", "gr"
 # Ids minted by earlier versions had other shapes (`study-...` groups, test ids): any short word of letters,
 # digits, '-', '_' and '.' that is not a path step passes; the store decides whether it exists.

@@ -9,8 +9,9 @@ runs/<run_id>/  run.json          run id, config, attempt (the engine writes it;
                 worker.pid        the warm worker that took the run (pid, start time)
                 cancel.request    asks a worker to stop and save (a CLI without the store writes it)
                 prune.request     the same, for a sweep's pruner, with its reason
-                checkpoints/<name>/   a Hugging Face folder (config.json marks it complete); step-<N> ones
-                                  also hold training_state.pt (resumable); final, best
+                checkpoints/<name>/   a Hugging Face folder (config.json marks it complete), or an image
+                                  model's (image_model.json does); step-<N> ones also hold training_state.pt
+                                  (resumable); final, best
 ```
 
 Nothing here imports torch or the store: the engine, the worker, the launchers and the trainers all read the
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "training_state.pt"  # what makes a `step-<N>` checkpoint resumable
-MODEL_CONFIG = "config.json"  # written last into a checkpoint folder renamed into place: a complete checkpoint
+# What a checkpoint folder renamed into place holds: a text model's Hugging Face config, or an image model's record.
+IMAGE_MODEL_FILE = "image_model.json"  # what rebuilds an image model (training/checkpoint.py)
+MODEL_FILES = ("config.json", IMAGE_MODEL_FILE)
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,11 @@ class RunDir:
         return self.checkpoints / name
 
     def has_checkpoint(self, name: str) -> bool:
-        """Checkpoints are renamed into place when complete, so a folder with its model config is a whole one."""
-        return (self.checkpoint(name) / MODEL_CONFIG).is_file()
+        """Checkpoints are renamed into place when complete, so a folder with its model file is a whole one."""
+        return any((self.checkpoint(name) / file).is_file() for file in MODEL_FILES)
 
     def saved_checkpoints(self) -> list[str]:
-        return sorted(p.name for p in self.checkpoints.glob("*") if (p / MODEL_CONFIG).is_file())
+        return sorted(p.name for p in self.checkpoints.glob("*") if self.has_checkpoint(p.name))
 
     def step_checkpoints(self) -> list[tuple[int, Path]]:
         """(step, folder) of every complete, resumable `step-<N>` checkpoint, oldest first."""

@@ -29,9 +29,11 @@ from ptft_core.config import (
     BUILTIN_CHECKPOINT,
     EVALUATE_SPLIT,
     IMAGE_KINDS,
+    IMAGE_MODELS,
     PRESETS,
     ConfigError,
     FinetuneConfig,
+    ImageFinetuneConfig,
     ImagePretrainConfig,
     OptimConfig,
     PretrainConfig,
@@ -220,6 +222,8 @@ def default_name(config: RunConfig) -> str:
         return f"mlm-{short_spec(config.model)}"
     if isinstance(config, ImagePretrainConfig):
         return f"{config.model}-{config.dataset}"
+    if isinstance(config, ImageFinetuneConfig):
+        return f"{short_spec(config.base)}-{config.dataset}" + ("-scratch" if config.scratch else "")
     name = f"{short_spec(config.base)}-{config.dataset}"
     if config.then_dataset:
         name += f"-then-{config.then_dataset}"
@@ -556,6 +560,22 @@ def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None
     labels = run_labels(runs)
     run_id = st.selectbox("Run", runs["id"], key=f"{key}-run",
                           format_func=lambda rid: f"{labels[rid]} · {rid}")
+    return f"run:{run_id}"
+
+
+def image_base_picker(label: str, key: str) -> str | None:
+    """An image fine-tune's base: `run:<id>` of a completed image run, or a model preset (random weights). None
+    while the choice is incomplete (no completed image run yet)."""
+    source = st.radio(label, [SOURCE_RUN, SOURCE_PRESET], horizontal=True, key=f"{key}-source")
+    if source == SOURCE_PRESET:
+        return st.selectbox("Model", IMAGE_MODELS, key=f"{key}-preset", help="Random weights of this architecture")
+    runs = lab().list_runs(status="completed")
+    runs = runs[runs["kind"].isin(IMAGE_KINDS)] if not runs.empty else runs
+    if runs.empty:
+        st.info("No completed image run yet: pretrain one on the Pretrain page (Image classifier).")
+        return None
+    labels = run_labels(runs)
+    run_id = st.selectbox("Run", runs["id"], key=f"{key}-run", format_func=lambda rid: f"{labels[rid]} · {rid}")
     return f"run:{run_id}"
 
 

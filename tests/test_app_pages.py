@@ -442,6 +442,22 @@ def test_pretrain_offers_an_image_classifier_on_the_image_sets_and_launches_it(l
     assert (config["dataset"], config["image_size"], config["model"]) == ("digits", 0, "vgg-small")
 
 
+def test_finetune_offers_an_image_fine_tune_from_an_image_run_or_a_preset(lab):
+    at = open_page("finetune")
+    at.segmented_control(key="finetune-what").set_value("Image classifier").run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "No completed image run yet" in texts(at.info)  # text runs are not offered as image bases
+    assert labelled(at.selectbox, "Dataset").options == ["digits", "mnist"]
+    at.radio(key="image-finetune-base-source").set_value("A preset (random init)").run()
+    labelled(at.selectbox, "Strategy").set_value("linear_probe")
+    button(at, "Launch").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    run = connect(lab).list_runs().iloc[0]
+    config = json.loads(run["config"])
+    assert run["kind"] == "image_finetune" and run["id"].startswith("if-") and run["name"] == "resnet-small-digits"
+    assert (config["base"], config["dataset"], config["strategy"]) == ("resnet-small", "digits", "linear_probe")
+
+
 def test_finetune_refuses_a_zero_label_fraction_and_bad_seeds(lab):
     at = open_page("finetune")
     fraction = labelled(at.number_input, "Label fraction")

@@ -18,6 +18,7 @@ from ptft_core.config import (
     ConfigError,
     EvaluateConfig,
     FinetuneConfig,
+    ImageFinetuneConfig,
     ImagePretrainConfig,
     OptimConfig,
     PretrainConfig,
@@ -78,7 +79,8 @@ def test_each_error_names_the_field_and_what_is_wrong(tmp_path, body, message):
 
 def test_errors_of_the_other_kinds():
     with pytest.raises(ConfigError,
-                       match=r"^kind: must be one of pretrain, finetune, evaluate, image_pretrain \(got 'train'\)$"):
+                       match=r"^kind: must be one of pretrain, finetune, evaluate, image_pretrain, image_finetune "
+                             r"\(got 'train'\)$"):
         config_from_dict({"kind": "train"})
     with pytest.raises(ConfigError, match=r"^model: required \(no default\); datasets: required \(no default\)$"):
         config_from_dict({"kind": "evaluate"})
@@ -95,7 +97,7 @@ def test_errors_of_the_other_kinds():
         dataclasses.replace(FinetuneConfig(), epochs=0)
 
 
-KINDS = (PretrainConfig, FinetuneConfig, EvaluateConfig, ImagePretrainConfig)
+KINDS = (PretrainConfig, FinetuneConfig, EvaluateConfig, ImagePretrainConfig, ImageFinetuneConfig)
 
 
 @pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
@@ -205,7 +207,8 @@ def test_configs_written_by_earlier_versions_load(fixture):
     assert {k: v for k, v in again.items() if k not in stored} == {k: defaults[k] for k in again if k not in stored}
 
 
-PARENT_EXAMPLE = {"finetune_from_causal.yaml": "pretrain_causal_tiny.yaml"}  # base: run:<id of a run of it>
+PARENT_EXAMPLE = {"finetune_from_causal.yaml": "pretrain_causal_tiny.yaml",  # base: run:<id of a run of it>
+                  "image_finetune_digits.yaml": "image_pretrain_mnist.yaml"}
 
 
 @pytest.mark.slow
@@ -214,7 +217,7 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
     """Each file in configs/ as a user runs it, cut to two steps per task by overrides (its checkpoint steps and
     evaluation samples with it): real models, real data, real steps."""
     from ptft_core.journal import MemoryLogger
-    from ptft_core.training import run_evaluate, run_finetune, run_image_pretrain, run_pretrain
+    from ptft_core.training import run_evaluate, run_finetune, run_image_finetune, run_image_pretrain, run_pretrain
 
     path = paths.REPO_ROOT / "configs" / example
     kind = load_config(path).kind
@@ -228,16 +231,18 @@ def test_every_example_config_loads_and_trains(example, tmp_path):
         assert {e["name"] for e in logger.events if e["type"] == "metric"} >= {"accuracy@amazon", "accuracy@tweets"}
         return
     overrides = ["max_steps=2", "eval_every=1"] + {
-        "pretrain": ["checkpoint_steps=[1]"], "image_pretrain": [],
+        "pretrain": ["checkpoint_steps=[1]"], "image_pretrain": [], "image_finetune": [],
         "finetune": ["eval_train_samples=8", "eval_val_samples=32", "probe_size=8"]}[kind]
+    trainers = {"pretrain": run_pretrain, "finetune": run_finetune, "image_pretrain": run_image_pretrain,
+                "image_finetune": run_image_finetune}
     if example in PARENT_EXAMPLE:  # it fine-tunes a run's checkpoint: a two-step run of its parent example
-        parent = load_config(paths.REPO_ROOT / "configs" / PARENT_EXAMPLE[example],
-                             ["max_steps=2", "checkpoint_steps=[]"])
-        assert run_pretrain(parent, tmp_path / "parent", MemoryLogger()) == "completed"
+        parent_path = paths.REPO_ROOT / "configs" / PARENT_EXAMPLE[example]
+        parent = load_config(parent_path, ["max_steps=2"] + (["checkpoint_steps=[]"]
+                                                             if load_config(parent_path).kind == "pretrain" else []))
+        assert trainers[parent.kind](parent, tmp_path / "parent", MemoryLogger()) == "completed"
         overrides.append(f"base={tmp_path / 'parent' / 'checkpoints' / 'final'}")
     config = load_config(path, overrides)
-    trainer = {"pretrain": run_pretrain, "finetune": run_finetune, "image_pretrain": run_image_pretrain}[kind]
-    assert trainer(config, tmp_path, logger) == "completed"
+    assert trainers[kind](config, tmp_path, logger) == "completed"
     assert max(e["step"] for e in logger.events if e["type"] == "metric") >= 2
 
 

@@ -207,7 +207,7 @@ def test_example_configs_are_valid():
     files = sorted((paths.REPO_ROOT / "configs").glob("*.yaml"))
     assert len(files) >= 10
     kinds = {load_config(f).kind for f in files}
-    assert kinds == {"pretrain", "finetune", "evaluate", "image_pretrain"}
+    assert kinds == {"pretrain", "finetune", "evaluate", "image_pretrain", "image_finetune"}
 
 
 def test_the_pace_prices_each_phases_work_left_at_its_own_cost():

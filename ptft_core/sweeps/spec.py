@@ -52,7 +52,7 @@ SAMPLERS: tuple[str, ...] = ("random", "grid", "tpe")
 # The validation metrics each kind logs (architecture.md, "Metric events"): what an objective may name.
 CLASSIFIER_METRICS = ("accuracy", "loss", "f1", "precision", "recall", "ece")
 OBJECTIVE_METRICS = {"pretrain": ("loss", "perplexity"), "finetune": CLASSIFIER_METRICS,
-                     "image_pretrain": CLASSIFIER_METRICS}
+                     "image_pretrain": CLASSIFIER_METRICS, "image_finetune": CLASSIFIER_METRICS}
 LOWER_IS_BETTER = ("loss", "perplexity", "ece")
 NOT_SEARCHED = ("kind", "name", "tags")  # what a trial's identity is made of, not a setting
 MAX_TRIALS = 1000  # trials of one sweep: a thousand fine-tunes is weeks of this machine

@@ -30,7 +30,7 @@ from torch import nn
 from ptft_core.config import RunConfig, config_to_json
 from ptft_core.journal import MetricLogger, fsync
 from ptft_core.models import MaskedLMHead, save_mlm_head
-from ptft_core.rundir import STATE_FILE, RunDir
+from ptft_core.rundir import IMAGE_MODEL_FILE, STATE_FILE, RunDir
 from ptft_core.vision.data import Normalisation
 from ptft_core.vision.models import ImageClassifier, build_classifier
 
@@ -125,7 +125,6 @@ def load_weights(model: nn.Module, folder: Path) -> None:
 # --- image models ---------------------------------------------------------------------------------------------
 
 WEIGHTS_FILE = "model.safetensors"
-MODEL_FILE = "image_model.json"
 
 
 def model_record(preset: str, channels: int, label_names: list[str], image_size: int,
@@ -140,7 +139,7 @@ def save_image_checkpoint(run_dir: Path, name: str, step: int, model: ImageClass
     def write(folder: Path) -> None:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(weights, str(folder / WEIGHTS_FILE))
-        (folder / MODEL_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (folder / IMAGE_MODEL_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     return _write_checkpoint(run_dir, name, step, write, config, logger, state)
 
@@ -148,7 +147,7 @@ def save_image_checkpoint(run_dir: Path, name: str, step: int, model: ImageClass
 def load_image_classifier(folder: Path, dropout: float = 0.0) -> tuple[ImageClassifier, dict[str, Any]]:
     """The classifier saved in `folder` (weights and batch-norm statistics) and its record."""
     folder = Path(folder)
-    record = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
+    record = json.loads((folder / IMAGE_MODEL_FILE).read_text(encoding="utf-8"))
     model = build_classifier(record["preset"], len(record["label_names"]), record["channels"], dropout)
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     return model, record

@@ -1,27 +1,45 @@
-"""Supervised image pretraining: a ResNet or VGG from scratch on a labelled image set (vision/), the ImageNet
-recipe at this lab's size. One loop, top to bottom: setup -> data -> optimize -> log / evaluate / checkpoint ->
-test, as the language-model loop (pretrain.py) reads.
+"""Image runs: supervised pretraining of a ResNet or VGG from scratch on a source image set (the ImageNet recipe
+at this lab's size), and fine-tuning of its checkpoint on a target set with the text side's strategies. Two setups
+(`setup_pretrain`, `setup_finetune`), one loop (`fit`), top to bottom: data -> model -> optimize -> log /
+evaluate / checkpoint -> test, as the language-model loop (pretrain.py) reads.
 
-What it writes: train loss, lr, grad norm and images/s every `log_every` steps; validation loss, accuracy, macro
-P/R/F1 and ECE at step 0 and `eval_count` times (eval_steps); at the end the test split's, scored with the last
-weights; at step 0, the majority class's accuracy on the test split (split "reference"), the floor a classifier
-must beat.
+What a run writes: train loss, lr, grad norm and images/s every `log_every` steps; validation loss, accuracy,
+macro P/R/F1 and ECE at step 0 and `eval_count` times (eval_steps); at the end the test split's, scored with the
+last weights; at step 0, the majority class's accuracy on the test split (split "reference"), the floor a
+classifier must beat. A fine-tune of a pretrained base also scores the source task at every evaluation, with the
+base's own head on the current backbone (split "forgetting": prev_task_accuracy, prev_task_loss, as the text
+side's sequential runs), and may replay source images (`replay_fraction`) and pull the backbone toward its start
+(`l2sp`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from ptft_core.config import ConfigError, ImagePretrainConfig, eval_steps
+from ptft_core import paths
+from ptft_core.config import (
+    IMAGE_MODELS,
+    ConfigError,
+    ImageFinetuneConfig,
+    ImagePretrainConfig,
+    eval_steps,
+    replay_sizes,
+)
 from ptft_core.data import dataset_info, label_names
 from ptft_core.journal import MetricLogger
 from ptft_core.models import autocast, pick_device
+from ptft_core.rundir import IMAGE_MODEL_FILE, RunDir
+from ptft_core.specs import run_reference
 from ptft_core.training.checkpoint import (
+    CONFIG_FILE,
     latest_checkpoint,
     load_image_classifier,
     load_training_state,
@@ -43,6 +61,8 @@ from ptft_core.training.common import (
     seed_everything,
 )
 from ptft_core.training.evaluate import classification_metrics
+from ptft_core.training.forgetting import l2sp_anchor, l2sp_penalty
+from ptft_core.training.strategies import apply_strategy, strategy_param_groups, unfreeze_stage
 from ptft_core.vision.data import Images, Normalisation, augment, load_images
 from ptft_core.vision.models import ImageClassifier, build_classifier
 
@@ -76,32 +96,79 @@ def majority_accuracy(train: Images, test: Images) -> float:
     return float((test.labels == majority).double().mean())
 
 
-@in_precision
-def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: MetricLogger, *,
-                       should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
-                       device: str | None = None) -> str:
-    """Train; return "completed", or "cancelled" (after saving a checkpoint) as soon as `should_stop()`.
+def stratified_rows(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """`fraction` of each class's rows (at least one of each), drawn with `seed`, in order."""
+    rng = np.random.default_rng(seed)
+    labels = labels.numpy()
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:max(1, round(fraction * np.sum(labels == c)))]
+              for c in np.unique(labels)]
+    return torch.from_numpy(np.sort(np.concatenate(picked)))
 
-    `resume` continues from the newest `step-<N>` checkpoint: same weights, optimizer, schedule, RNG, data
-    order and augmentation draws, and the metric series goes on from step N."""
-    run_dir = Path(run_dir)
-    device = pick_device(device or config.device)
-    seed_everything(config.seed)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    clock = PhaseClock()
 
-    # --- data and model
+def train_mode(model: ImageClassifier) -> None:
+    """The training phase, set where it starts (before the first step, after every evaluation and every change of
+    what trains): batch norm and dropout in training mode, except in frozen layers, which stay fixed feature
+    extractors (their batch-norm statistics are the pretrained ones: a frozen layer is bit-identical)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
+            module.eval()
+
+
+class SourceView(nn.Module):
+    """The current backbone read by the base's own (frozen) source head: how well the source task is still done."""
+
+    def __init__(self, model: ImageClassifier, head: nn.Linear) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model.features(pixels))
+
+
+@dataclass
+class Source:
+    """A pretrained base's source task: its head (frozen), its validation split (forgetting) and its training
+    split (replay), at the fine-tune's size."""
+
+    dataset: str
+    head: nn.Linear
+    train: Images
+    validation: Images
+
+
+@dataclass
+class ImageRun:
+    """What the loop trains: the model and its record, the target's splits at the run's size and normalisation,
+    and, for a fine-tune of a pretrained base, its source task and L2-SP anchor."""
+
+    config: ImagePretrainConfig | ImageFinetuneConfig
+    model: ImageClassifier
+    record: dict
+    normalise: Normalisation
+    train: Images
+    validation: Images
+    test: Images
+    source: Source | None = None
+    anchor: dict[str, torch.Tensor] | None = None
+
+    @property
+    def finetuning(self) -> bool:
+        return isinstance(self.config, ImageFinetuneConfig)
+
+
+def load_splits(dataset: str, size: int, channels: int) -> tuple[Images, Images, Images]:
+    return tuple(load_images(dataset, split, size, channels) for split in ("train", "validation", "test"))
+
+
+def setup_pretrain(config: ImagePretrainConfig, checkpoint: Path | None, clock: PhaseClock) -> ImageRun:
     with clock.phase("data"):
         info = dataset_info(config.dataset)
         size = config.image_size or info.image_size
         if not size:
             raise ConfigError(f"image_size: {config.dataset}'s images have several sizes; give the size to train at")
         channels = info.channels or 1
-        train, validation, test = (load_images(config.dataset, split, size, channels)
-                                   for split in ("train", "validation", "test"))
-    if len(train) < config.batch_size:
-        raise ConfigError(f"batch_size: {config.batch_size} is more than the {len(train)} training images of "
-                          f"{config.dataset}")
+        train, validation, test = load_splits(config.dataset, size, channels)
     with clock.phase("load"):
         if checkpoint is not None:  # resuming: the weights and the normalisation come from the checkpoint
             model, record = load_image_classifier(checkpoint, config.dropout)
@@ -111,40 +178,163 @@ def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: Metri
                                      seed=config.seed)
             normalise = Normalisation.of(train)
             record = model_record(config.model, channels, label_names(config.dataset), size, normalise)
-        model.to(device, memory_format=LAYOUT)
-    if checkpoint is None:
-        logger.event("note", message=f"{config.model} from scratch on {config.dataset}: {len(train):,} training "
-                                     f"images at {size}x{size}, {channels} channel(s), "
-                                     f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    return ImageRun(config, model, record, normalise, train, validation, test)
 
-    # --- optimization
-    steps_per_epoch = len(train) // config.batch_size  # the last, partial batch is dropped (batch norm needs >1)
+
+def base_folder(spec: str) -> Path:
+    """The checkpoint folder of an image base: run:<id>[/<checkpoint>] or a folder holding an image model."""
+    reference = run_reference(spec)
+    folder = Path(spec).expanduser()
+    if reference is not None:
+        run_id, name = reference
+        run = RunDir(paths.run_dir(run_id))
+        if not run.has_checkpoint(name):
+            raise ConfigError(f"base: {spec}: no checkpoint {name!r} in run {run_id!r}; available: "
+                              f"{', '.join(run.saved_checkpoints()) or 'none (is the run finished?)'}")
+        folder = run.checkpoint(name)
+    if not (folder / IMAGE_MODEL_FILE).is_file():
+        raise ConfigError(f"base: {spec[:80]!r} is no image model (a preset: {', '.join(IMAGE_MODELS)}; or run:<id> "
+                          "of an image pretraining)")
+    return folder
+
+
+def setup_finetune(config: ImageFinetuneConfig, checkpoint: Path | None, clock: PhaseClock) -> ImageRun:
+    names = label_names(config.dataset)
+    with clock.phase("load"):
+        if config.base in IMAGE_MODELS:  # random weights of a shape: no source task, the set's own input
+            base, folder = None, None
+            info = dataset_info(config.dataset)
+            preset, channels = config.base, info.channels or 1
+            size = config.image_size or info.image_size
+            if not size:
+                raise ConfigError(f"image_size: {config.dataset}'s images have several sizes; give the size")
+        else:
+            folder = base_folder(config.base)
+            base, base_record = load_image_classifier(folder)
+            preset, channels = base_record["preset"], base_record["channels"]
+            size = config.image_size or base_record["image_size"]
+        if config.replay_fraction and (base is None or config.scratch):
+            raise ConfigError("replay_fraction: replays the source task of a pretrained base; this run has none "
+                              f"(base {config.base!r}{', scratch' if config.scratch else ''})")
+        model = build_classifier(preset, len(names), channels, config.dropout, seed=config.seed)
+        source_dataset = None
+        if base is not None and not config.scratch:  # the pretrained backbone under a new head
+            model.backbone.load_state_dict(base.backbone.state_dict())
+            source_dataset = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["dataset"]
+    with clock.phase("data"):
+        train, validation, test = load_splits(config.dataset, size, channels)
+        train = train.subset(stratified_rows(train.labels, config.label_fraction, config.seed))
+        source = None
+        if source_dataset is not None:
+            head = base.classifier.requires_grad_(False)
+            source_train, source_validation, _ = load_splits(source_dataset, size, channels)
+            source = Source(source_dataset, head, source_train, source_validation)
+    # A pretrained base keeps its normalisation (as an ImageNet model keeps ImageNet's); scratch learns the target's.
+    if base is not None and not config.scratch:
+        normalise = Normalisation(tuple(base_record["mean"]), tuple(base_record["std"]))
+    else:
+        normalise = Normalisation.of(train)
+    anchor = l2sp_anchor(model.backbone) if config.l2sp else None
+    if checkpoint is not None:  # resuming: this run's own weights (the source head and the anchor are the base's)
+        model, _ = load_image_classifier(checkpoint, config.dropout)
+    record = {**model_record(preset, channels, names, size, normalise), "source_dataset": source_dataset}
+    return ImageRun(config, model, record, normalise, train, validation, test, source, anchor)
+
+
+@in_precision
+def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: MetricLogger, *,
+                       should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
+                       device: str | None = None) -> str:
+    """Train; return "completed", or "cancelled" (after saving a checkpoint) as soon as `should_stop()`.
+
+    `resume` continues from the newest `step-<N>` checkpoint: same weights, optimizer, schedule, RNG, data
+    order and augmentation draws, and the metric series goes on from step N."""
+    checkpoint = latest_checkpoint(Path(run_dir)) if resume else None
+    clock = PhaseClock()
+    seed_everything(config.seed)
+    run = setup_pretrain(config, checkpoint, clock)
+    if checkpoint is None:
+        logger.event("note", message=f"{config.model} from scratch on {config.dataset}: {len(run.train):,} "
+                                     f"training images at {run.record['image_size']} pixels, {run.record['channels']} "
+                                     f"channel(s), {sum(p.numel() for p in run.model.parameters()):,} parameters")
+    return fit(run, Path(run_dir), logger, checkpoint, should_stop, clock, pick_device(device or config.device))
+
+
+@in_precision
+def run_image_finetune(config: ImageFinetuneConfig, run_dir: Path, logger: MetricLogger, *,
+                       should_stop: Callable[[], bool] = lambda: False, resume: bool = False,
+                       device: str | None = None) -> str:
+    """Fine-tune; return "completed", or "cancelled" (after saving a checkpoint) as soon as `should_stop()`;
+    `resume` as run_image_pretrain's."""
+    checkpoint = latest_checkpoint(Path(run_dir)) if resume else None
+    clock = PhaseClock()
+    seed_everything(config.seed)
+    run = setup_finetune(config, checkpoint, clock)
+    if checkpoint is None:
+        start = "random weights" if config.base in IMAGE_MODELS or config.scratch else f"{config.base}'s weights"
+        source = f"; source task {run.source.dataset} scored and {config.replay_fraction:.0%} replayed" if run.source \
+            else ""
+        logger.event("note", message=f"{run.record['preset']} from {start}, {config.strategy}, on {config.dataset}: "
+                                     f"{len(run.train):,} training images at {run.record['image_size']} pixels{source}")
+    return fit(run, Path(run_dir), logger, checkpoint, should_stop, clock, pick_device(device or config.device))
+
+
+def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | None,
+        should_stop: Callable[[], bool], clock: PhaseClock, device: torch.device) -> str:
+    """The loop both kinds share (see the module docstring)."""
+    config, model, train = run.config, run.model, run.train
+    model.to(device, memory_format=LAYOUT)
+    if run.source is not None:
+        run.source.head.to(device)
+    anchor = {k: v.to(device) for k, v in run.anchor.items()} if run.anchor is not None else None
+    replay = config.replay_fraction if run.finetuning else 0.0
+    batch_size, n_replay = replay_sizes(config.batch_size, replay)
+    if len(train) < batch_size:
+        raise ConfigError(f"batch_size: {batch_size} is more than the {len(train)} training images of "
+                          f"{config.dataset}")
+    steps_per_epoch = len(train) // batch_size  # the last, partial batch is dropped (batch norm needs >1)
     total = steps_per_epoch * config.epochs
     total = min(total, config.max_steps) if config.max_steps else total
-    optimizer = build_optimizer(decay_groups(model.named_parameters(), config.optim.weight_decay, config.optim.lr),
-                                config.optim)
+    stage = 0
+    if run.finetuning:  # what trains (the optimizer holds every parameter: a frozen one gets no gradient)
+        apply_strategy(model, config, stage)
+        groups = strategy_param_groups(model, config)
+    else:
+        groups = decay_groups(model.named_parameters(), config.optim.weight_decay, config.optim.lr)
+    optimizer = build_optimizer(groups, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, total)
     draws = generator(config.seed)  # the augmentation's own stream, so it repeats whatever else draws numbers
+    replay_draws = generator(config.seed + 1)  # which source images are replayed
     step = 0
     if checkpoint is not None:
         state = load_training_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         draws.set_state(state["draws"])
+        replay_draws.set_state(state["replay_draws"])
         restore_rng_state(state["rng"])
         step = state["step"]
+        if run.finetuning:  # where gradual unfreezing stood
+            stage = unfreeze_stage(config, step // steps_per_epoch, step)
+            apply_strategy(model, config, stage)
 
     def save(name: str, with_state: bool) -> None:
         state = ({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                  "draws": draws.get_state(), "rng": rng_state()} if with_state else None)
+                  "draws": draws.get_state(), "replay_draws": replay_draws.get_state(), "rng": rng_state()}
+                 if with_state else None)
         with clock.phase("checkpoint"):
-            save_image_checkpoint(run_dir, name, step, model, record, config, logger, state)
+            save_image_checkpoint(run_dir, name, step, model, run.record, config, logger, state)
 
     def evaluate() -> None:
+        epoch = step / steps_per_epoch
         with clock.phase("evaluate"):
-            metrics = score(model, validation, normalise, device)
+            log_metrics(logger, step, score(model, run.validation, run.normalise, device), "validation", epoch,
+                        step * config.batch_size)
+            if run.source is not None:
+                source = score(SourceView(model, run.source.head), run.source.validation, run.normalise, device)
+                log_metrics(logger, step, {"prev_task_accuracy": source["accuracy"],
+                                           "prev_task_loss": source["loss"]}, "forgetting", epoch)
         clock.count("evaluate")
-        log_metrics(logger, step, metrics, "validation", step / steps_per_epoch, step * config.batch_size)
         meter.restart_clock()
 
     evaluate_at = eval_steps(total, config.eval_every, config.eval_count, steps_per_epoch)
@@ -155,10 +345,10 @@ def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: Metri
 
     meter = TrainMeter(device)
     if step == 0:  # the starting point of every curve, and the floor a classifier must beat
-        log_metrics(logger, 0, {"accuracy": majority_accuracy(train, test)}, "reference", 0.0)
+        log_metrics(logger, 0, {"accuracy": majority_accuracy(train, run.test)}, "reference", 0.0)
         evaluate()
     order_epoch, order = -1, None
-    model.train()  # the training phase starts here, and again after every evaluation
+    train_mode(model)  # the training phase starts here, and again after every evaluation
     with clock.phase("train"):
         while step < total:
             # The order is a function of (seed, epoch): a resumed run draws exactly the batches it would have.
@@ -166,16 +356,29 @@ def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: Metri
             if epoch != order_epoch:
                 order_epoch = epoch
                 order = torch.randperm(len(train), generator=generator(config.seed * 7919 + epoch))
-            rows = order[index * config.batch_size:(index + 1) * config.batch_size]
-            pixels = as_input(augment(train.pixels[rows], config.augment, draws), normalise, device)
-            lr = optimizer.param_groups[0]["lr"]
+            if run.finetuning and unfreeze_stage(config, epoch, step) != stage:  # gradual_unfreeze opens a stage
+                stage = unfreeze_stage(config, epoch, step)
+                apply_strategy(model, config, stage)
+                train_mode(model)
+            rows = order[index * batch_size:(index + 1) * batch_size]
+            pixels = as_input(augment(train.pixels[rows], config.augment, draws), run.normalise, device)
+            lr = optimizer.param_groups[-1]["lr"]
             with autocast(device):
-                loss = torch.nn.functional.cross_entropy(model(pixels).float(), train.labels[rows].to(device))
+                loss = nn.functional.cross_entropy(model(pixels).float(), train.labels[rows].to(device))
+                if n_replay:  # source images through the source head: the backbone keeps doing the source task
+                    picked = torch.randint(len(run.source.train), (n_replay,), generator=replay_draws)
+                    old = as_input(augment(run.source.train.pixels[picked], config.augment, draws), run.normalise,
+                                   device)
+                    old_loss = nn.functional.cross_entropy(SourceView(model, run.source.head)(old).float(),
+                                                           run.source.train.labels[picked].to(device))
+                    loss = (loss * batch_size + old_loss * n_replay) / config.batch_size
+                if anchor is not None:
+                    loss = loss + config.l2sp * l2sp_penalty(model.backbone, anchor)
             loss.backward()
             grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
             step += 1
             clock.count("train")
-            meter.update(loss, len(rows))
+            meter.update(loss, config.batch_size)
 
             if step % config.log_every == 0 or step == total:
                 read = meter.read()
@@ -185,7 +388,7 @@ def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: Metri
                 report_progress()
             if step in evaluate_at:
                 evaluate()
-                model.train()
+                train_mode(model)
                 report_progress()
             if step < total and should_stop():
                 save(f"step-{step}", with_state=True)
@@ -193,7 +396,7 @@ def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: Metri
                 return "cancelled"
     save("final", with_state=False)
     with clock.phase("test"):
-        metrics = score(model, test, normalise, device)
+        metrics = score(model, run.test, run.normalise, device)
     log_metrics(logger, step, metrics, "test", step / steps_per_epoch)
     if not math.isfinite(metrics["loss"]):
         logger.event("note", message="the test loss is not finite: the run diverged (lower the learning rate)")

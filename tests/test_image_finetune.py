@@ -1,0 +1,142 @@
+"""Image fine-tuning: a pretrained backbone under a new head, its source task scored with the base's own head, each
+strategy freezing what it says bit for bit, replay and L2-SP changing the run, and a fine-tune queued on its
+pretraining's checkpoint through the engine (real models: mnist -> digits)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptft_core.config import ConfigError, ImageFinetuneConfig, ImagePretrainConfig
+from ptft_core.engine import Engine
+from ptft_core.journal import MemoryLogger
+from ptft_core.training import run_image_finetune, run_image_pretrain
+from ptft_core.training.checkpoint import load_image_classifier
+from tests.conftest import linked_home
+
+pytestmark = pytest.mark.slow
+
+SOURCE = ImagePretrainConfig(dataset="mnist", max_steps=30, eval_count=1, batch_size=64, precision="float32")
+TINY = ImageFinetuneConfig(dataset="digits", max_steps=4, eval_count=2, batch_size=32, log_every=2,
+                           precision="float32")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> tuple[Path, dict]:
+    """A 30-step resnet-small pretrained on mnist (its final folder) and its metrics, made once for the module."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        home = linked_home(tmp_path_factory.mktemp("base") / "home")
+        monkeypatch.setenv("PTFT_HOME", str(home))
+        logger = MemoryLogger()
+        assert run_image_pretrain(SOURCE, home / "source", logger) == "completed"
+    last = {(e["split"], e["name"]): e["value"] for e in logger.events if e["type"] == "metric"}
+    return home / "source" / "checkpoints" / "final", last
+
+
+def tune(tmp_path: Path, base: Path | str, name: str = "run", **changes) -> tuple[MemoryLogger, dict]:
+    logger = MemoryLogger()
+    config = dataclasses.replace(TINY, base=str(base), **changes)
+    assert run_image_finetune(config, tmp_path / name, logger) == "completed"
+    return logger, load_image_classifier(tmp_path / name / "checkpoints" / "final")[0].state_dict()
+
+
+def series(logger: MemoryLogger, split: str, name: str) -> list[float]:
+    return [e["value"] for e in logger.events if e["type"] == "metric" and e["split"] == split and e["name"] == name]
+
+
+def backbone(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("backbone.")}
+
+
+def test_the_source_task_is_scored_with_the_base_s_head_from_step_0(home, tmp_path, base):
+    folder, source = base
+    logger, _ = tune(tmp_path, folder, strategy="full")
+    forgetting = series(logger, "forgetting", "prev_task_accuracy")
+    assert len(forgetting) == 3  # step 0 and the two evaluations
+    # Step 0: the base itself on its own validation split, as its pretraining last scored it (mnist, 28 pixels:
+    # the fine-tune reads digits at the base's size).
+    assert forgetting[0] == pytest.approx(source["validation", "accuracy"], abs=1e-9)
+    assert forgetting[-1] != forgetting[0]  # full fine-tuning moved the backbone under the source head
+    notes = " ".join(e["message"] for e in logger.events if e["type"] == "note")
+    assert "source task mnist scored" in notes and "at 28 pixels" in notes
+
+
+def test_a_linear_probe_and_freeze_bottom_leave_their_frozen_layers_bit_identical(home, tmp_path, base):
+    folder, _ = base
+    start = backbone(load_image_classifier(folder)[0].state_dict())  # weights and batch-norm statistics
+    logger, probe = tune(tmp_path, folder, "probe", strategy="linear_probe")
+    assert all(torch.equal(start[k], v) for k, v in backbone(probe).items())
+    assert len(set(series(logger, "forgetting", "prev_task_accuracy"))) == 1  # nothing under the head moved
+    _, bottom = tune(tmp_path, folder, "bottom", strategy="freeze_bottom", freeze_layers=1)
+    frozen = [k for k in start if k.startswith(("backbone.stem.", "backbone.stages.0."))]
+    assert frozen and all(torch.equal(start[k], bottom[k]) for k in frozen)
+    assert not torch.equal(start["backbone.stages.2.0.conv1.weight"], bottom["backbone.stages.2.0.conv1.weight"])
+
+
+def test_gradual_unfreezing_trains_the_head_alone_first(home, tmp_path, base):
+    folder, _ = base
+    start = backbone(load_image_classifier(folder)[0].state_dict())
+    _, head_only = tune(tmp_path, folder, strategy="gradual_unfreeze", unfreeze_every_steps=4)
+    assert all(torch.equal(start[k], v) for k, v in backbone(head_only).items())
+    _, opened = tune(tmp_path, folder, "opened", strategy="gradual_unfreeze", unfreeze_every_steps=2)
+    assert not torch.equal(start["backbone.stages.2.0.conv1.weight"], opened["backbone.stages.2.0.conv1.weight"])
+    assert torch.equal(start["backbone.stem.0.weight"], opened["backbone.stem.0.weight"])  # stage 1: top stage
+
+
+@pytest.mark.parametrize("change", [{"replay_fraction": 0.25}, {"l2sp": 10.0}, {"scratch": True},
+                                    {"label_fraction": 0.5}, {"strategy": "discriminative"}, {"image_size": 16},
+                                    {"augment": "none"}, {"dropout": 0.5}])
+def test_each_field_that_shapes_a_fine_tune_changes_it(home, tmp_path, base, change):
+    folder, _ = base
+    _, plain = tune(tmp_path, folder, "plain")
+    logger, changed = tune(tmp_path, folder, "changed", **change)
+    assert plain.keys() != changed.keys() or any(not torch.equal(plain[k], changed[k]) for k in plain)
+    if change == {"scratch": True}:  # random weights of the base's shape: no source task to score
+        assert series(logger, "forgetting", "prev_task_accuracy") == []
+
+
+def test_a_preset_base_trains_at_the_set_s_size_and_replay_needs_a_pretrained_base(home, tmp_path, base):
+    logger, state = tune(tmp_path, "vgg-small", "preset")
+    assert "vgg-small from random weights" in " ".join(e["message"] for e in logger.events if e["type"] == "note")
+    assert series(logger, "forgetting", "prev_task_accuracy") == []
+    with pytest.raises(ConfigError, match="replay_fraction: replays the source task of a pretrained base"):
+        run_image_finetune(dataclasses.replace(TINY, base="vgg-small", replay_fraction=0.2), tmp_path / "r",
+                           MemoryLogger())
+    with pytest.raises(ConfigError, match="replay_fraction: .*scratch"):
+        run_image_finetune(dataclasses.replace(TINY, base=str(base[0]), scratch=True, replay_fraction=0.2),
+                           tmp_path / "s", MemoryLogger())
+    with pytest.raises(ConfigError, match=r"base: run:ip-nope: no checkpoint 'final' in run 'ip-nope'"):
+        run_image_finetune(dataclasses.replace(TINY, base="run:ip-nope"), tmp_path / "n", MemoryLogger())
+    with pytest.raises(ConfigError, match=r"is no image model"):
+        run_image_finetune(dataclasses.replace(TINY, base=str(tmp_path)), tmp_path / "t", MemoryLogger())
+
+
+def test_a_cancelled_fine_tune_resumes_to_the_weights_of_an_uninterrupted_one(home, tmp_path, base):
+    folder = str(base[0])
+    config = dataclasses.replace(TINY, base=folder, max_steps=6, replay_fraction=0.25, l2sp=1.0,
+                                 strategy="gradual_unfreeze", unfreeze_every_steps=2)
+    _, whole = tune(tmp_path, folder, "whole", max_steps=6, replay_fraction=0.25, l2sp=1.0,
+                    strategy="gradual_unfreeze", unfreeze_every_steps=2)
+    asked = iter(range(100))
+    assert run_image_finetune(config, tmp_path / "cut", MemoryLogger(),
+                              should_stop=lambda: next(asked) == 2) == "cancelled"
+    assert run_image_finetune(config, tmp_path / "cut", MemoryLogger(), resume=True) == "completed"
+    cut = load_image_classifier(tmp_path / "cut" / "checkpoints" / "final")[0].state_dict()
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def test_a_fine_tune_queued_on_its_pretraining_runs_after_it_through_the_engine(home):
+    with Engine(cpu_slots=1) as engine:
+        parent = engine.submit(dataclasses.replace(SOURCE, max_steps=10))
+        child = engine.submit(dataclasses.replace(TINY, base=f"run:{parent}", strategy="linear_probe"),
+                              parent=parent)
+        engine.start()
+        ended = engine.wait([parent, child], timeout=600)
+        assert ended == {parent: "completed", child: "completed"}, engine.store.get_run(child).get("error")
+        rows = engine.store.metric_rows([child])
+    assert child.startswith("if-") and parent.startswith("ip-")
+    assert set(rows[rows.split == "forgetting"]["name"]) == {"prev_task_accuracy", "prev_task_loss"}
+    assert {"validation", "test", "reference", "train"} <= set(rows["split"])
