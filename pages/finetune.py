@@ -48,16 +48,18 @@ if st.segmented_control("What", ["Text classifier", IMAGES], default="Text class
     field(row[3], "layer_decay", step=0.05)
     st.caption(f"{strategy.replace('_', ' ').capitalize()}: {STRATEGY_HELP[strategy]} (the stem is the "
                f"embeddings, each stage a layer). Augmentation: {AUGMENT_HELP[field.values['augment']]}.")
-    row = st.columns(4)
+    row = st.columns(5)
     epochs = field(row[0], "epochs")
-    batch = field(row[1], "batch_size", step=8)
-    field(row[2], "replay_fraction", step=0.05)
-    field(row[3], "l2sp", step=0.1)
+    cap = field(row[1], "max_steps", step=10)
+    batch = field(row[2], "batch_size", step=8)
+    field(row[3], "replay_fraction", step=0.05)
+    field(row[4], "l2sp", step=0.1)
     optim = ui.optim_inputs("image_finetune")
     run_fields, seeds = ui.run_inputs("image_finetune")
     field.values.update(run_fields)
     examples = round(images[dataset].splits["train"] * field.values["label_fraction"])
-    st.caption(f"≈ {epochs * (examples // max(1, batch)):,} optimizer steps on {examples:,} training images.")
+    steps = epochs * (examples // max(1, batch))
+    st.caption(f"≈ {min(steps, cap) if cap else steps:,} optimizer steps on {examples:,} training images.")
     if field.values["base"] is None:
         st.info("Choose the model to start from.")
     else:

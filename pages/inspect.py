@@ -1,10 +1,13 @@
 """Inspect: inside one fine-tuned model. Attention of its base and of itself on one sentence, its confusion
-matrix and most confident mistakes on the test split, and a box to classify any text."""
+matrix and most confident mistakes on the test split, and a box to classify any text. For an image run: the
+class-activation map (Grad-CAM) of a test image before and after, the first layer's filters before and after,
+the confusion matrix and the most confident mistakes as thumbnails."""
 
 import streamlit as st
 
 from ptft_core import data, plots, ui
 from ptft_core import inspect as model_inspect
+from ptft_core.config import IMAGE_KINDS
 
 ui.require_frame()
 
@@ -13,15 +16,68 @@ BIND = {"bind": "query-params"}
 EXAMPLE = "The film was slow at first, but the ending was surprisingly moving."
 
 st.title("Inspect")
-runs = lab.list_runs(status="completed", kind="finetune")
+runs = lab.list_runs(status="completed")
+runs = runs[runs["kind"].isin(["finetune", *IMAGE_KINDS])] if not runs.empty else runs
 if runs.empty:
-    st.info("No completed fine-tuning run yet: this page opens the final checkpoint of one.")
+    st.info("No completed fine-tuning or image run yet: this page opens the final checkpoint of one.")
     st.stop()
 
 labels = ui.run_labels(runs)
-run_id = st.selectbox("Fine-tuned run", runs["id"], format_func=lambda rid: f"{labels[rid]} · {rid}", key="run",
-                      **BIND)
+run_id = st.selectbox("Run", runs["id"], format_func=lambda rid: f"{labels[rid]} · {rid}", key="run", **BIND)
 config = lab.get_run(run_id)["config"]
+if config["kind"] in IMAGE_KINDS:
+    try:
+        start, tuned = ui.image_models(run_id)
+        pixels, truth, probs = ui.image_test(run_id, config["dataset"], tuned.record["image_size"],
+                                             tuned.record["channels"])
+    except (ValueError, OSError) as exc:  # a missing or unreadable checkpoint, a base deleted since
+        ui.show_error(f"The models of {run_id} could not be loaded", exc)
+        st.stop()
+    origin = config.get("base") or f"{config['model']} (random init)"
+    st.caption(f"Start **{origin}**{' (scratch)' if config.get('scratch') else ''} · trained on "
+               f"**{config['dataset']}** at {tuned.record['image_size']} pixels"
+               + (f" · strategy {config['strategy']}" if "strategy" in config else ""))
+    cam_tab, filters_tab, errors_tab = st.tabs(["Class activation", "First-layer filters", "Test errors"],
+                                               key="image-tab", **BIND)
+    with cam_tab:
+        if cam_tab.open:
+            index = st.number_input("Test image", 0, len(truth) - 1, 0, key="image", **BIND)
+            for column, (title, loaded) in zip(st.columns(2), [("Before", start), ("After", tuned)], strict=True):
+                cam, predicted, probability = model_inspect.grad_cam(loaded, pixels[index])
+                with column:
+                    ui.chart(plots.grad_cam_figure(pixels[index], cam, title=f"{title}: {loaded.labels[predicted]} "
+                                                                             f"({probability:.0%})"),
+                             f"grad-cam-{run_id}-{index}-{title.lower()}", key=f"cam-{title}")
+            st.caption(f"True class **{tuned.labels[truth[index]]}**. Grad-CAM: where the evidence for the predicted "
+                       "class lies in the last stage's feature maps (bright: more), each model explaining its own "
+                       "answer; before is the base with its own head (its source classes), or random weights.")
+    with filters_tab:
+        if filters_tab.open:
+            before, after = model_inspect.image_filters(start), model_inspect.image_filters(tuned)
+            ui.chart(plots.filters_figure(before, title="Before"), f"filters-{run_id}-before", key="filters-before")
+            ui.chart(plots.filters_figure(after, title="After"), f"filters-{run_id}-after", key="filters-after")
+            st.caption(f"The first convolution's {len(after)} filters. Mean |change| {abs(after - before).mean():.4f} "
+                       f"(mean |weight| {abs(before).mean():.4f}): 0 where the strategy froze them.")
+    with errors_tab:
+        if errors_tab.open:
+            predictions = probs.argmax(axis=1)
+            left, right = st.columns([2, 3])
+            with left:
+                st.metric("Test accuracy", f"{(predictions == truth).mean():.1%}", help=f"{len(truth):,} test images")
+                matrix = model_inspect.confusion_matrix(truth, predictions, len(tuned.labels))
+                ui.chart(plots.confusion_figure(matrix, tuned.labels), f"confusion-{run_id}", key="confusion")
+            with right:
+                st.markdown("**Most confident mistakes**")
+                # Its "text" column holds what it was given for each test row: here the row's index.
+                mistakes = model_inspect.confident_mistakes(list(range(len(truth))), truth, probs, tuned.labels, n=12)
+                stored = data.load_split(config["dataset"], "test")["image"]
+                if mistakes.empty:
+                    st.caption("No test image is misclassified.")
+                else:
+                    st.image([stored.iloc[i] for i in mistakes["text"]], width=72,
+                             caption=[f"{t} → {p} ({c:.0%})" for t, p, c in zip(
+                                 mistakes["true"], mistakes["predicted"], mistakes["confidence"], strict=True)])
+    st.stop()
 dataset = config.get("then_dataset") or config["dataset"]
 base = config["base"] + (" (scratch: random init)" if config.get("scratch") else "")
 st.caption(f"Base **{base}** · fine-tuned on **{dataset}** · strategy {config['strategy']} · "

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ptft_core.config import PRESETS
+from ptft_core.config import IMAGE_MODELS, PRESETS
 
 PREDICT_BATCH = 64
 ATTENTION_MAX_TOKENS = 48  # longer sentences are truncated: a readable heatmap has few rows
@@ -120,3 +120,95 @@ def confident_mistakes(texts: list[str], labels: np.ndarray, probs: np.ndarray, 
         "predicted": [label_names[predictions[i]] for i in top],
         "confidence": probs[top, predictions[top]],
     })
+
+
+# --- image models ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedImages:
+    """An image classifier ready for inference (eval mode, CPU, float32), its record (preset, size, channels,
+    normalisation) and its label names."""
+
+    model: Any
+    record: dict[str, Any]
+    labels: list[str]
+
+    def normalised(self, pixels: np.ndarray) -> Any:
+        """uint8 images [N, C, S, S] -> the model's float input."""
+        import torch
+
+        from ptft_core.vision.data import Normalisation  # torch: only where a model is loaded
+
+        normalise = Normalisation(tuple(self.record["mean"]), tuple(self.record["std"]))
+        return normalise(torch.as_tensor(pixels))
+
+
+def load_image_run(run_id: str) -> LoadedImages:
+    """The final checkpoint of an image run."""
+    from ptft_core.models import resolve_checkpoint  # torch: only where a model is loaded
+    from ptft_core.training.checkpoint import load_image_classifier  # torch: only where a model is loaded
+
+    model, record = load_image_classifier(resolve_checkpoint(f"run:{run_id}"))
+    return LoadedImages(model.eval(), record, record["label_names"])
+
+
+def load_image_start(config: dict[str, Any], tuned: LoadedImages) -> LoadedImages:
+    """What an image run started from, with the head it had: for a fine-tune of a pretrained base, that base with
+    its own (source) head; for a preset, a scratch baseline or a pretraining, `tuned`'s architecture freshly
+    initialised (seed INIT_SEED, as a run's random start), read with `tuned`'s labels and normalisation."""
+    from ptft_core.training.checkpoint import load_image_classifier  # torch: only where a model is loaded
+    from ptft_core.training.images import base_folder  # torch: only where a model is loaded
+    from ptft_core.vision.models import build_classifier  # torch: only where a model is loaded
+
+    spec = config.get("base") or config["model"]
+    if spec not in IMAGE_MODELS and not config.get("scratch"):
+        model, record = load_image_classifier(base_folder(spec))
+        return LoadedImages(model.eval(), record, record["label_names"])
+    record = tuned.record
+    model = build_classifier(record["preset"], len(tuned.labels), record["channels"], seed=INIT_SEED)
+    return LoadedImages(model.eval(), record, tuned.labels)
+
+
+def image_filters(loaded: LoadedImages) -> np.ndarray:
+    """The first convolution's filters [K, C, kh, kw]: what the network looks for in the pixels themselves."""
+    import torch
+
+    first = next(m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d))
+    return first.weight.detach().float().numpy()
+
+
+def predict_images(loaded: LoadedImages, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities [N, labels] of uint8 images [N, C, S, S]."""
+    import torch
+
+    with torch.no_grad():
+        out = [torch.softmax(loaded.model(loaded.normalised(pixels[i:i + 256])), dim=-1) for i in
+               range(0, len(pixels), 256)]
+    return torch.cat(out).numpy() if out else np.zeros((0, len(loaded.labels)), dtype=np.float32)
+
+
+def grad_cam(loaded: LoadedImages, image: np.ndarray, target: int | None = None) -> tuple[np.ndarray, int, float]:
+    """Grad-CAM (Selvaraju et al. 2017) of one uint8 image [C, S, S] at the last stage: the class's gradient,
+    averaged over each feature map, weighs the maps; their positive sum, upsampled to S x S and scaled to 0..1,
+    is where the evidence for the class lies. `target`: the class explained (default: the predicted one).
+    Returns (map [S, S], class, its probability)."""
+    import torch
+
+    model = loaded.model
+    kept: dict[str, torch.Tensor] = {}
+    hook = model.backbone.stages[-1].register_forward_hook(lambda _m, _i, out: kept.update(maps=out))
+    try:
+        with torch.enable_grad():
+            logits = model(loaded.normalised(image[None]))
+            probs = torch.softmax(logits.float(), dim=-1)[0].detach()
+            target = int(probs.argmax()) if target is None else target
+            maps = kept["maps"]
+            (gradient,) = torch.autograd.grad(logits[0, target], maps)
+    finally:
+        hook.remove()
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * maps).sum(dim=1, keepdim=True)).detach()
+    cam = torch.nn.functional.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    peak = float(cam.max())
+    return (cam / peak).numpy() if peak > 0 else cam.numpy(), target, float(probs[target])

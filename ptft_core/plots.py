@@ -477,6 +477,38 @@ def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str | Non
     return fig
 
 
+def filters_figure(filters: np.ndarray, title: str | None = None, columns: int = 16) -> go.Figure:
+    """First-layer convolution filters [K, C, kh, kw] as a grid of small heatmaps (the mean over input channels
+    for a colour model), on one symmetric red-blue scale: red a positive weight, blue a negative one."""
+    maps = np.asarray(filters, dtype=float).mean(axis=1)
+    count, rows = len(maps), -(-len(maps) // columns)
+    bound = float(np.abs(maps).max()) or 1.0
+    fig = make_subplots(rows=rows, cols=min(columns, count), horizontal_spacing=0.01, vertical_spacing=0.02)
+    for k, weights in enumerate(maps):
+        fig.add_trace(go.Heatmap(z=weights, zmin=-bound, zmax=bound, colorscale="RdBu_r", showscale=k == 0,
+                                 hovertemplate=f"filter {k}<br>%{{z:.3f}}<extra></extra>"),
+                      row=k // columns + 1, col=k % columns + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    fig.update_layout(template=TEMPLATE, title=title, height=90 + 60 * rows, margin={"l": 10, "r": 10, "t": 50,
+                                                                                      "b": 10})
+    return fig
+
+
+def grad_cam_figure(image: np.ndarray, cam: np.ndarray, title: str | None = None) -> go.Figure:
+    """One image (uint8 [C, S, S]) in grey, with its class-activation map (0..1, [S, S]) laid over it."""
+    grey = np.asarray(image, dtype=float).mean(axis=0)
+    fig = go.Figure([
+        go.Heatmap(z=grey, colorscale="gray", showscale=False, hoverinfo="skip"),
+        go.Heatmap(z=cam, colorscale="Inferno", zmin=0, zmax=1, opacity=0.5, colorbar={"title": "evidence"},
+                   hovertemplate="x %{x}, y %{y}<br>evidence %{z:.2f}<extra></extra>"),
+    ])
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    fig.update_layout(template=TEMPLATE, title=title, height=360, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return fig
+
+
 def _token_grid_layout(fig: go.Figure, names: Sequence[str], title: str | None) -> go.Figure:
     """Token × token heatmaps (attention, its difference): first token at the top, labels readable."""
     fig.update_yaxes(autorange="reversed", tickfont={"size": 10})

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -489,6 +490,23 @@ def test_probabilities(run_id: str, dataset: str, max_length: int):
 
     texts = data.load_split(dataset, "test")["text"].tolist()
     return inspect.predict(classifier(run_id), texts, max_length)
+
+
+@st.cache_resource(show_spinner="Loading the image model…", max_entries=4)
+def image_models(run_id: str) -> tuple[inspect.LoadedImages, inspect.LoadedImages]:
+    """(what an image run started from, its final model): Inspect's before and after."""
+    tuned = inspect.load_image_run(run_id)
+    return inspect.load_image_start(lab().get_run(run_id)["config"], tuned), tuned
+
+
+@st.cache_data(show_spinner="Scoring the test split…", max_entries=8)
+def image_test(run_id: str, dataset: str, size: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 images [N, C, S, S], labels, class probabilities of the run's final model) of a test split."""
+    from ptft_core.vision.data import load_images  # torch: only once an image run is inspected
+
+    images = load_images(dataset, "test", size, channels)
+    pixels, labels = images.pixels.numpy(), images.labels.numpy()
+    return pixels, labels, inspect.predict_images(image_models(run_id)[1], pixels)
 
 
 # --- charts -------------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from ptft_core.client import connect, start_service
 from ptft_core.config import (
     EvaluateConfig,
     FinetuneConfig,
+    ImageFinetuneConfig,
+    ImagePretrainConfig,
     OptimConfig,
     PretrainConfig,
     config_class,
@@ -655,6 +657,27 @@ def test_no_page_imports_torch(read_lab, tmp_path):
 
 
 # --- inspect with a real model ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_inspect_opens_a_real_image_fine_tune(lab, monkeypatch):
+    """A real image pretraining and its linear probe through the service (seconds), then Inspect's image views."""
+    monkeypatch.delenv("PTFT_TRAINER")
+    client = connect(lab, start=True)
+    parent = client.submit(ImagePretrainConfig(dataset="digits", max_steps=10, eval_count=1))
+    child = client.submit(ImageFinetuneConfig(base=f"run:{parent}", dataset="digits", strategy="linear_probe",
+                                              max_steps=4, eval_count=1))
+    assert client.wait([parent, child], timeout=300) == {parent: "completed", child: "completed"}
+    at = open_page("inspect", {"run": child})
+    assert not at.exception and not at.error, texts(at.error)
+    assert chart_count(at) == 2 and "Grad-CAM" in texts(at.caption)  # before and after
+    at = open_page("inspect", {"run": child, "image-tab": "First-layer filters"})
+    assert not at.exception and chart_count(at) == 2
+    assert "Mean |change| 0.0000" in texts(at.caption)  # a linear probe froze them
+    at = open_page("inspect", {"run": child, "image-tab": "Test errors"})
+    assert not at.exception and chart_count(at) == 1 and "Test accuracy" in {m.label for m in at.metric}
+    assert at.get("image") or "No test image is misclassified." in texts(at.caption)
+
 
 
 @pytest.mark.slow

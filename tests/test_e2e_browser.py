@@ -309,3 +309,56 @@ def test_demo_shows_the_lab_training_live_and_changes_nothing(lab_home, tmp_path
     finally:
         demo.terminate()
         demo.wait(timeout=30)
+
+
+def wait_completed(page, url: str, run_id: str, log: Path) -> None:
+    open_page(page, f"{url}/runs?run={run_id}")
+    status = page.get_by_test_id("stCaptionContainer").filter(has_text=run_id)
+    status.filter(has_text=re.compile("completed|failed|cancelled|interrupted")).wait_for(timeout=RUN_TIMEOUT_MS)
+    assert "completed" in status.first.inner_text(), log.read_text()[-3000:]
+
+
+def test_an_image_transfer_from_the_forms_to_its_class_activation_map(lab_home, tmp_path, browser):
+    """Pretrain a small ResNet on digits from the Pretrain form, fine-tune it from the Fine-tune form (a linear
+    probe), watch both on Runs and Compare, and open the fine-tune's class-activation map on Inspect."""
+    log = tmp_path / "streamlit.log"
+    page = browser.new_page(viewport=VIEWPORT)
+    with streamlit_server(lab_home, log) as url:
+        open_page(page, f"{url}/pretrain")
+        page.get_by_text("Image classifier", exact=True).click()
+        settle(page)
+        choose(page, "Dataset", "digits")
+        fill(page, "Epochs", "1")
+        page.get_by_role("button", name="Launch").click()
+        success = page.get_by_test_id("stAlertContentSuccess")
+        success.wait_for(timeout=30_000)
+        (parent,) = re.findall(r"ip-\d{8}-\d{6}-[0-9a-f]{6}", success.inner_text())
+        wait_completed(page, url, parent, log)
+
+        open_page(page, f"{url}/finetune")
+        page.get_by_text("Image classifier", exact=True).click()
+        settle(page)
+        choose(page, "Strategy", "linear probe")
+        fill(page, "Max steps (0: all epochs)", "20")
+        page.get_by_role("button", name="Launch").click()
+        success = page.get_by_test_id("stAlertContentSuccess")
+        success.wait_for(timeout=30_000)
+        (child,) = re.findall(r"if-\d{8}-\d{6}-[0-9a-f]{6}", success.inner_text())
+        from ptft_core.client import connect
+
+        assert connect(lab_home).get_run(child)["config"]["base"] == f"run:{parent}"  # the only image run, picked
+        screenshot(page, "finetune-images")
+        wait_completed(page, url, child, log)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1",
+                               timeout=60_000)
+
+        open_page(page, f"{url}/compare?runs={parent},{child}&metrics=validation/accuracy")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 2",
+                               timeout=60_000)
+
+        open_page(page, f"{url}/inspect?run={child}")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2",
+                               timeout=RUN_TIMEOUT_MS)
+        page.get_by_text("Grad-CAM").first.wait_for(timeout=30_000)
+        assert not page.get_by_test_id("stException").count()
+        screenshot(page, "inspect-images")

@@ -128,6 +128,33 @@ def test_a_cancelled_fine_tune_resumes_to_the_weights_of_an_uninterrupted_one(ho
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
 
 
+def test_inspect_explains_a_fine_tune_before_and_after(home, tmp_path, base):
+    from ptft_core import inspect
+    from ptft_core.data import load_split
+    from ptft_core.data.images import decode_split
+
+    folder, _ = base
+    for strategy, frozen in (("linear_probe", True), ("full", False)):
+        tune(tmp_path, folder, strategy, strategy=strategy)
+        tuned = inspect.LoadedImages(*(lambda m, r: (m.eval(), r, r["label_names"]))(
+            *load_image_classifier(tmp_path / strategy / "checkpoints" / "final")))
+        start = inspect.load_image_start({"kind": "image_finetune", "base": str(folder), "dataset": "digits"}, tuned)
+        assert start.record["image_size"] == 28 and start.labels == [str(d) for d in range(10)]  # the base's
+        same = (inspect.image_filters(start) == inspect.image_filters(tuned)).all()
+        assert same == frozen  # a linear probe leaves the first layer as it was; full fine-tuning moves it
+    pixels = decode_split(load_split("digits", "test").head(8), 28)
+    probs = inspect.predict_images(tuned, pixels)
+    assert probs.shape == (8, 10) and abs(probs.sum(axis=1) - 1).max() < 1e-5
+    cam, predicted, probability = inspect.grad_cam(tuned, pixels[0])
+    assert cam.shape == (28, 28) and cam.min() >= 0 and cam.max() == pytest.approx(1.0)
+    assert predicted == probs[0].argmax() and probability == pytest.approx(probs[0].max(), abs=1e-5)
+    other = (predicted + 1) % 10
+    cam_other, target, _ = inspect.grad_cam(tuned, pixels[0], target=other)
+    assert target == other and not (cam_other == cam).all()  # another class, other evidence
+    random = inspect.load_image_start({"kind": "image_finetune", "base": "vgg-small", "dataset": "digits"}, tuned)
+    assert random.record is tuned.record and len(random.labels) == 10
+
+
 def test_a_fine_tune_queued_on_its_pretraining_runs_after_it_through_the_engine(home):
     with Engine(cpu_slots=1) as engine:
         parent = engine.submit(dataclasses.replace(SOURCE, max_steps=10))
