@@ -49,9 +49,9 @@ $(RAY_STAMP): $(STAMP) requirements-ray.txt
 
 ray: $(RAY_STAMP)
 
-# Two pytest workers (pytest-xdist), each test file whole on one of them (its module fixtures built once): many
-# tests wait on processes they start, so two share the 2 cores of a CI machine (make test 12:12 -> 10:14 here,
-# docs/benchmarks.md section 13). More workers than cores would oversubscribe the real runs' threads.
+# Two pytest workers (pytest-xdist), each test file whole on one of them (its module fixtures built once) and on
+# its own share of the cores (tests/conftest.py): make test's pytest 12:12 -> 8:52 on this 2-core machine
+# (docs/benchmarks.md section 13). More workers than cores would oversubscribe the real runs' threads.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 

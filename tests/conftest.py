@@ -32,6 +32,33 @@ def _cold_workers_in_the_quick_tier(request, monkeypatch):
 PREPARED_HOME = Path(os.environ.get("PTFT_DATA_SOURCE") or paths.REPO_ROOT / "data")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: two workers), each worker and everything it starts (services, workers,
+    browsers) keeps to its own share of the cores: the engine sizes its runs' threads by the cores it may use
+    (`sched_getaffinity`) and torch its own by the same mask, so the two workers' runs no longer spin against each
+    other on the same cores. Set here, before any test module imports torch. The DDP tests lend their module every
+    core again (two ranks need two)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and count > 1 and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) >= count:
+            os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % count::count])
+
+
+@pytest.fixture(scope="module")
+def every_core():
+    """The whole machine's cores for this module's processes (a pytest worker keeps to its share otherwise)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    share = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, share)
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     """Poll `predicate` until it returns something true (returned), or fail after `timeout` s naming `what`: the
     tests wait on events (a journal line, a status), never on a fixed sleep."""

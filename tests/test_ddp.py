@@ -26,7 +26,7 @@ def test_a_batch_is_split_between_the_ranks_and_none_is_left_without_an_example(
 
 
 @pytest.fixture
-def lab(home, monkeypatch):
+def lab(home, monkeypatch, every_core):
     monkeypatch.setenv("PTFT_GPUS", "none")
     monkeypatch.delenv("PTFT_TRAINER", raising=False)
     return home

@@ -155,6 +155,20 @@ def test_inspect_explains_a_fine_tune_before_and_after(home, tmp_path, base):
     assert random.record is tuned.record and len(random.labels) == 10
 
 
+def test_a_run_starting_from_the_other_modality_s_run_is_refused_when_submitted(home):
+    from ptft_core.config import FinetuneConfig, PretrainConfig
+
+    with Engine(cpu_slots=1) as engine:  # not started: the runs stay queued, the checks happen at submit
+        image = engine.submit(SOURCE)
+        text = engine.submit(PretrainConfig())
+        with pytest.raises(ConfigError, match=rf"base: run:{image}: run {image} is image_pretrain; finetune starts "
+                                              "from a text run"):
+            engine.submit(FinetuneConfig(base=f"run:{image}"))
+        with pytest.raises(ConfigError, match=rf"run {text} is pretrain; image_finetune starts from an image run"):
+            engine.submit(dataclasses.replace(TINY, base=f"run:{text}"))
+        assert engine.submit(dataclasses.replace(TINY, base=f"run:{image}"))  # the same modality is queued
+
+
 def test_a_fine_tune_queued_on_its_pretraining_runs_after_it_through_the_engine(home):
     with Engine(cpu_slots=1) as engine:
         parent = engine.submit(dataclasses.replace(SOURCE, max_steps=10))

@@ -39,6 +39,7 @@ from typing import Any
 from ptft_core import paths
 from ptft_core.config import (
     CHECKPOINT_FIELD,
+    IMAGE_KINDS,
     ConfigError,
     RunConfig,
     check_run_labels,
@@ -209,6 +210,7 @@ class Engine:
                 known = self.store.statuses([dependency[0]])
                 if not known:
                     raise ConfigError(self._missing_dependency(data, *dependency, known))
+                self._check_modality(data, dependency[0])
                 parent = parent or dependency[0]
             run_id = new_run_id(config.kind)
             while self.store.has_run(run_id):
@@ -502,6 +504,15 @@ class Engine:
                     and not RunDir(self.run_dir(dependency[0])).has_checkpoint(dependency[1])):
                 waiting[run["id"]] = dependency
         return waiting
+
+    def _check_modality(self, config: dict[str, Any], parent: str) -> None:
+        """Refuse a run that would start from the other modality's model (a text fine-tune of an image run)."""
+        parent_kind = self.store.get_run(parent)["kind"]
+        if (parent_kind in IMAGE_KINDS) != (config["kind"] in IMAGE_KINDS):
+            field = CHECKPOINT_FIELD[config["kind"]]
+            wanted = "an image run" if config["kind"] in IMAGE_KINDS else "a text run"
+            raise ConfigError(f"{field}: {config[field]}: run {parent} is {parent_kind}; {config['kind']} starts from "
+                              f"{wanted}")
 
     def _missing_dependency(self, config: dict[str, Any], parent: str, checkpoint: str,
                             statuses: dict[str, str]) -> str | None:
