@@ -161,6 +161,21 @@ def screenshot(page, name: str) -> None:
     assert path.stat().st_size <= MAX_SCREENSHOT_BYTES, f"{path} is {path.stat().st_size} bytes"
 
 
+def launch(page, prefix: str) -> list[str]:
+    """Click Launch on the open form; the ids of the runs it queued (`prefix`-...), from its success message."""
+    page.get_by_role("button", name="Launch").click()
+    success = page.get_by_test_id("stAlertContentSuccess")
+    success.wait_for(timeout=30_000)
+    return re.findall(rf"{prefix}-\d{{8}}-\d{{6}}-[0-9a-f]{{6}}", success.inner_text())
+
+
+def wait_completed(page, url: str, run_id: str, log: Path) -> None:
+    open_page(page, f"{url}/runs?run={run_id}")
+    status = page.get_by_test_id("stCaptionContainer").filter(has_text=run_id)
+    status.filter(has_text=re.compile("completed|failed|cancelled|interrupted")).wait_for(timeout=RUN_TIMEOUT_MS)
+    assert "completed" in status.first.inner_text(), log.read_text()[-3000:]
+
+
 # --- the journey -----------------------------------------------------------------------------------------------------
 
 
@@ -197,20 +212,13 @@ def test_launch_watch_compare_inspect_then_read_only(lab_home, tmp_path, browser
         choose(page, "Probe corpus", "news")
         fill(page, "Probe texts", "16")
         fill(page, "Seeds", "0,1")
-        page.get_by_role("button", name="Launch").click()
-        success = page.get_by_test_id("stAlertContentSuccess")
-        success.wait_for(timeout=30_000)
-        run_ids = re.findall(r"ft-\d{8}-\d{6}-[0-9a-f]{6}", success.inner_text())
-        assert len(run_ids) == 2, success.inner_text()
+        run_ids = launch(page, "ft")
+        assert len(run_ids) == 2, run_ids
         screenshot(page, "finetune")
 
         # Runs: the live view follows the runs (seed 1 is queued behind seed 0) until both are completed.
         for run_id in reversed(run_ids):
-            open_page(page, f"{url}/runs?run={run_id}")
-            status = page.get_by_test_id("stCaptionContainer").filter(has_text=run_id)
-            status.filter(has_text=re.compile("completed|failed|cancelled|interrupted")).wait_for(
-                timeout=RUN_TIMEOUT_MS)
-            assert "completed" in status.first.inner_text(), log.read_text()[-3000:]
+            wait_completed(page, url, run_id, log)
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1",
                                timeout=60_000)
         screenshot(page, "runs")
@@ -311,16 +319,10 @@ def test_demo_shows_the_lab_training_live_and_changes_nothing(lab_home, tmp_path
         demo.wait(timeout=30)
 
 
-def wait_completed(page, url: str, run_id: str, log: Path) -> None:
-    open_page(page, f"{url}/runs?run={run_id}")
-    status = page.get_by_test_id("stCaptionContainer").filter(has_text=run_id)
-    status.filter(has_text=re.compile("completed|failed|cancelled|interrupted")).wait_for(timeout=RUN_TIMEOUT_MS)
-    assert "completed" in status.first.inner_text(), log.read_text()[-3000:]
-
-
 def test_an_image_transfer_from_the_forms_to_its_class_activation_map(lab_home, tmp_path, browser):
     """Pretrain a small ResNet on digits from the Pretrain form, fine-tune it from the Fine-tune form (a linear
-    probe), watch both on Runs and Compare, and open the fine-tune's class-activation map on Inspect."""
+    probe), watch both on Runs and Compare, and open the fine-tune's class-activation map on Inspect. About 35 s:
+    two real runs one after the other, and five pages drawn in a real browser."""
     log = tmp_path / "streamlit.log"
     page = browser.new_page(viewport=VIEWPORT)
     with streamlit_server(lab_home, log) as url:
@@ -329,10 +331,7 @@ def test_an_image_transfer_from_the_forms_to_its_class_activation_map(lab_home, 
         settle(page)
         choose(page, "Dataset", "digits")
         fill(page, "Epochs", "1")
-        page.get_by_role("button", name="Launch").click()
-        success = page.get_by_test_id("stAlertContentSuccess")
-        success.wait_for(timeout=30_000)
-        (parent,) = re.findall(r"ip-\d{8}-\d{6}-[0-9a-f]{6}", success.inner_text())
+        (parent,) = launch(page, "ip")
         wait_completed(page, url, parent, log)
 
         open_page(page, f"{url}/finetune")
@@ -340,10 +339,7 @@ def test_an_image_transfer_from_the_forms_to_its_class_activation_map(lab_home, 
         settle(page)
         choose(page, "Strategy", "linear probe")
         fill(page, "Max steps (0: all epochs)", "20")
-        page.get_by_role("button", name="Launch").click()
-        success = page.get_by_test_id("stAlertContentSuccess")
-        success.wait_for(timeout=30_000)
-        (child,) = re.findall(r"if-\d{8}-\d{6}-[0-9a-f]{6}", success.inner_text())
+        (child,) = launch(page, "if")
         from ptft_core.client import connect
 
         assert connect(lab_home).get_run(child)["config"]["base"] == f"run:{parent}"  # the only image run, picked

@@ -61,6 +61,7 @@ from ptft_core.training.common import (
     seed_everything,
 )
 from ptft_core.training.evaluate import classification_metrics
+from ptft_core.training.finetune import stratified_subset
 from ptft_core.training.forgetting import l2sp_anchor, l2sp_penalty
 from ptft_core.training.strategies import apply_strategy, strategy_param_groups, unfreeze_stage
 from ptft_core.vision.data import Images, Normalisation, augment, load_images
@@ -94,15 +95,6 @@ def majority_accuracy(train: Images, test: Images) -> float:
     """The test accuracy of always answering the training split's most frequent class."""
     majority = int(np.bincount(train.labels.numpy()).argmax())
     return float((test.labels == majority).double().mean())
-
-
-def stratified_rows(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """`fraction` of each class's rows (at least one of each), drawn with `seed`, in order."""
-    rng = np.random.default_rng(seed)
-    labels = labels.numpy()
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:max(1, round(fraction * np.sum(labels == c)))]
-              for c in np.unique(labels)]
-    return torch.from_numpy(np.sort(np.concatenate(picked)))
 
 
 def train_mode(model: ImageClassifier) -> None:
@@ -223,7 +215,8 @@ def setup_finetune(config: ImageFinetuneConfig, checkpoint: Path | None, clock: 
             source_dataset = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["dataset"]
     with clock.phase("data"):
         train, validation, test = load_splits(config.dataset, size, channels)
-        train = train.subset(stratified_rows(train.labels, config.label_fraction, config.seed))
+        train = train.subset(torch.from_numpy(stratified_subset(train.labels.numpy(), config.label_fraction,
+                                                                config.seed)))
         source = None
         if source_dataset is not None:
             head = base.classifier.requires_grad_(False)
