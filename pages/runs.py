@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import plots, ui
-from ptft_core.config import KINDS
+from ptft_core.config import IMAGE_KINDS, KINDS
 from ptft_core.lab import RESUMABLE, STATUSES
 
 ui.require_frame()
@@ -167,6 +167,9 @@ with curves:
         if row["kind"] == "pretrain":
             st.caption("Dotted and dash-dotted lines: the validation loss that word frequencies alone reach on the "
                        "same targets (unigram; bigram: the previous token too), with this run's tokenizer.")
+        elif row["kind"] in IMAGE_KINDS:
+            st.caption("Dotted line on accuracy: always answering the most frequent training class (the majority "
+                       "class), scored on the test split: the floor a classifier must beat.")
     elif row["kind"] != "evaluate":
         st.caption("No metrics logged yet.")
 with config:

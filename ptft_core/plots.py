@@ -335,19 +335,24 @@ def _band_traces(stats: pd.DataFrame, by: str, by_title: str, colors: dict[Any, 
     return traces
 
 
-# What word frequencies alone score on a pretraining run's validation targets (training/reference.py: split
-# "reference"), drawn on loss panels: a loss on the unigram line means the model learned word frequencies only.
+# Floors a run is read against (split "reference"): what word frequencies alone score on a pretraining run's
+# validation targets (training/reference.py), drawn on loss panels: a loss on the unigram line means the model
+# learned word frequencies only; and an image run's majority-class accuracy, drawn on accuracy panels: a curve on
+# that line learned the label prior only. name -> (title, dash, the metric of the panels it is drawn on).
 REFERENCE_SPLIT = "reference"
-REFERENCE_LINES = {"unigram_loss": ("unigram", "dot"), "bigram_loss": ("bigram", "dashdot")}
+REFERENCE_LINES = {"unigram_loss": ("unigram", "dot", "loss"), "bigram_loss": ("bigram", "dashdot", "loss"),
+                   "accuracy": ("majority class", "dot", "accuracy")}
 
 
-def reference_lines(fig: go.Figure, references: pd.DataFrame | None, **where: Any) -> None:
-    """Horizontal lines at each distinct unigram / bigram cross-entropy of `references` (rows of split
-    "reference": run_id, name, value and, optionally, label); a line names its run when the runs' corpora or
-    tokenizers differ. `where`: add_hline's row/col."""
+def reference_lines(fig: go.Figure, references: pd.DataFrame | None, metric: str = "loss", **where: Any) -> None:
+    """Horizontal lines at each distinct reference value of `references` (rows of split "reference": run_id,
+    name, value and, optionally, label) that belongs on a `metric` panel; a line names its run when the runs'
+    corpora, tokenizers or label balance differ. `where`: add_hline's row/col."""
     if references is None or references.empty:
         return
-    for name, (title, dash) in REFERENCE_LINES.items():
+    for name, (title, dash, panel) in REFERENCE_LINES.items():
+        if panel != metric:
+            continue
         rows = references[references["name"] == name]
         values = rows.assign(rounded=rows["value"].round(3)).drop_duplicates("rounded")
         for _, r in values.iterrows():
@@ -357,11 +362,13 @@ def reference_lines(fig: go.Figure, references: pd.DataFrame | None, **where: An
                           annotation_font={"size": 10, "color": "#555"}, exclude_empty_subplots=False, **where)
 
 
-def _loss_panel(panel: str | None, metrics: list[tuple[str, str]]) -> bool:
-    """Whether a panel of metric_figure shows a language-model loss (where the reference lines belong)."""
+def _panel_metric(panel: str | None, metrics: list[tuple[str, str]]) -> str | None:
+    """The metric a panel of metric_figure shows (`split/name` or `name`; one plot: loss if it shows a loss, else
+    its one metric), which decides the reference lines drawn on it."""
     if panel is None:
-        return any(name == "loss" for _, name in metrics)
-    return panel == "loss" or panel.endswith("/loss")
+        names = {name for _, name in metrics}
+        return "loss" if "loss" in names else (next(iter(names)) if len(names) == 1 else None)
+    return panel.rsplit("/", 1)[-1]
 
 
 def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, log_y: bool = False,
@@ -374,8 +381,8 @@ def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, 
     over its runs instead of one line per run. `facet`: panels sharing the x axis instead of one plot:
     "metric", one per split/name (scales that differ); "name", one per metric name with its splits overlaid
     (train vs validation loss in one panel). `target`: a horizontal reference line (convergence targets).
-    `references`: pretraining runs' unigram / bigram cross-entropy rows (split "reference"), drawn on the loss
-    panels (reference_lines).
+    `references`: rows of split "reference" (pretraining runs' unigram / bigram cross-entropy, image runs'
+    majority-class accuracy), each drawn on the panels of its metric (reference_lines).
     """
     if facet not in (None, "metric", "name"):
         raise ValueError(f"facet must be None, 'metric' or 'name', got {facet!r}")
@@ -401,8 +408,9 @@ def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, 
         else:
             traces = _run_traces(part, x, smoothing, colors, lines)
         fig.add_traces(traces, **({"rows": [row] * len(traces), "cols": [1] * len(traces)} if facet else {}))
-        if _loss_panel(panels[row - 1][0], metrics):
-            reference_lines(fig, references, **({"row": row, "col": 1} if facet else {}))
+        metric = _panel_metric(panels[row - 1][0], metrics)
+        if metric is not None:
+            reference_lines(fig, references, metric, **({"row": row, "col": 1} if facet else {}))
     if log_y:
         fig.update_yaxes(type="log")
     if not facet and len(metrics) == 1:

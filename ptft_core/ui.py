@@ -441,9 +441,10 @@ def load_series(source: LabClient, runs: pd.DataFrame, metrics: Sequence[tuple[s
 
 
 def load_references(source: LabClient, runs: pd.DataFrame) -> pd.DataFrame:
-    """The unigram / bigram cross-entropy rows (split "reference") of the pretraining runs among `runs`, with
-    `label`: what `plots.metric_figure(references=...)` draws on a loss panel."""
-    ids = runs.loc[runs["kind"] == "pretrain", "id"].tolist()
+    """The reference rows (split "reference": the unigram / bigram cross-entropy of the pretraining runs, the
+    majority-class accuracy of the image runs) among `runs`, with `label`: what
+    `plots.metric_figure(references=...)` draws on the loss and accuracy panels."""
+    ids = runs.loc[runs["kind"].isin(["pretrain", *IMAGE_KINDS]), "id"].tolist()
     if not ids:
         return pd.DataFrame(columns=["run_id", "split", "name", "x", "value", "label"])
     df = source.metric_series(ids, splits=[plots.REFERENCE_SPLIT], names=list(plots.REFERENCE_LINES))

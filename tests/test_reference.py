@@ -73,3 +73,17 @@ def test_reference_lines_go_on_the_loss_panel_only():
     assert {a.text for a in fig.layout.annotations} >= {"unigram 6.80 (run a)", "unigram 7.10 (run b)"}
     # No references, no lines.
     assert not plots.metric_figure(frame, facet="name").layout.shapes
+
+
+def test_an_image_run_s_majority_class_goes_on_its_accuracy_panels_only():
+    frame = pd.concat([pd.DataFrame({"run_id": "a", "split": split, "name": name, "x": [0, 10], "value": values})
+                       for split, name, values in (("validation", "loss", [2.3, 0.4]),
+                                                   ("validation", "accuracy", [0.1, 0.9]))])
+    references = pd.DataFrame({"run_id": "a", "split": "reference", "name": ["accuracy"], "x": 0, "value": [0.11]})
+    fig = plots.metric_figure(frame, facet="name", references=references)
+    lines = [s for s in fig.layout.shapes if s.y0 == s.y1]
+    assert [s.y0 for s in lines] == [0.11] and lines[0].yref == "y2"  # the second panel: accuracy, not loss
+    assert "majority class 0.11" in {a.text for a in fig.layout.annotations}
+    one = plots.metric_figure(frame[frame["name"] == "accuracy"], references=references)  # one plot, one metric
+    assert [s.y0 for s in one.layout.shapes] == [0.11]
+    assert not plots.metric_figure(frame[frame["name"] == "loss"], references=references).layout.shapes
