@@ -96,6 +96,8 @@ def test_each_field_that_shapes_a_fine_tune_changes_it(home, tmp_path, base, cha
     assert plain.keys() != changed.keys() or any(not torch.equal(plain[k], changed[k]) for k in plain)
     if change == {"scratch": True}:  # random weights of the base's shape: no source task to score
         assert series(logger, "forgetting", "prev_task_accuracy") == []
+        record = load_image_classifier(tmp_path / "changed" / "checkpoints" / "final")[1]
+        assert record["mean"] == load_image_classifier(folder)[1]["mean"]  # the base's pipeline, weights aside
 
 
 def test_a_preset_base_trains_at_the_set_s_size_and_replay_needs_a_pretrained_base(home, tmp_path, base):

@@ -222,8 +222,9 @@ def setup_finetune(config: ImageFinetuneConfig, checkpoint: Path | None, clock: 
             head = base.classifier.requires_grad_(False)
             source_train, source_validation, _ = load_splits(source_dataset, size, channels)
             source = Source(source_dataset, head, source_train, source_validation)
-    # A pretrained base keeps its normalisation (as an ImageNet model keeps ImageNet's); scratch learns the target's.
-    if base is not None and not config.scratch:
+    # A base's input pipeline is kept, its normalisation included (as an ImageNet model keeps ImageNet's), by its
+    # scratch baseline too (only the weights differ); a preset learns the target's.
+    if base is not None:
         normalise = Normalisation(tuple(base_record["mean"]), tuple(base_record["std"]))
     else:
         normalise = Normalisation.of(train)
