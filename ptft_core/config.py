@@ -499,6 +499,11 @@ class ImageFinetuneConfig:
     eval_count: int = _field("evaluation", "Evaluations", 10, gt=0, le=MAX_EVALUATIONS)
     """Evaluations when eval_every is 0, besides the one before the first step. At most 1,000: each is a point on
     every curve, and a chart reads 1,000 at most."""
+    early_stopping_patience: int = _field("evaluation", "Early-stop patience (0: off)", 0, ge=0,
+                                          le=MAX_EVALUATIONS)
+    """Evaluations without a new best validation accuracy before the run stops; 0: it trains all its steps. Either
+    way its final checkpoint (and the test score) is the best one's, as a text fine-tune's. At most 1,000, the most
+    evaluations a run has."""
     log_every: int = _field("evaluation", "Log every (steps)", 10, gt=0, le=MAX_STEPS)
     """Steps between training-loss log lines. At most a million, the most steps a run has."""
     replay_fraction: float = _field("forgetting probes and mitigations", "Replay fraction", 0.0, ge=0, lt=1)

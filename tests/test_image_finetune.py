@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptft_core.config import ConfigError, ImageFinetuneConfig, ImagePretrainConfig
+from ptft_core.config import ConfigError, ImageFinetuneConfig, ImagePretrainConfig, OptimConfig
 from ptft_core.engine import Engine
 from ptft_core.journal import MemoryLogger
 from ptft_core.training import run_image_finetune, run_image_pretrain
@@ -20,7 +20,8 @@ from tests.conftest import linked_home
 pytestmark = pytest.mark.slow
 
 SOURCE = ImagePretrainConfig(dataset="mnist", max_steps=30, eval_count=1, batch_size=64, precision="float32")
-TINY = ImageFinetuneConfig(dataset="digits", max_steps=4, eval_count=2, batch_size=32, log_every=2,
+# One evaluation (at the last step) besides step 0: the final checkpoint, the best one's, holds the last weights.
+TINY = ImageFinetuneConfig(dataset="digits", max_steps=4, eval_count=1, batch_size=32, log_every=2,
                            precision="float32")
 
 
@@ -55,7 +56,7 @@ def test_the_source_task_is_scored_with_the_base_s_head_from_step_0(home, tmp_pa
     folder, source = base
     logger, _ = tune(tmp_path, folder, strategy="full")
     forgetting = series(logger, "forgetting", "prev_task_accuracy")
-    assert len(forgetting) == 3  # step 0 and the two evaluations
+    assert len(forgetting) == 2  # step 0 and the evaluation
     # Step 0: the base itself on its own validation split, as its pretraining last scored it (mnist, 28 pixels:
     # the fine-tune reads digits at the base's size).
     assert forgetting[0] == pytest.approx(source["validation", "accuracy"], abs=1e-9)
@@ -98,6 +99,33 @@ def test_each_field_that_shapes_a_fine_tune_changes_it(home, tmp_path, base, cha
         assert series(logger, "forgetting", "prev_task_accuracy") == []
         record = load_image_classifier(tmp_path / "changed" / "checkpoints" / "final")[1]
         assert record["mean"] == load_image_classifier(folder)[1]["mean"]  # the base's pipeline, weights aside
+
+
+def test_the_final_checkpoint_holds_the_best_validation_accuracy_s_weights(home, tmp_path, base):
+    logger, final = tune(tmp_path, base[0], "best", max_steps=12, eval_count=6)
+    scored = [e for e in logger.events if e["type"] == "metric" and e["split"] == "validation"
+              and e["name"] == "accuracy" and e["step"] > 0]  # step 0 is no candidate: an untrained head
+    best = max(scored, key=lambda e: (e["value"], -e["step"]))  # the first of equals
+    saved = [e for e in logger.events if e["type"] == "checkpoint" and e["path"].endswith("final")]
+    assert saved[-1]["step"] == best["step"]
+    model, record = load_image_classifier(tmp_path / "best" / "checkpoints" / "final")
+    from ptft_core.training.images import score
+    from ptft_core.vision.data import Normalisation, load_images
+
+    validation = load_images("digits", "validation", 28, 1)
+    again = score(model, validation, Normalisation(tuple(record["mean"]), tuple(record["std"])), torch.device("cpu"))
+    assert again["accuracy"] == pytest.approx(best["value"], abs=1e-9)
+    assert final.keys() == model.state_dict().keys()
+
+
+def test_early_stopping_ends_a_fine_tune_that_stopped_improving(home, tmp_path, base):
+    # A linear probe at a vanishing learning rate scores the same at every evaluation: no new best after the first.
+    still = dict(strategy="linear_probe", max_steps=12, eval_count=6, optim=OptimConfig(lr=1e-12))
+    patient, _ = tune(tmp_path, base[0], "patient", **still)
+    stopped, _ = tune(tmp_path, base[0], "stopped", early_stopping_patience=2, **still)
+    assert max(e["step"] for e in patient.events if e["type"] == "metric" and e["split"] == "train") == 12
+    assert [e["step"] for e in stopped.events if e["type"] == "early_stop"] == [6]  # best at 2, then 4 and 6
+    assert max(e["step"] for e in stopped.events if e["type"] == "metric" and e["split"] == "train") == 6
 
 
 def test_a_preset_base_trains_at_the_set_s_size_and_replay_needs_a_pretrained_base(home, tmp_path, base):
