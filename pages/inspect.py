@@ -28,8 +28,9 @@ config = lab.get_run(run_id)["config"]
 if config["kind"] in IMAGE_KINDS:
     try:
         start, tuned = ui.image_models(run_id)
+        classes = config.get("classes") or []
         pixels, truth, probs = ui.image_test(run_id, config["dataset"], tuned.record["image_size"],
-                                             tuned.record["channels"])
+                                             tuned.record["channels"], classes)
     except (ValueError, OSError) as exc:  # a missing or unreadable checkpoint, a base deleted since
         ui.show_error(f"The models of {run_id} could not be loaded", exc)
         st.stop()
@@ -70,7 +71,8 @@ if config["kind"] in IMAGE_KINDS:
                 st.markdown("**Most confident mistakes**")
                 # Its "text" column holds what it was given for each test row: here the row's index.
                 mistakes = model_inspect.confident_mistakes(list(range(len(truth))), truth, probs, tuned.labels, n=12)
-                stored = data.load_split(config["dataset"], "test")["image"]
+                stored = data.class_subset(data.load_split(config["dataset"], "test"),
+                                           data.label_names(config["dataset"]), classes)[0]["image"]
                 if mistakes.empty:
                     st.caption("No test image is misclassified.")
                 else:

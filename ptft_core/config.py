@@ -91,6 +91,7 @@ MAX_NAME = 200  # characters of a run name, a dataset name or a tag: shown in ta
 MAX_SPEC = 500  # characters of a model spec: a checkpoint folder's path fits (Linux's PATH_MAX is 4,096)
 MAX_NAMES = 20  # datasets in one list: more corpora than the lab has built-in and registered together
 MAX_TAGS = 50  # tags on one run: labels to find it by, sent with every run list
+MAX_CLASSES = 1_000  # classes an image run keeps: ImageNet's 1,000; a confusion matrix past that reads nothing
 MAX_STEPS = 1_000_000  # optimizer steps: a million steps is weeks on one GPU for the presets here
 MAX_EPOCHS = 1_000  # passes over a dataset: a thousand passes memorise any labelled dataset here
 MAX_BATCH = 1_024  # examples per step: 1,024 sequences of 512 tokens is past one GPU's memory for the base preset
@@ -404,6 +405,9 @@ class ImagePretrainConfig:
     dataset: DatasetName = _field("model and data", "Dataset", "mnist")
     """A labelled image set (built-in mnist or digits, or one registered on the Data page); at most 200
     characters."""
+    classes: Names = _field("model and data", "Classes (empty: all)", [], max_length=MAX_CLASSES)
+    """Train and score on these classes of the dataset only (their label names, e.g. 0 to 4 of mnist), as a set of
+    their own: one output per class, in the dataset's order. Empty: every class. At most 1,000: ImageNet's count."""
     image_size: int = _field("model and data", "Image size (pixels, 0: the set's own)", 0, ge=0, le=224)
     """Images are resized to this many pixels a side; 0 keeps the set's own size (mnist 28, digits 8; a set of
     mixed sizes needs one given). At most 224: ImageNet's input, and the largest side the lab stores (256) leaves
@@ -462,6 +466,9 @@ class ImageFinetuneConfig:
     model learns without its pretraining."""
     dataset: DatasetName = _field("model and data", "Dataset", "digits")
     """The target: a labelled image set (built-in or registered on the Data page); at most 200 characters."""
+    classes: Names = _field("model and data", "Classes (empty: all)", [], max_length=MAX_CLASSES)
+    """Train and score on these classes of the dataset only (their label names, e.g. 5 to 9 of mnist), as a set of
+    their own: one output per class, in the dataset's order. Empty: every class. At most 1,000: ImageNet's count."""
     image_size: int = _field("model and data", "Image size (pixels, 0: the base's)", 0, ge=0, le=224)
     """Images are resized to this many pixels a side; 0 takes the pretrained base's input size (a preset base: the
     set's own). At most 224: ImageNet's input, and the largest side the lab stores (256) leaves room for a crop."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ptft_core.config import BUILTIN_CHECKPOINT, CHECKPOINT_FIELD, IMAGE_KINDS, IMAGE_MODELS, PRESETS, ConfigError
-from ptft_core.data.registry import known_names, modality
+from ptft_core.data.registry import known_names, label_names, modality
 from ptft_core.ids import is_id
 
 RUN_SPEC = "run:"  # a model spec naming a run's checkpoint: run:<run_id>[/<checkpoint>]
@@ -85,6 +85,22 @@ def check_dataset(name: str, field: str, wanted: str = "text") -> None:
                           f"a {wanted} dataset")
 
 
+def check_classes(dataset: str, classes: list[str], field: str = "classes") -> None:
+    """Refuse classes that are not labels of `dataset`, named twice, or fewer than two (nothing to tell apart)."""
+    if not classes:
+        return
+    known = label_names(dataset)
+    unknown = [c for c in classes if c not in known]
+    if unknown:
+        raise ConfigError(f"{field}: {', '.join(map(repr, unknown[:5]))} "
+                          f"{'is' if len(unknown) == 1 else 'are'} not a label of {dataset} (its labels: "
+                          f"{', '.join(known[:20])}{' ...' if len(known) > 20 else ''})")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"{field}: a class is named twice ({', '.join(classes)})")
+    if len(classes) < 2:
+        raise ConfigError(f"{field}: a classifier needs at least two classes (got {', '.join(classes)})")
+
+
 def check_names(config: dict[str, Any]) -> None:
     """Every model spec and dataset name of a (validated) config, checked; ConfigError names the first bad one."""
     check_model_spec(config[CHECKPOINT_FIELD[config["kind"]]], CHECKPOINT_FIELD[config["kind"]])
@@ -95,3 +111,5 @@ def check_names(config: dict[str, Any]) -> None:
     for field in ("corpus", "datasets"):
         for name in config.get(field) or ():
             check_dataset(name, field, wanted)
+    if config.get("classes"):
+        check_classes(config["dataset"], config["classes"])

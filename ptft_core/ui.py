@@ -501,11 +501,13 @@ def image_models(run_id: str) -> tuple[inspect.LoadedImages, inspect.LoadedImage
 
 
 @st.cache_data(show_spinner="Scoring the test split…", max_entries=8)
-def image_test(run_id: str, dataset: str, size: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(uint8 images [N, C, S, S], labels, class probabilities of the run's final model) of a test split."""
+def image_test(run_id: str, dataset: str, size: int, channels: int,
+               classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 images [N, C, S, S], labels, class probabilities of the run's final model) of a test split, only
+    its rows of `classes` when the run named some (as it trained)."""
     from ptft_core.vision.data import load_images  # torch: only once an image run is inspected
 
-    images = load_images(dataset, "test", size, channels)
+    images = load_images(dataset, "test", size, channels, classes)
     pixels, labels = images.pixels.numpy(), images.labels.numpy()
     return pixels, labels, inspect.predict_images(image_models(run_id)[1], pixels)
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from ptft_core.cli.data import format_table
-from ptft_core.config import ConfigError, FinetuneConfig, PretrainConfig, config_to_dict
+from ptft_core.config import ConfigError, FinetuneConfig, ImagePretrainConfig, PretrainConfig, config_to_dict
 from ptft_core.data import DataError, dataset_info, list_datasets, load_split
-from ptft_core.data.images import IMAGE_SETS, class_strips, decode_png, decode_split, read_csv_images
+from ptft_core.data.images import IMAGE_SETS, class_strips, class_subset, decode_png, decode_split, read_csv_images
 from ptft_core.data.info import IMAGE_BUILTINS, SPLITS, TEXT_BUILTINS
 from ptft_core.data.registry import modality
 from ptft_core.specs import check_dataset, check_names
@@ -76,6 +76,20 @@ def test_a_text_run_refuses_an_image_set_when_submitted_and_names_the_field(home
     with pytest.raises(ConfigError, match=r"holds text data and this run reads image data"):
         check_dataset("movies", "dataset", wanted="image")
     check_dataset("digits", "dataset", wanted="image")
+
+
+def test_a_run_on_some_classes_sees_them_as_a_set_of_their_own_and_bad_classes_are_refused(home):
+    frame = pd.DataFrame({"image": list(b"abcdef"), "label": [0, 3, 1, 3, 2, 1]})
+    kept, names = class_subset(frame, ["a", "b", "c", "d"], ["d", "b"])
+    assert names == ["b", "d"]  # the dataset's order, whatever the order asked
+    assert kept["label"].tolist() == [1, 0, 1, 0] and kept["image"].tolist() == list(b"bcdf")
+    assert class_subset(frame, ["a", "b", "c", "d"], [])[0] is frame
+    check_names(config_to_dict(ImagePretrainConfig(classes=["0", "1", "2", "3", "4"])))
+    for classes, message in ((["0", "x"], r"classes: 'x' is not a label of mnist \(its labels: 0, 1, 2"),
+                             (["3", "3"], "classes: a class is named twice"),
+                             (["3"], "classes: a classifier needs at least two classes")):
+        with pytest.raises(ConfigError, match=message):
+            check_names(config_to_dict(ImagePretrainConfig(classes=classes)))
 
 
 def test_reading_a_bad_member_says_where_and_why():

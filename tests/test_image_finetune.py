@@ -101,6 +101,26 @@ def test_each_field_that_shapes_a_fine_tune_changes_it(home, tmp_path, base, cha
         assert record["mean"] == load_image_classifier(folder)[1]["mean"]  # the base's pipeline, weights aside
 
 
+def test_a_transfer_between_classes_scores_the_source_classes_with_the_source_head(home, tmp_path):
+    low = ["0", "1", "2", "3", "4"]
+    source = MemoryLogger()
+    run_image_pretrain(dataclasses.replace(SOURCE, classes=low, max_steps=10), tmp_path / "low", source)
+    base_model, base_record = load_image_classifier(tmp_path / "low" / "checkpoints" / "final")
+    assert base_record["label_names"] == low and base_model.classifier.out_features == 5
+    logger, state = tune(tmp_path, tmp_path / "low" / "checkpoints" / "final", "high", dataset="mnist",
+                         classes=["5", "6", "7", "8", "9"])
+    assert state["classifier.weight"].shape[0] == 5
+    assert load_image_classifier(tmp_path / "high" / "checkpoints" / "final")[1]["label_names"] == list("56789")
+    # Step 0 is the base on its own validation images (0-4 only, 5 outputs), as its pretraining last scored it.
+    before = [e["value"] for e in source.events if e["type"] == "metric" and e["split"] == "validation"
+              and e["name"] == "accuracy"][-1]
+    assert series(logger, "forgetting", "prev_task_accuracy")[0] == pytest.approx(before, abs=1e-9)
+    from ptft_core.vision.data import load_images
+
+    test = load_images("mnist", "test", 28, 1, ["5", "6", "7", "8", "9"])
+    assert len(test) == 250 and sorted(set(test.labels.tolist())) == [0, 1, 2, 3, 4]  # 50 a class, renumbered
+
+
 def test_the_final_checkpoint_holds_the_best_validation_accuracy_s_weights(home, tmp_path, base):
     logger, final = tune(tmp_path, base[0], "best", max_steps=12, eval_count=6)
     scored = [e for e in logger.events if e["type"] == "metric" and e["split"] == "validation"

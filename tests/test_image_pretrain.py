@@ -77,7 +77,7 @@ def test_a_cancelled_run_resumes_to_the_weights_of_an_uninterrupted_one(home, tm
 
 @pytest.mark.parametrize("change", [{"model": "vgg-small"}, {"image_size": 12}, {"augment": "none"},
                                     {"augment": "crop_flip"}, {"dropout": 0.5}, {"seed": 1}, {"batch_size": 16},
-                                    {"max_steps": 5}, {"optim": {"lr": 1e-2}}])
+                                    {"max_steps": 5}, {"optim": {"lr": 1e-2}}, {"classes": ["0", "1", "2"]}])
 def test_each_field_that_shapes_the_run_changes_it(home, tmp_path, change):
     baseline = final_weights(tmp_path, "baseline")
     changes = {k: (dataclasses.replace(TINY.optim, **v) if k == "optim" else v) for k, v in change.items()}

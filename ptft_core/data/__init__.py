@@ -12,7 +12,7 @@ from ptft_core.data.errors import DataError
 from ptft_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ptft_core.data.images import class_strips
+    from ptft_core.data.images import class_strips, class_subset
     from ptft_core.data.info import BUILTIN_NAMES, DatasetInfo
     from ptft_core.data.prepare import prepare_all
     from ptft_core.data.registry import (
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "prepare_all": "prepare",
     "class_strips": "images",
+    "class_subset": "images",
     "BUILTIN_NAMES": "info",
     "DatasetInfo": "info",
     "dataset_info": "registry",
@@ -52,6 +53,7 @@ __all__ = [
     "DataError",
     "DatasetInfo",
     "class_strips",
+    "class_subset",
     "dataset_info",
     "label_names",
     "list_datasets",

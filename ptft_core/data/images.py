@@ -88,6 +88,23 @@ def decode_split(frame: pd.DataFrame, size: int, channels: int = 1) -> np.ndarra
     return np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
 
 
+def kept_names(names: list[str], classes: list[str]) -> list[str]:
+    """The label names a run on `classes` has: those of `names` it names, in the dataset's order (all: none named)."""
+    return [name for name in names if name in set(classes)] if classes else list(names)
+
+
+def class_subset(frame: pd.DataFrame, names: list[str], classes: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of a split whose label is one of `classes` (empty: every row), labels renumbered 0.. in the
+    dataset's order of the kept names, and those names: a run on some classes of a set (mnist's 0-4) sees a set of
+    its own. The names are checked at submit (specs.check_classes)."""
+    if not classes:
+        return frame, list(names)
+    kept = kept_names(names, classes)
+    number = {names.index(name): i for i, name in enumerate(kept)}
+    rows = frame[frame["label"].isin(list(number))].reset_index(drop=True)
+    return rows.assign(label=rows["label"].map(number).astype(np.int64)), kept
+
+
 def images_frame(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """Rows of (image: PNG bytes, label) for uint8 images [N, H, W(, C)]."""
     return pd.DataFrame({"image": [encode_png(image) for image in images], "label": labels.astype(np.int64)})

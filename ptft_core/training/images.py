@@ -35,10 +35,11 @@ from ptft_core.config import (
     replay_sizes,
 )
 from ptft_core.data import dataset_info, label_names
+from ptft_core.data.images import kept_names
 from ptft_core.journal import MetricLogger
 from ptft_core.models import autocast, pick_device
 from ptft_core.rundir import IMAGE_MODEL_FILE, RunDir
-from ptft_core.specs import run_reference
+from ptft_core.specs import check_classes, run_reference
 from ptft_core.training.checkpoint import (
     CONFIG_FILE,
     latest_checkpoint,
@@ -172,27 +173,33 @@ class ImageRun:
         return isinstance(self.config, ImageFinetuneConfig)
 
 
-def load_splits(dataset: str, size: int, channels: int) -> tuple[Images, Images, Images]:
-    return tuple(load_images(dataset, split, size, channels) for split in ("train", "validation", "test"))
+def load_splits(dataset: str, size: int, channels: int, classes: list[str]) -> tuple[Images, Images, Images]:
+    return tuple(load_images(dataset, split, size, channels, classes) for split in ("train", "validation", "test"))
+
+
+def class_names(dataset: str, classes: list[str]) -> list[str]:
+    """The label names a run on `classes` of `dataset` has (all of them when none is named), checked."""
+    check_classes(dataset, classes)
+    return kept_names(label_names(dataset), classes)
 
 
 def setup_pretrain(config: ImagePretrainConfig, checkpoint: Path | None, clock: PhaseClock) -> ImageRun:
+    names = class_names(config.dataset, config.classes)
     with clock.phase("data"):
         info = dataset_info(config.dataset)
         size = config.image_size or info.image_size
         if not size:
             raise ConfigError(f"image_size: {config.dataset}'s images have several sizes; give the size to train at")
         channels = info.channels or 1
-        train, validation, test = load_splits(config.dataset, size, channels)
+        train, validation, test = load_splits(config.dataset, size, channels, config.classes)
     with clock.phase("load"):
         if checkpoint is not None:  # resuming: the weights and the normalisation come from the checkpoint
             model, record = load_image_classifier(checkpoint, config.dropout)
             normalise = Normalisation(tuple(record["mean"]), tuple(record["std"]))
         else:
-            model = build_classifier(config.model, len(label_names(config.dataset)), channels, config.dropout,
-                                     seed=config.seed)
+            model = build_classifier(config.model, len(names), channels, config.dropout, seed=config.seed)
             normalise = Normalisation.of(train)
-            record = model_record(config.model, channels, label_names(config.dataset), size, normalise)
+            record = model_record(config.model, channels, names, size, normalise)
     return ImageRun(config, model, record, normalise, train, validation, test)
 
 
@@ -214,7 +221,7 @@ def base_folder(spec: str) -> Path:
 
 
 def setup_finetune(config: ImageFinetuneConfig, checkpoint: Path | None, clock: PhaseClock) -> ImageRun:
-    names = label_names(config.dataset)
+    names = class_names(config.dataset, config.classes)
     with clock.phase("load"):
         if config.base in IMAGE_MODELS:  # random weights of a shape: no source task, the set's own input
             base, folder = None, None
@@ -232,18 +239,19 @@ def setup_finetune(config: ImageFinetuneConfig, checkpoint: Path | None, clock: 
             raise ConfigError("replay_fraction: replays the source task of a pretrained base; this run has none "
                               f"(base {config.base!r}{', scratch' if config.scratch else ''})")
         model = build_classifier(preset, len(names), channels, config.dropout, seed=config.seed)
-        source_dataset = None
+        source_dataset, source_classes = None, []
         if base is not None and not config.scratch:  # the pretrained backbone under a new head
             model.backbone.load_state_dict(base.backbone.state_dict())
-            source_dataset = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))["dataset"]
+            trained = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            source_dataset, source_classes = trained["dataset"], trained.get("classes") or []
     with clock.phase("data"):
-        train, validation, test = load_splits(config.dataset, size, channels)
+        train, validation, test = load_splits(config.dataset, size, channels, config.classes)
         train = train.subset(torch.from_numpy(stratified_subset(train.labels.numpy(), config.label_fraction,
                                                                 config.seed)))
         source = None
         if source_dataset is not None:
             head = base.classifier.requires_grad_(False)
-            source_train, source_validation, _ = load_splits(source_dataset, size, channels)
+            source_train, source_validation, _ = load_splits(source_dataset, size, channels, source_classes)
             source = Source(source_dataset, head, source_train, source_validation)
     # A base's input pipeline is kept, its normalisation included (as an ImageNet model keeps ImageNet's), by its
     # scratch baseline too (only the weights differ); a preset learns the target's.

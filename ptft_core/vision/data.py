@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ptft_core.data import load_split
-from ptft_core.data.images import decode_split
+from ptft_core.data import label_names, load_split
+from ptft_core.data.images import class_subset, decode_split
 
 
 @dataclass
@@ -30,8 +30,9 @@ class Images:
         return Images(self.pixels[index], self.labels[index])
 
 
-def load_images(dataset: str, split: str, size: int, channels: int) -> Images:
-    frame = load_split(dataset, split)
+def load_images(dataset: str, split: str, size: int, channels: int, classes: list[str] = ()) -> Images:
+    """A split at `size` pixels, only the rows of `classes` when some are named (labels renumbered: class_subset)."""
+    frame, _ = class_subset(load_split(dataset, split), label_names(dataset), list(classes))
     pixels = decode_split(frame, size, channels)
     return Images(torch.from_numpy(pixels), torch.tensor(frame["label"].to_numpy(dtype=np.int64)))
 
