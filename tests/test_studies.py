@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from ptft_core.client import start_service
-from ptft_core.config import FinetuneConfig, PretrainConfig, config_to_dict
+from ptft_core.config import CHECKPOINT_FIELD, FinetuneConfig, PretrainConfig, config_to_dict
 from ptft_core.studies import report as rp
 from ptft_core.studies import stats
 from ptft_core.studies.costs import estimate_seconds, run_seconds
@@ -122,7 +122,7 @@ def test_forgetting_compares_arms_seed_by_seed():
     """Two arms with one seed share the movies stage, so the mitigation is tested on per-seed differences of the
     drop: here -8, -11, -9 and -12 points (mean -10, sd 1.83, t = -10.95 on 3 df: p = 0.0016 by the t table),
     which Welch's test across arms (spreads of 11-12 points from the movies stage) would leave within noise."""
-    from ptft_core.studies.forgetting import seed_matched
+    from ptft_core.studies.stats import seed_matched
 
     plain, replay = [0.28, 0.21, 0.04, 0.29], [0.20, 0.10, -0.05, 0.17]
     runs = pd.DataFrame({"arm": ["plain"] * 4 + ["replay"] * 4, "seed": [0, 1, 2, 3] * 2, "drop": plain + replay})
@@ -518,7 +518,7 @@ def test_each_study_runs_end_to_end_and_its_report_renders(tiny_studies, name):
         if state.planned.base_from is not None:
             row = state.row
             assert row["parent_run"] == state.parent_id
-            spec = row["config"]["base" if row["kind"] == "finetune" else "model"]
+            spec = row["config"][CHECKPOINT_FIELD[row["kind"]]]
             assert spec == state.planned.base_from.spec(state.parent_id)
 
 

@@ -16,6 +16,8 @@ from ptft_core.config import (
     CPU_AUTO_BF16,
     EvaluateConfig,
     FinetuneConfig,
+    ImageFinetuneConfig,
+    ImagePretrainConfig,
     PretrainConfig,
     eval_steps,
     probe_steps,
@@ -138,6 +140,51 @@ def pretrain_seconds(config: PretrainConfig, family: str) -> float:
     return total
 
 
+@dataclass(frozen=True)
+class ImageCost:
+    """Seconds on this project's 2-core CPU (float32, channels-last) for one image preset at 28 pixels; a run at
+    another size scales by its pixel count. step_s = step_fixed_s + train_s_per_image * batch; scoring costs
+    eval_s_per_image. Measured 2026-12-07 from one-seed pilots of the image transfer study (resnet-small, batch
+    16 and 64 on mnist, in bf16, times CPU_BF16_SPEEDUP)."""
+
+    step_fixed_s: float
+    train_s_per_image: float
+    eval_s_per_image: float
+
+
+IMAGE_COSTS = {"resnet-small": ImageCost(0.002, 0.6e-3, 0.2e-3)}  # the preset the study trains; others: its cost
+# What a strategy's backward pass costs against full fine-tuning's (a linear probe: the head's alone; the bottom
+# stages frozen: no weight gradients below the top): the pilots' wall times, 500 steps each.
+IMAGE_TRAIN_SHARE = {"linear_probe": 0.4, "freeze_bottom": 0.7}
+# An image run forked from the fork server imports nothing; its start is the model, the decoding of its splits'
+# PNGs (mnist: 5,000 of them) and the journal: 1-2 s in the pilots, against a text run's tokenising.
+IMAGE_START_S = 2.0
+
+
+def image_seconds(config: ImagePretrainConfig | ImageFinetuneConfig, train_images: int, eval_images: int,
+                  test_images: int) -> float:
+    """An image run on `train_images` training images (after its label fraction), scoring `eval_images` at each
+    evaluation (validation and, for a fine-tune of a pretrained base, the source task's) and `test_images` once."""
+    cost = IMAGE_COSTS.get(getattr(config, "model", None) or "resnet-small", IMAGE_COSTS["resnet-small"])
+    scale = ((config.image_size or 28) / 28) ** 2
+    steps_per_epoch = max(1, train_images // config.batch_size)
+    steps = steps_per_epoch * config.epochs
+    steps = min(steps, config.max_steps) if config.max_steps else steps
+    share = IMAGE_TRAIN_SHARE.get(getattr(config, "strategy", "full"), 1.0)
+    train = steps * (cost.step_fixed_s + share * scale * cost.train_s_per_image * config.batch_size)
+    evals = len(eval_steps(steps, config.eval_every, config.eval_count, steps_per_epoch)) + 1
+    return IMAGE_START_S + train + scale * cost.eval_s_per_image * (evals * eval_images + test_images)
+
+
+def image_rows(dataset: str, classes: list[str], split: str) -> int:
+    """Rows of a split of `dataset`, only those of `classes` when some are named."""
+    try:
+        balance = dataset_info(dataset).label_balance.get(split) or {}
+    except Exception:  # not prepared: the built-ins' even classes
+        return 0
+    return sum(n for name, n in balance.items() if not classes or name in classes)
+
+
 @functools.cache  # the CPU does not change under a running process; the Studies page estimates on every rerun
 def cpu_native_bf16() -> bool:
     """Whether this machine's CPU computes bf16 in hardware (AVX512-BF16 or AMX), as /proc/cpuinfo says: the
@@ -166,7 +213,15 @@ def run_seconds(runs: list[PlannedRun], device: str = "cpu", native_bf16: bool |
     for run in runs:
         c = run.config
         inherited = family_of.get(run.base_from.key) if run.base_from else None
-        if isinstance(c, PretrainConfig):
+        if isinstance(c, ImagePretrainConfig | ImageFinetuneConfig):
+            family = "image"
+            source = configs.get(run.base_from.key) if run.base_from else None
+            source_eval = (image_rows(source.dataset, source.classes, "validation")
+                           if source is not None and not getattr(c, "scratch", False) else 0)
+            train = round(getattr(c, "label_fraction", 1.0) * image_rows(c.dataset, c.classes, "train"))
+            seconds = image_seconds(c, train, image_rows(c.dataset, c.classes, "validation") + source_eval,
+                                    image_rows(c.dataset, c.classes, "test"))
+        elif isinstance(c, PretrainConfig):
             family = c.model if c.model in COSTS else inherited or BUILTIN_CHECKPOINT
             seconds = pretrain_seconds(c, family)
         elif isinstance(c, EvaluateConfig):
@@ -177,10 +232,11 @@ def run_seconds(runs: list[PlannedRun], device: str = "cpu", native_bf16: bool |
             family = inherited or (c.base if c.base in COSTS else BUILTIN_CHECKPOINT)
             seconds = finetune_seconds(c, family)
         family_of[run.key] = family
+        start = IMAGE_START_S if family == "image" else PROCESS_START_S
         if device == "cuda":
-            seconds = PROCESS_START_S + (seconds - PROCESS_START_S) / GPU_SPEEDUP
+            seconds = start + (seconds - start) / GPU_SPEEDUP
         elif cpu_computes_bf16(getattr(c, "precision", "float32"), native_bf16):  # evaluate runs: float32
-            seconds = PROCESS_START_S + (seconds - PROCESS_START_S) / CPU_BF16_SPEEDUP
+            seconds = start + (seconds - start) / CPU_BF16_SPEEDUP
         out[run.key] = seconds
     return out
 

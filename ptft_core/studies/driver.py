@@ -30,7 +30,15 @@ from typing import Any
 
 import pandas as pd
 
-from ptft_core.config import CHECKPOINT_FIELD, ConfigError, EvaluateConfig, FinetuneConfig, config_to_dict
+from ptft_core.config import (
+    CHECKPOINT_FIELD,
+    ConfigError,
+    EvaluateConfig,
+    FinetuneConfig,
+    ImageFinetuneConfig,
+    ImagePretrainConfig,
+    config_to_dict,
+)
 from ptft_core.ids import STUDY, new_id
 from ptft_core.lab import TERMINAL  # pruned: by hand, a study never prunes
 from ptft_core.studies.costs import dataset_chance, dataset_classes, dataset_shape, estimate_seconds, run_seconds
@@ -95,6 +103,8 @@ def make_plan(template: str, preset: str, tiny: bool = False, slots: int = 1, de
 def _datasets(config) -> tuple[str, ...]:
     if isinstance(config, FinetuneConfig):
         return tuple(d for d in (config.dataset, config.then_dataset) if d)
+    if isinstance(config, ImageFinetuneConfig | ImagePretrainConfig):
+        return (config.dataset,)
     return tuple(config.datasets) if isinstance(config, EvaluateConfig) else ()
 
 

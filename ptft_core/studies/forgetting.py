@@ -16,7 +16,6 @@ from ptft_core.config import BUILTIN_CHECKPOINT, OptimConfig
 from ptft_core.plots import TEMPLATE, arm_color, empty_figure, seed_band, study_layout
 from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
 from ptft_core.studies.stats import (
-    Difference,
     attach,
     cell,
     cells,
@@ -26,6 +25,7 @@ from ptft_core.studies.stats import (
     mean_curves,
     mean_std,
     paired,
+    seed_matched,
 )
 from ptft_core.studies.templates import (
     BaseFrom,
@@ -116,15 +116,6 @@ def epochs_for(steps: int, dataset: str, batch_size: int, fraction: float = 0.1)
 
 
 # --- the report -------------------------------------------------------------------------------------------------------
-
-
-def seed_matched(runs: pd.DataFrame, column: str, arm: str, base: str) -> Difference:
-    """`arm` − `base` in `column`, seed by seed: the paired t-test over the seeds both have. Two arms with the
-    same seed share the movies stage (same data, order and start; L2-SP aside) and differ in the second, so
-    pairing takes the movies stage's spread out of the comparison."""
-    a = runs[runs["arm"] == arm].set_index("seed")[column]
-    b = runs[runs["arm"] == base].set_index("seed")[column]
-    return paired(mean_std((a - b.reindex(a.index)).dropna()))
 
 
 def stage_values(m: pd.DataFrame, run_id: str) -> tuple[float, float, float] | None:

@@ -167,31 +167,39 @@ def still_rising(values: Sequence[float], k: int = RISING_EVALS, tol: float = RI
     return float(np.mean(values[-k:]) - np.mean(values[-2 * k:-k])) > tol
 
 
+FINETUNE_KINDS = ("finetune", "image_finetune")  # the kinds that classify: what the checks below read
+
+
 def with_checks(data: StudyData) -> pd.DataFrame:
-    """data.runs with `majority_only` and `still_rising` for completed fine-tuning runs (False elsewhere)."""
+    """data.runs with `majority_only` and `still_rising` for completed fine-tuning runs (False elsewhere). The
+    majority-class rate is the run's own where it logged one (an image run: split "reference", its classes'
+    test split), else its dataset's."""
     runs = data.runs.copy()
     runs["majority_only"], runs["still_rising"] = False, False
     m = data.metrics
     if m.empty or runs.empty:
         return runs
     accuracy, f1 = last_values(m, "test", "accuracy"), last_values(m, "test", "f1")
+    own_rate = last_values(m, REFERENCE_SPLIT, "accuracy")
     val = m[(m["split"] == "validation") & (m["name"] == "accuracy")].sort_values("x")
     curves = {rid: g["value"].tolist() for rid, g in val.groupby("run_id")}
     for i, r in runs.iterrows():
         c = r["config"] or {}
-        if r["status"] != "completed" or c.get("kind") != "finetune":
+        if r["status"] != "completed" or c.get("kind") not in FINETUNE_KINDS:
             continue
         dataset = c.get("then_dataset") or c.get("dataset")
         meta = ((data.plan.meta or {}).get("datasets", {}).get(dataset) or {})
+        chance = own_rate.get(r["run_id"], meta.get("chance"))
+        classes = len(c.get("classes") or ()) or int(meta.get("classes") or 2)
         runs.at[i, "majority_only"] = majority_only(accuracy.get(r["run_id"], math.nan), f1.get(r["run_id"], math.nan),
-                                                    meta.get("chance"), int(meta.get("classes") or 2))
+                                                    chance, classes)
         runs.at[i, "still_rising"] = still_rising(curves.get(r["run_id"], []))
     return runs
 
 
 def check_caveats(runs: pd.DataFrame) -> list[str]:
     """One caveat per check that some runs failed, naming their arms: those numbers are not interpreted."""
-    finetunes = runs[runs["kind"] == "finetune"] if "kind" in runs else runs
+    finetunes = runs[runs["kind"].isin(FINETUNE_KINDS)] if "kind" in runs else runs
     label_of = finetunes["arm"] if "arm" in finetunes else finetunes["key"]
 
     def arms(column: str) -> str:
@@ -237,7 +245,7 @@ def accuracy_by_tokens(fig: go.Figure, done: pd.DataFrame, name: str, color: str
 
 
 def finetune_runs(data: StudyData) -> pd.DataFrame:
-    return data.runs[data.runs["kind"] == "finetune"].copy()
+    return data.runs[data.runs["kind"].isin(FINETUNE_KINDS)].copy()
 
 
 # Past the unigram line by less than this: the model has learned word frequencies and little else; a finding

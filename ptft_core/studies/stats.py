@@ -151,6 +151,18 @@ def paired(drops: Stat, negligible: float = NEGLIGIBLE) -> Difference:
                       test="paired t-test")
 
 
+def seed_matched(runs: pd.DataFrame, column: str, arm: str, base: str, **where: Any) -> Difference:
+    """`arm` − `base` in `column`, seed by seed, among the runs matching `where` (column=value): the paired t-test
+    over the seeds both have. Arms that share a seed share what came before the comparison (forgetting: the movies
+    stage; the image study: the pretraining, the label sample and the data order), so pairing takes that spread
+    out of the comparison."""
+    for key, value in where.items():
+        runs = runs[runs[key] == value]
+    a = runs[runs["arm"] == arm].set_index("seed")[column]
+    b = runs[runs["arm"] == base].set_index("seed")[column]
+    return paired(mean_std((a - b.reindex(a.index)).dropna()))
+
+
 def steps_to_target(series: pd.DataFrame, target: float) -> float | None:
     """The first x (step) at which `value` reaches `target`; None if it never does. Columns: x, value."""
     if series.empty:

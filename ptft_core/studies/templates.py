@@ -35,6 +35,8 @@ from ptft_core.config import (
     ConfigError,
     EvaluateConfig,
     FinetuneConfig,
+    ImageFinetuneConfig,
+    ImagePretrainConfig,
     OptimConfig,
     PretrainConfig,
     RunConfig,
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 
 # ptft_core.studies.<name>: registers the template <name>
 STUDY_MODULES = ("pretraining_helps", "how_much_pretraining", "further_pretraining", "finetune_strategy",
-                 "forgetting", "domain_shift", "pretraining_objective")
+                 "forgetting", "domain_shift", "pretraining_objective", "image_transfer")
 STUDY_PRESETS = ("quick", "full")
 SENTIMENT_DOMAINS = ("movies", "amazon", "nyt", "tweets")
 
@@ -248,7 +250,8 @@ def pct(fraction: float) -> str:
 
 
 def shrink_for_tests(runs: list[PlannedRun]) -> list[PlannedRun]:
-    """Same plan shape, seconds per run: seed 0 only, a tiny model instead of MiniLM, a few steps, max_length 32.
+    """Same plan shape, seconds per run: seed 0 only, a tiny model instead of MiniLM, a few steps, max_length 32
+    (an image run: its own model, 3 steps and one evaluation).
 
     Step checkpoints of a pretraining run become steps 1, 2, ... in order (the final one stays the last
     step), and the runs that start from them follow."""
@@ -260,6 +263,8 @@ def shrink_for_tests(runs: list[PlannedRun]) -> list[PlannedRun]:
         labels = dict(run.labels)
         if isinstance(c, EvaluateConfig):
             config = c  # max_length 0 follows its fine-tune's, already shrunk
+        elif isinstance(c, ImagePretrainConfig | ImageFinetuneConfig):  # resnet-small is small already
+            config = dataclasses.replace(c, max_steps=3, eval_every=0, eval_count=1, log_every=1)
         elif isinstance(c, PretrainConfig):
             ckpts = sorted(c.checkpoint_steps)
             new_steps = list(range(1, len(ckpts) + 1))
