@@ -4,7 +4,7 @@ Fast tests: the report math on synthetic frames (mean ± std, differences, steps
 incomplete studies), every template's plan and estimate, the HTML export, the CLI's `--list`, failed
 dependents (an engine that launches nothing), and the page under AppTest without torch.
 
-Slow tests: all six studies in their CI form (`--tiny-for-tests`: a tiny model, a few steps per run, one seed)
+Slow tests: all eight studies in their CI form (`--tiny-for-tests`: a tiny model, a few steps per run, one seed)
 through one real engine with two CPU slots and real worker processes (no stand-in trainer), then each report:
 complete, conclusions present, every figure drawn, the HTML self-contained; and `study report` from the CLI.
 """
@@ -287,6 +287,51 @@ def test_forgetting_report_flags_a_second_stage_that_only_learned_the_majority_c
         assert replay["delta"] == pytest.approx(-0.12) and replay["verdict"] == "clear"
 
 
+@pytest.mark.parametrize("scratch_few", [0.60, 0.205])
+def test_image_transfer_report_tests_each_question_on_the_weights_each_run_kept(scratch_few):
+    """Full fine-tuning 0.90 + 0.01 x seed; the top stage 2.5-3 points under it seed by seed, the probe 20; scratch
+    `scratch_few` (+0.02 x seed) at 2 % labels. Every fine-tune's best validation accuracy is at step 20, so the
+    source task is read there (a drop of 0.40 + 0.01 x seed for full fine-tuning, 0.05 + 0.01 x seed with replay,
+    none for a probe), not at the last evaluation (0.10 lower still)."""
+    def values(key, labels):
+        seed, arm = labels["seed"], labels["arm"]
+        rate = 0.2 if labels["transfer"] == "new classes" else 0.1  # the run's own majority-class rate
+        if arm == "pretraining":
+            return [("reference", "accuracy", 0, rate), ("test", "accuracy", 100, 0.98), ("test", "f1", 100, 0.98)]
+        full = 0.90 + 0.01 * seed
+        test = {"top stage": full - 0.03 + 0.005 * (seed % 2), "linear probe": full - 0.20,
+                "scratch": (scratch_few + 0.02 * seed) if labels["label_fraction"] < 1 else 0.85 + 0.01 * seed
+                }.get(arm, full)
+        drop = {"full": 0.40, "full + replay 30%": 0.05, "top stage": 0.30}.get(arm, 0.0) + 0.01 * seed
+        drop = 0.0 if "probe" in arm else drop
+        out = [("reference", "accuracy", 0, rate), ("test", "accuracy", 30, test), ("test", "f1", 30, test),
+               ("validation", "accuracy", 0, 0.1), ("validation", "accuracy", 10, 0.5),
+               ("validation", "accuracy", 20, 0.9), ("validation", "accuracy", 30, 0.85)]
+        if arm != "scratch":
+            out += [("forgetting", "prev_task_accuracy", step, value)
+                    for step, value in ((0, 0.98), (20, 0.98 - drop), (30, 0.88 - drop))]
+        return out
+
+    report = rp.build_report(synthetic("image_transfer", values))
+    c = report.conclusions
+    assert report.status == "complete", report.status_line
+    few = c["numbers"]["test_accuracy"]["new classes"]["0.02"]
+    assert few["examples"] == 40 and few["full"]["n"] == 4
+    gain = few["pretrained_vs_scratch"]
+    assert gain["delta"] == pytest.approx(0.915 - (scratch_few + 0.03)) and gain["verdict"] == "clear"
+    top = few["vs_full"]["top stage"]
+    assert top["test"] == "paired t-test" and top["delta"] == pytest.approx(-0.0275) and top["verdict"] == "clear"
+    drops = c["numbers"]["source_drop"]["new domain"]
+    assert drops["full"]["drop"]["delta"] == pytest.approx(0.415)  # at the kept step 20, not the last one
+    assert drops["full + replay 30%"]["vs_full"]["delta"] == pytest.approx(-0.35)
+    assert drops["linear probe"]["drop"]["delta"] == 0
+    assert c["headline"].startswith(f"mnist 0-4 → mnist 5-9: pretraining {gain['delta'] * 100:+.1f} points at 2% "
+                                    "labels (clear)")
+    flagged = [x for x in c["caveats"] if x.startswith("learned only the majority class")]
+    assert bool(flagged) == (scratch_few < 0.21) and all("scratch (2 of " in x for x in flagged)
+    assert all(len(fig.data) for fig in report.figures.values())
+
+
 def test_domain_shift_report_builds_the_matrix_and_the_drop():
     def values(key, labels):
         pre = labels["arm"] == "pretrained"
@@ -466,12 +511,12 @@ def test_the_room_and_its_page_never_import_torch(home):
     stop_lab(home)
 
 
-# --- the six studies, end to end (CI form) ----------------------------------------------------------------------------
+# --- the eight studies, end to end (CI form) --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def tiny_studies(tmp_path_factory):
-    """All six studies in their CI form through one real engine (2 CPU slots), finished; the engine is closed."""
+    """All eight studies in their CI form through one real engine (2 CPU slots), finished; the engine is closed."""
     from ptft_core.engine import Engine
 
     home = tmp_path_factory.mktemp("studies") / "home"
@@ -538,7 +583,12 @@ def test_study_specific_numbers(tiny_studies):
     assert set(n["forgetting"]["drift"]) == {"cka_similarity", "general_mlm_loss"}
     matrix = n["domain_shift"]["transfer"]["pretrained"]["matrix"]
     assert all(v is not None for row in matrix.values() for v in row.values())  # cross-domain scores came back
-    print(f"six tiny studies finished in {tiny_studies.elapsed:.0f} s")
+    images = n["image_transfer"]
+    assert set(images["test_accuracy"]["new classes"]) == {"0.02", "1"}
+    assert set(images["source_drop"]["new classes"]) == {"full", "top stage", "linear probe", "full + replay 30%",
+                                                          "linear probe, shared rate"}
+    assert images["source_drop"]["new classes"]["linear probe"]["drop"]["delta"] == 0  # its backbone never moved
+    print(f"eight tiny studies finished in {tiny_studies.elapsed:.0f} s")
 
 
 @pytest.mark.slow

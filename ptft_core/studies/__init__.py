@@ -2,8 +2,8 @@
 and turn their metrics into a report with charts and conclusions computed from the data.
 
 - `templates`: the plan types and the registry of the studies; one module per study (`pretraining_helps`,
-  `how_much_pretraining`, `further_pretraining`, `finetune_strategy`, `forgetting`, `domain_shift`) holds its
-  plan (preset -> planned runs) and its report.
+  `how_much_pretraining`, `further_pretraining`, `finetune_strategy`, `forgetting`, `domain_shift`,
+  `pretraining_objective`, `image_transfer`) holds its plan (preset -> planned runs) and its report.
 - `costs`: time estimates of a plan (`estimate_seconds`).
 - `driver`: `StudyDriver(engine)` launches a plan and, on every `tick()`, submits the runs whose parent
   checkpoint exists and runs cross-domain evaluations; `study_progress`, `list_studies`, `load_study`.

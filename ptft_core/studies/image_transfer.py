@@ -259,7 +259,7 @@ def accuracy_section(data: StudyData, runs: pd.DataFrame, transfer: str, out: Fi
             out.findings.append(f"{title}, {row['labels']}: fine-tuning the pretrained network reaches "
                                 f"{fmt_stat(stats[FULL])} test accuracy, the same network from scratch "
                                 f"{fmt_stat(stats[SCRATCH])}: {gain.text()}.")
-        for arm in (TOP, PROBE, "gradual unfreezing", "discriminative", PROBE_SHARED):
+        for arm in (TOP, PROBE, "gradual unfreezing", "discriminative", *LAST_ARMS):
             if complete.get(arm) and complete.get(FULL):
                 diff = seed_matched(here, "test_accuracy", arm, FULL)
                 entry.setdefault("vs_full", {})[arm] = diff.as_dict()

@@ -1,4 +1,4 @@
-"""Study templates: the plan types and the registry of the seven studies, plus the building blocks their plans share.
+"""Study templates: the plan types and the registry of the eight studies, plus the building blocks their plans share.
 
 A study is one module of this package (`STUDY_MODULES`) holding its plan function, registered with
 `@template(name, title, question, description, expectation)`, and its report function, registered with
@@ -14,7 +14,7 @@ run once its checkpoint exists; the report reads the runs back by their keys.
 Presets: `quick` finishes in about 15 minutes on a 2-core CPU that the lab has to itself (fewer seeds, fewer
 steps; the report says what the preset cut), `full` is meant for a GPU. `tiny=True` (`--tiny-for-tests`)
 keeps a plan's shape (every arm kind and every lineage link) but thins its grids to two levels per factor and
-makes every run a few steps of a tiny model with one seed: the CI form, about 40 runs for all seven studies.
+makes every run a few steps of a tiny model with one seed: the CI form, about 50 runs for all eight studies.
 
 Time estimates live in costs.py. Nothing here imports torch.
 """
