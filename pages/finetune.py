@@ -41,6 +41,9 @@ if st.segmented_control("What", ["Text classifier", IMAGES], default="Text class
     field(row[1], "label_fraction", step=0.05)
     field(row[2], "image_size", step=4)
     field(row[3], "augment")
+    # Keyed by the dataset: another set's classes are other options.
+    classes = field.values["classes"] = ui.config_input(st, ImageFinetuneConfig, "classes", f"image-finetune-{dataset}",
+                                                        options=images[dataset].label_names)
     row = st.columns([2, 1, 1, 1])
     strategy = field(row[0], "strategy", format_func=lambda s: s.replace("_", " "))
     field(row[1], "freeze_layers")
@@ -48,16 +51,19 @@ if st.segmented_control("What", ["Text classifier", IMAGES], default="Text class
     field(row[3], "layer_decay", step=0.05)
     st.caption(f"{strategy.replace('_', ' ').capitalize()}: {STRATEGY_HELP[strategy]} (the stem is the "
                f"embeddings, each stage a layer). Augmentation: {AUGMENT_HELP[field.values['augment']]}.")
-    row = st.columns(5)
+    row = st.columns(6)
     epochs = field(row[0], "epochs")
     cap = field(row[1], "max_steps", step=10)
     batch = field(row[2], "batch_size", step=8)
-    field(row[3], "replay_fraction", step=0.05)
-    field(row[4], "l2sp", step=0.1)
+    field(row[3], "early_stopping_patience")
+    field(row[4], "replay_fraction", step=0.05)
+    field(row[5], "l2sp", step=0.1)
     optim = ui.optim_inputs("image_finetune")
     run_fields, seeds = ui.run_inputs("image_finetune")
     field.values.update(run_fields)
-    examples = round(images[dataset].splits["train"] * field.values["label_fraction"])
+    rows = images[dataset].label_balance.get("train") or {}
+    examples = round(sum(n for name, n in rows.items() if not classes or name in classes)
+                     * field.values["label_fraction"])
     steps = epochs * (examples // max(1, batch))
     st.caption(f"≈ {min(steps, cap) if cap else steps:,} optimizer steps on {examples:,} training images.")
     if field.values["base"] is None:

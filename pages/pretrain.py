@@ -38,6 +38,9 @@ if st.segmented_control("What", ["Language model", IMAGES], default="Language mo
     field(row[0], "model")
     dataset = field(row[1], "dataset", options=list(images))
     size = field(row[2], "image_size", step=4) or images[dataset].image_size
+    # Keyed by the dataset: another set's classes are other options.
+    classes = field.values["classes"] = ui.config_input(st, ImagePretrainConfig, "classes", f"image-pretrain-{dataset}",
+                                                        options=images[dataset].label_names)
     augment = field(st, "augment")
     st.caption(f"Trains at {f'{size}×{size} pixels' if size else 'a size you give (the set mixes sizes)'}; "
                f"augmentation: {AUGMENT_HELP[augment]}.")
@@ -49,7 +52,8 @@ if st.segmented_control("What", ["Language model", IMAGES], default="Language mo
     optim = ui.optim_inputs("image_pretrain")
     run_fields, seeds = ui.run_inputs("image_pretrain")
     field.values.update(run_fields)
-    steps = epochs * (images[dataset].splits["train"] // batch)
+    rows = images[dataset].label_balance.get("train") or {}
+    steps = epochs * (sum(n for name, n in rows.items() if not classes or name in classes) // batch)
     st.metric("Optimizer steps", f"{steps:,}", help="epochs x (training images // batch size)")
     ui.launch_button(lambda: ui.build_configs("image_pretrain", field.values, optim, seeds), None)
     st.stop()

@@ -611,6 +611,10 @@ def config_input(where: Any, cls: type, name: str, key: str, options: Sequence[A
     common = dict(label=widget.pop("label", spec.title), help=widget.pop("help", spec.help), key=f"{key}-{name}")
     if spec.type == "bool":
         return where.checkbox(value=value, **common, **widget)
+    if spec.type == "list" and options is not None:  # a subset of `options` (by default, the default's offered)
+        choices = list(options)
+        return where.multiselect(options=choices, default=[v for v in value or () if v in choices], **common,
+                                 **widget)
     if spec.type == "choice" or options is not None:
         choices = list(options if options is not None else spec.choices)
         return where.selectbox(options=choices, index=option_index(choices, value), **common, **widget)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -36,6 +37,7 @@ from ptft_core.config import (
     config_from_dict,
     config_to_dict,
 )
+from ptft_core.data import load_split
 from ptft_core.journal import MemoryLogger
 from ptft_core.store import Store
 from tests.conftest import linked_home, stop_lab
@@ -452,12 +454,18 @@ def test_finetune_offers_an_image_fine_tune_from_an_image_run_or_a_preset(lab):
     assert labelled(at.selectbox, "Dataset").options == ["digits", "mnist"]
     at.radio(key="image-finetune-base-source").set_value("A preset (random init)").run()
     labelled(at.selectbox, "Strategy").set_value("linear_probe")
+    classes = labelled(at.multiselect, "Classes (empty: all)")
+    assert classes.options == [str(d) for d in range(10)] and classes.value == []
+    classes.set_value(["7", "1"]).run()
+    train = dict(zip(*np.unique(load_split("digits", "train")["label"], return_counts=True), strict=True))
+    assert f"on {train[1] + train[7]:,} training images" in texts(at.caption)  # those classes' only
     button(at, "Launch").click().run()
     assert not at.exception and not at.error, texts(at.error)
     run = connect(lab).list_runs().iloc[0]
     config = json.loads(run["config"])
     assert run["kind"] == "image_finetune" and run["id"].startswith("if-") and run["name"] == "resnet-small-digits"
     assert (config["base"], config["dataset"], config["strategy"]) == ("resnet-small", "digits", "linear_probe")
+    assert config["classes"] == ["7", "1"]  # as chosen; the model's head follows the dataset's order
 
 
 def test_finetune_refuses_a_zero_label_fraction_and_bad_seeds(lab):
