@@ -442,6 +442,10 @@ class ImagePretrainConfig:
     precision: Precision = _field("run", "Precision", "auto")
     """Compute dtype: auto: bf16 where the device computes it natively, float32 elsewhere; float32; bf16
     (autocast, weights kept in float32)."""
+    ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
+    """Processes under torchrun (CPU, or a GPU each): each trains on its images of every batch, gradients
+    averaged (batch norm's running statistics averaged before every evaluation and checkpoint), so the run is the
+    same run spread out; 1: one process. At most 8: the GPUs of one node."""
     tags: Names = _field("run", "Tags", [], max_length=MAX_TAGS)
     """Free labels to find and group runs by; at most 50, of 200 characters each (they travel with every run
     list)."""
@@ -527,6 +531,10 @@ class ImageFinetuneConfig:
     precision: Precision = _field("run", "Precision", "auto")
     """Compute dtype: auto: bf16 where the device computes it natively, float32 elsewhere; float32; bf16
     (autocast, weights kept in float32)."""
+    ranks: int = _field("run", "Data-parallel processes", 1, ge=1, le=8)
+    """Processes under torchrun (CPU, or a GPU each): each trains on its images of every batch, gradients
+    averaged (batch norm's running statistics averaged before every evaluation and checkpoint), so the run is the
+    same run spread out; 1: one process. At most 8: the GPUs of one node."""
     tags: Names = _field("run", "Tags", [], max_length=MAX_TAGS)
     """Free labels to find and group runs by; at most 50, of 200 characters each (they travel with every run
     list)."""

@@ -11,7 +11,7 @@ import signal
 import psutil
 import pytest
 
-from ptft_core.config import FinetuneConfig, OptimConfig, PretrainConfig
+from ptft_core.config import FinetuneConfig, ImagePretrainConfig, OptimConfig, PretrainConfig
 from ptft_core.engine import Engine
 from ptft_core.journal import read_events
 from ptft_core.rundir import RunDir
@@ -47,6 +47,13 @@ def ddp_pretrain() -> PretrainConfig:
                           ranks=2)
 
 
+def ddp_images() -> ImagePretrainConfig:
+    """resnet-small on digits at 8 pixels in two ranks, 32 images a step: batch norm's statistics see each rank's
+    16 and are averaged at every evaluation and checkpoint."""
+    return ImagePretrainConfig(dataset="digits", image_size=8, batch_size=32, max_steps=8, log_every=1, eval_every=4,
+                               ranks=2)
+
+
 def journal(engine: Engine, run_id: str) -> list[dict]:
     return read_events(engine.run_dir(run_id) / "events.jsonl")[0]
 
@@ -76,10 +83,10 @@ def start_a_long_run(engine: Engine) -> tuple[str, psutil.Process, list[psutil.P
 
 @pytest.mark.ddp
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["finetune", "pretrain"])
+@pytest.mark.parametrize("kind", ["finetune", "pretrain", "image_pretrain"])
 def test_two_ranks_train_one_run_with_the_same_weights_and_one_journal(lab, kind):
     with Engine(cpu_slots=1) as engine:
-        run_id = engine.submit(ddp_config() if kind == "finetune" else ddp_pretrain())
+        run_id = engine.submit({"finetune": ddp_config, "pretrain": ddp_pretrain, "image_pretrain": ddp_images}[kind]())
         engine.start()
         assert engine.wait([run_id], timeout=300) == {run_id: "completed"}, engine.store.get_run(run_id)["error"]
         events = journal(engine, run_id)
@@ -91,7 +98,7 @@ def test_two_ranks_train_one_run_with_the_same_weights_and_one_journal(lab, kind
         assert spread == [0.0]  # averaged gradients: identical weights on both ranks
         train = [e["step"] for e in events if e["type"] == "metric" and e["split"] == "train" and e["name"] == "loss"]
         assert train == list(range(1, 9))
-        assert (engine.run_dir(run_id) / "checkpoints" / "final" / "config.json").is_file()
+        assert RunDir(engine.run_dir(run_id)).has_checkpoint("final")
         assert "rank 1" in (engine.run_dir(run_id) / "worker.log").read_text()  # both ranks ran and ended
 
 

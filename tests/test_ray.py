@@ -1,7 +1,8 @@
 """The Ray launcher against a real local Ray cluster (a head started by this module, 4 CPUs and one fake GPU
 resource; not local mode), with the stand-in trainer in real worker processes held by detached actors: queue
 and run, cancel with a checkpoint, resume, `kill -9` of the engine then re-adoption by the next one, two runs on
-one GPU one after the other (Ray's own queue), and a run whose actor process is killed ends interrupted."""
+one GPU one after the other (Ray's own queue), and a run whose actor process is killed ends interrupted. And one
+real pair of runs, an image pretraining and its fine-tune, through the same actors."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import psutil
 import pytest
 
 from ptft_core import paths
-from ptft_core.config import PretrainConfig
+from ptft_core.config import ImageFinetuneConfig, ImagePretrainConfig, PretrainConfig
 from ptft_core.engine import Engine
 from ptft_core.engine.ray_launcher import NAMESPACE, RAY_ADDRESS_ENV, RayLauncher
 from ptft_core.journal import read_events
@@ -74,6 +75,15 @@ def cluster():
 def lab(fake_lab, cluster, monkeypatch) -> Path:
     monkeypatch.setenv(RAY_ADDRESS_ENV, cluster)
     return fake_lab
+
+
+@pytest.fixture
+def real_lab(home, cluster, monkeypatch) -> Path:
+    """A lab with the built-in data whose engine launches the real trainers on the cluster, CPU only."""
+    monkeypatch.setenv(RAY_ADDRESS_ENV, cluster)
+    monkeypatch.setenv("PTFT_GPUS", "none")
+    monkeypatch.delenv("PTFT_TRAINER", raising=False)
+    return home
 
 
 def fake(steps: int = 20, every: int = 5, **kw) -> PretrainConfig:
@@ -148,7 +158,7 @@ def test_two_runs_on_one_gpu_run_one_after_the_other(lab):
 def test_kill_9_of_the_engine_then_the_next_one_re_adopts_the_run(lab):
     script = textwrap.dedent("""
         import sys, time
-        from ptft_core.config import PretrainConfig
+        from ptft_core.config import ImageFinetuneConfig, ImagePretrainConfig, PretrainConfig
         from ptft_core.engine import Engine
         engine = Engine(cpu_slots=1)
         run_id = engine.submit(PretrainConfig(max_steps=150, eval_every=10, device="cpu"))
@@ -197,3 +207,19 @@ def test_a_run_whose_actor_is_killed_ends_interrupted_and_leaves_no_worker(lab, 
         wait_for(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 30,
                  "the worker to end with its actor")
         assert json.loads((engine.run_dir(run_id) / "run.json").read_text())["attempt"] == 1
+
+
+def test_an_image_fine_tune_trains_on_ray_after_its_pretraining_like_any_run(real_lab):
+    with Engine(cpu_slots=2) as engine:
+        assert isinstance(engine.launcher, RayLauncher)
+        parent = engine.submit(ImagePretrainConfig(dataset="digits", image_size=8, batch_size=32, max_steps=4,
+                                                   eval_count=1, device="cpu"))
+        child = engine.submit(ImageFinetuneConfig(base=f"run:{parent}", dataset="digits", batch_size=32, max_steps=4,
+                                                  eval_count=1, device="cpu"), parent=parent)
+        engine.start()
+        ended = engine.wait([parent, child], timeout=300)
+        assert ended == {parent: "completed", child: "completed"}, engine.store.get_run(child).get("error")
+        rows = engine.store.metric_rows([child])
+        assert {"validation", "test", "forgetting", "reference"} <= set(rows["split"])
+        assert RunDir(engine.run_dir(child)).has_checkpoint("final")
+    wait_for(lambda: actors_gone(f"{parent}#1", f"{child}#1"), 30, "both runs' actors to be gone")

@@ -90,6 +90,24 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter], ranks: Ranks) ->
         offset += g.numel()
 
 
+def average_buffers(model: torch.nn.Module, ranks: Ranks) -> None:
+    """The mean over ranks of the model's floating-point buffers (batch norm's running statistics). Each rank's
+    come from its own slice of every batch, so they drift apart; averaged before every evaluation and
+    checkpoint, every rank scores (and rank 0 saves) the same model, and early stopping decides alike."""
+    if not ranks.parallel:
+        return
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= ranks.world
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()
+
+
 def agree(ranks: Ranks, *flags: bool) -> tuple[bool, ...]:
     """Each flag true on any rank is true on every rank."""
     if not ranks.parallel:
@@ -106,11 +124,12 @@ def barrier(ranks: Ranks) -> None:
 
 
 def weight_spread(model: torch.nn.Module, ranks: Ranks) -> float:
-    """How far the ranks' weights are apart: the spread of one float64 checksum per rank (0: in sync)."""
+    """How far the ranks' weights (and floating-point buffers: batch norm's statistics) are apart: the spread of
+    one float64 checksum per rank (0: in sync)."""
     if not ranks.parallel:
         return 0.0
-    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())],
-                            dtype=torch.float64)
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    checksum = torch.tensor([sum(float(t.detach().double().sum()) for t in tensors)], dtype=torch.float64)
     gathered = [torch.zeros_like(checksum) for _ in range(ranks.world)]
     dist.all_gather(gathered, checksum)
     values = np.array([float(t) for t in gathered])

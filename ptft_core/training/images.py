@@ -40,6 +40,7 @@ from ptft_core.journal import MetricLogger
 from ptft_core.models import autocast, pick_device
 from ptft_core.rundir import IMAGE_MODEL_FILE, RunDir
 from ptft_core.specs import check_classes, run_reference
+from ptft_core.training import distributed
 from ptft_core.training.checkpoint import (
     CONFIG_FILE,
     latest_checkpoint,
@@ -282,7 +283,7 @@ def run_image_pretrain(config: ImagePretrainConfig, run_dir: Path, logger: Metri
         logger.event("note", message=f"{config.model} from scratch on {config.dataset}: {len(run.train):,} "
                                      f"training images at {run.record['image_size']} pixels, {run.record['channels']} "
                                      f"channel(s), {sum(p.numel() for p in run.model.parameters()):,} parameters")
-    return fit(run, Path(run_dir), logger, checkpoint, should_stop, clock, pick_device(device or config.device))
+    return fit(run, Path(run_dir), logger, checkpoint, should_stop, clock, device or config.device)
 
 
 @in_precision
@@ -301,12 +302,16 @@ def run_image_finetune(config: ImageFinetuneConfig, run_dir: Path, logger: Metri
             else ""
         logger.event("note", message=f"{run.record['preset']} from {start}, {config.strategy}, on {config.dataset}: "
                                      f"{len(run.train):,} training images at {run.record['image_size']} pixels{source}")
-    return fit(run, Path(run_dir), logger, checkpoint, should_stop, clock, pick_device(device or config.device))
+    return fit(run, Path(run_dir), logger, checkpoint, should_stop, clock, device or config.device)
 
 
 def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | None,
-        should_stop: Callable[[], bool], clock: PhaseClock, device: torch.device) -> str:
-    """The loop both kinds share (see the module docstring)."""
+        should_stop: Callable[[], bool], clock: PhaseClock, device: str) -> str:
+    """The loop both kinds share (see the module docstring). Under torchrun (`ranks > 1`) every rank runs it on
+    its images of every batch (augmented whole first, so the draws are one process's), gradients averaged, batch
+    norm's running statistics averaged before every evaluation and checkpoint; rank 0 alone writes."""
+    ranks = distributed.from_env()
+    device = distributed.start(ranks, pick_device(device))
     config, model, train = run.config, run.model, run.train
     model.to(device, memory_format=LAYOUT)
     if run.source is not None:
@@ -346,6 +351,9 @@ def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | N
             apply_strategy(model, config, stage)
 
     def save(name: str, with_state: bool, at: int | None = None) -> None:
+        distributed.average_buffers(model, ranks)
+        if not ranks.main:
+            return
         state = ({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                   "draws": draws.get_state(), "replay_draws": replay_draws.get_state(), "rng": rng_state(),
                   "best": best.state()}
@@ -357,6 +365,7 @@ def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | N
     def evaluate() -> bool:
         """Score the validation split (and the source task); keep a fine-tune's best weights. True: stop early."""
         epoch = step / steps_per_epoch
+        distributed.average_buffers(model, ranks)
         with clock.phase("evaluate"):
             validation = score(model, run.validation, run.normalise, device)
             log_metrics(logger, step, validation, "validation", epoch, step * config.batch_size)
@@ -395,10 +404,11 @@ def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | N
                 apply_strategy(model, config, stage)
                 train_mode(model)
             rows = order[index * batch_size:(index + 1) * batch_size]
-            pixels = as_input(augment(train.pixels[rows], config.augment, draws), run.normalise, device)
+            mine = torch.tensor(distributed.shard(range(len(rows)), ranks))  # all of them in one process
+            pixels = as_input(augment(train.pixels[rows], config.augment, draws)[mine], run.normalise, device)
             lr = optimizer.param_groups[-1]["lr"]
             with autocast(device):
-                loss = nn.functional.cross_entropy(model(pixels).float(), train.labels[rows].to(device))
+                loss = nn.functional.cross_entropy(model(pixels).float(), train.labels[rows][mine].to(device))
                 if n_replay:  # source images through the source head: the backbone keeps doing the source task
                     picked = torch.randint(len(run.source.train), (n_replay,), generator=replay_draws)
                     old = as_input(augment(run.source.train.pixels[picked], config.augment, draws), run.normalise,
@@ -409,6 +419,7 @@ def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | N
                 if anchor is not None:
                     loss = loss + config.l2sp * l2sp_penalty(model.backbone, anchor)
             loss.backward()
+            distributed.average_gradients((p for g in optimizer.param_groups for p in g["params"]), ranks)
             grad_norm = optimizer_step(optimizer, scheduler, config.optim.grad_clip)
             step += 1
             clock.count("train")
@@ -426,12 +437,15 @@ def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | N
                     break
                 train_mode(model)
                 report_progress()
-            if step < total and should_stop():
+            # One agreed answer: a stop request reaches the ranks at different steps.
+            if step < total and distributed.agree(ranks, should_stop())[0]:
                 save(f"step-{step}", with_state=True)
                 report_progress()  # the row shows where it stopped
                 return "cancelled"
     if best.weights is not None:  # a fine-tune ends on its best weights: its final checkpoint and test score
         model.load_state_dict(best.weights)
+    if ranks.parallel:  # 0 when the ranks' weights are the same, as averaged gradients keep them
+        logger.metric(step, "rank_weight_spread", distributed.weight_spread(model, ranks), "time")
     save("final", with_state=False, at=best.step if best.weights is not None else step)
     with clock.phase("test"):
         metrics = score(model, run.test, run.normalise, device)
