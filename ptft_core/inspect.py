@@ -157,13 +157,12 @@ def load_image_start(config: dict[str, Any], tuned: LoadedImages) -> LoadedImage
     """What an image run started from, with the head it had: for a fine-tune of a pretrained base, that base with
     its own (source) head; for a preset, a scratch baseline or a pretraining, `tuned`'s architecture freshly
     initialised (seed INIT_SEED, as a run's random start), read with `tuned`'s labels and normalisation."""
-    from ptft_core.training.checkpoint import load_image_classifier  # torch: only where a model is loaded
-    from ptft_core.training.images import base_folder  # torch: only where a model is loaded
+    from ptft_core.training.images import load_base  # torch: only where a model is loaded
     from ptft_core.vision.models import build_classifier  # torch: only where a model is loaded
 
     spec = config.get("base") or config["model"]
     if spec not in IMAGE_MODELS and not config.get("scratch"):
-        model, record = load_image_classifier(base_folder(spec))
+        model, record, _ = load_base(spec)
         return LoadedImages(model.eval(), record, record["label_names"])
     record = tuned.record
     model = build_classifier(record["preset"], len(tuned.labels), record["channels"], seed=INIT_SEED)

@@ -16,6 +16,7 @@ from typing import Any
 from ptft_core.config import BUILTIN_CHECKPOINT, CHECKPOINT_FIELD, IMAGE_KINDS, IMAGE_MODELS, PRESETS, ConfigError
 from ptft_core.data.registry import known_names, label_names, modality
 from ptft_core.ids import is_id
+from ptft_core.rundir import MODEL_FILES
 
 RUN_SPEC = "run:"  # a model spec naming a run's checkpoint: run:<run_id>[/<checkpoint>]
 FINAL_CHECKPOINT = "final"  # what run:<run_id> alone means
@@ -57,8 +58,9 @@ def check_model_spec(spec: str, field: str) -> None:
     path = Path(spec).expanduser()
     looks_like_path = spec.startswith((".", "/", "~"))
     if path.is_dir() or looks_like_path:
-        if not (path / "config.json").is_file():
-            what = "holds no Hugging Face model (no config.json)" if path.is_dir() else "is no folder"
+        if not any((path / file).is_file() for file in MODEL_FILES):
+            what = ("holds no model (no config.json, nor an image model's image_model.json)" if path.is_dir()
+                    else "is no folder")
             raise ConfigError(f"{field}: {spec[:80]!r} {what}")
         return
     if not _is_hub_id(spec):

@@ -585,11 +585,17 @@ def checkpoint_picker(label: str, key: str, presets: bool = False) -> str | None
 
 
 def image_base_picker(label: str, key: str) -> str | None:
-    """An image fine-tune's base: `run:<id>` of a completed image run, or a model preset (random weights). None
-    while the choice is incomplete (no completed image run yet)."""
-    source = st.radio(label, [SOURCE_RUN, SOURCE_PRESET], horizontal=True, key=f"{key}-source")
+    """An image fine-tune's base: `run:<id>` of a completed image run, a model preset (random weights), or a timm
+    ResNet's hub id or folder (ImageNet weights). None while the choice is incomplete."""
+    source = st.radio(label, [SOURCE_RUN, SOURCE_PRESET, SOURCE_HUB], horizontal=True, key=f"{key}-source")
     if source == SOURCE_PRESET:
         return st.selectbox("Model", IMAGE_MODELS, key=f"{key}-preset", help="Random weights of this architecture")
+    if source == SOURCE_HUB:
+        spec = st.text_input("timm ResNet: hub id or local folder", key=f"{key}-hub",
+                             placeholder="timm/resnet18.a1_in1k  or  /path/to/folder",
+                             help="ImageNet weights for resnet18 or resnet34 (a folder holding timm's config.json "
+                                  "and model.safetensors works offline)")
+        return spec.strip() or None
     runs = lab().list_runs(status="completed")
     runs = runs[runs["kind"].isin(IMAGE_KINDS)] if not runs.empty else runs
     if runs.empty:

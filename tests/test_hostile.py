@@ -119,7 +119,7 @@ ABSURD = [
     ({"kind": "finetune", "dataset": "hf:../../x"}, "dataset: 'hf:../../x' is not hf:<hub id>"),
     ({"kind": "finetune", "then_dataset": "nope"}, "then_dataset: no dataset 'nope'"),
     ({"kind": "pretrain", "corpus": ["wiki", "../x"]}, "corpus: no dataset '../x'"),
-    ({"kind": "finetune", "base": "/etc"}, "base: '/etc' holds no Hugging Face model"),
+    ({"kind": "finetune", "base": "/etc"}, "base: '/etc' holds no model"),
     ({"kind": "finetune", "base": "../../../../etc/passwd"}, "base: '../../../../etc/passwd' is no folder"),
     ({"kind": "finetune", "base": "org/../../x"}, "base: 'org/../../x' is none of"),
     ({"kind": "finetune", "base": "run:../../x"}, "base: 'run:../../x' is not run:<run id>"),

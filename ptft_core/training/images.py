@@ -69,6 +69,7 @@ from ptft_core.training.forgetting import l2sp_anchor, l2sp_penalty
 from ptft_core.training.strategies import apply_strategy, strategy_param_groups, unfreeze_stage
 from ptft_core.vision.data import Images, Normalisation, augment, load_images
 from ptft_core.vision.models import ImageClassifier, build_classifier
+from ptft_core.vision.pretrained import hub_folder, is_timm_folder, load_timm_resnet
 
 EVAL_BATCH = 256  # images per forward when scoring: no gradients, so larger batches than training's fit
 # Convolutions run on channels-last tensors (NHWC): oneDNN's layout on a CPU, tensor cores' on a GPU. A training
@@ -205,9 +206,12 @@ def setup_pretrain(config: ImagePretrainConfig, checkpoint: Path | None, clock: 
 
 
 def base_folder(spec: str) -> Path:
-    """The checkpoint folder of an image base: run:<id>[/<checkpoint>] or a folder holding an image model."""
+    """The checkpoint folder of an image base: run:<id>[/<checkpoint>], a folder holding an image model or a timm
+    checkpoint, or a Hugging Face hub id of a timm checkpoint (downloaded, or found in the cache offline)."""
     reference = run_reference(spec)
     folder = Path(spec).expanduser()
+    if reference is None and not folder.is_dir() and not spec.startswith((".", "/", "~")):
+        return hub_folder(spec)
     if reference is not None:
         run_id, name = reference
         run = RunDir(paths.run_dir(run_id))
@@ -215,36 +219,46 @@ def base_folder(spec: str) -> Path:
             raise ConfigError(f"base: {spec}: no checkpoint {name!r} in run {run_id!r}; available: "
                               f"{', '.join(run.saved_checkpoints()) or 'none (is the run finished?)'}")
         folder = run.checkpoint(name)
-    if not (folder / IMAGE_MODEL_FILE).is_file():
-        raise ConfigError(f"base: {spec[:80]!r} is no image model (a preset: {', '.join(IMAGE_MODELS)}; or run:<id> "
-                          "of an image pretraining)")
+    if not (folder / IMAGE_MODEL_FILE).is_file() and not is_timm_folder(folder):
+        raise ConfigError(f"base: {spec[:80]!r} is no image model (a preset: {', '.join(IMAGE_MODELS)}; run:<id> "
+                          "of an image pretraining; a timm ResNet's folder or hub id)")
     return folder
+
+
+def load_base(spec: str) -> tuple[ImageClassifier, dict, dict | None]:
+    """An image base (base_folder's specs) with its record, and the config it was trained with when a run of this
+    lab made it (None for a timm checkpoint: its source task, ImageNet, is not here to score or replay)."""
+    folder = base_folder(spec)
+    if is_timm_folder(folder):
+        return (*load_timm_resnet(folder), None)
+    model, record = load_image_classifier(folder)
+    return model, record, json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
 
 
 def setup_finetune(config: ImageFinetuneConfig, checkpoint: Path | None, clock: PhaseClock) -> ImageRun:
     names = class_names(config.dataset, config.classes)
     with clock.phase("load"):
         if config.base in IMAGE_MODELS:  # random weights of a shape: no source task, the set's own input
-            base, folder = None, None
+            base, trained = None, None
             info = dataset_info(config.dataset)
             preset, channels = config.base, info.channels or 1
             size = config.image_size or info.image_size
             if not size:
                 raise ConfigError(f"image_size: {config.dataset}'s images have several sizes; give the size")
         else:
-            folder = base_folder(config.base)
-            base, base_record = load_image_classifier(folder)
+            base, base_record, trained = load_base(config.base)
             preset, channels = base_record["preset"], base_record["channels"]
             size = config.image_size or base_record["image_size"]
-        if config.replay_fraction and (base is None or config.scratch):
+        if config.replay_fraction and (base is None or config.scratch or trained is None):
+            why = ", scratch" if config.scratch else ": its source task is not in this lab" if base is not None else ""
             raise ConfigError("replay_fraction: replays the source task of a pretrained base; this run has none "
-                              f"(base {config.base!r}{', scratch' if config.scratch else ''})")
+                              f"(base {config.base!r}{why})")
         model = build_classifier(preset, len(names), channels, config.dropout, seed=config.seed)
         source_dataset, source_classes = None, []
         if base is not None and not config.scratch:  # the pretrained backbone under a new head
             model.backbone.load_state_dict(base.backbone.state_dict())
-            trained = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-            source_dataset, source_classes = trained["dataset"], trained.get("classes") or []
+            if trained is not None:  # a run of this lab: its source task is scored (and may be replayed)
+                source_dataset, source_classes = trained["dataset"], trained.get("classes") or []
     with clock.phase("data"):
         train, validation, test = load_splits(config.dataset, size, channels, config.classes)
         train = train.subset(torch.from_numpy(stratified_subset(train.labels.numpy(), config.label_fraction,
