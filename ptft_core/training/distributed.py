@@ -76,36 +76,29 @@ def shard(indices: Iterable[int], ranks: Ranks) -> list[int]:
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter], ranks: Ranks) -> None:
     """The mean over ranks of every gradient, in one all-reduce of one flat buffer."""
-    if not ranks.parallel:
-        return
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= ranks.world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    if ranks.parallel:
+        _average_in_place([p.grad for p in parameters if p.grad is not None], ranks)
 
 
 def average_buffers(model: torch.nn.Module, ranks: Ranks) -> None:
     """The mean over ranks of the model's floating-point buffers (batch norm's running statistics). Each rank's
     come from its own slice of every batch, so they drift apart; averaged before every evaluation and
     checkpoint, every rank scores (and rank 0 saves) the same model, and early stopping decides alike."""
-    if not ranks.parallel:
+    if ranks.parallel:
+        _average_in_place([b for b in model.buffers() if b.is_floating_point()], ranks)
+
+
+def _average_in_place(tensors: list[torch.Tensor], ranks: Ranks) -> None:
+    """Each tensor replaced by its mean over ranks: one all-reduce of one flat buffer."""
+    if not tensors:
         return
-    buffers = [b for b in model.buffers() if b.is_floating_point()]
-    if not buffers:
-        return
-    flat = torch.cat([b.reshape(-1) for b in buffers])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= ranks.world
     offset = 0
-    for b in buffers:
-        b.copy_(flat[offset:offset + b.numel()].view_as(b))
-        offset += b.numel()
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def agree(ranks: Ranks, *flags: bool) -> tuple[bool, ...]:
