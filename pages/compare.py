@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import plots, ui
-from ptft_core.config import KINDS
+from ptft_core.config import KINDS, RELIABILITY_SPLIT
 from ptft_core.lab import X_AXES
 
 ui.require_frame()
@@ -69,7 +69,8 @@ group = controls[3].selectbox("Group by (mean ± std)", [NO_GROUP, *group_keys],
                               help="Runs sharing this config value become one line with a ±1 std band (seeds)")
 group = None if group == NO_GROUP else group
 names = lab.metric_names(ids)
-names = names[names["split"] != plots.REFERENCE_SPLIT]  # drawn as lines on the loss charts, not picked as metrics
+# Reference floors are lines on the loss charts and reliability bins a diagram of their own: not picked as metrics.
+names = names[~names["split"].isin([plots.REFERENCE_SPLIT, RELIABILITY_SPLIT])]
 metrics = [plots.metric_key(s, n) for s, n in zip(names["split"], names["name"], strict=True)]
 references = ui.load_references(lab, selected)
 
@@ -90,8 +91,8 @@ def pick(label: str, options: list[str], preferred: list[str], key: str) -> str 
     return st.selectbox(label, options, index=options.index(default), key=key, **BIND)
 
 
-explore, convergence, overfitting, forgetting = st.tabs(
-    ["Explore", "Convergence", "Overfitting", "Forgetting"], key="view", **BIND)
+explore, convergence, overfitting, forgetting, calibration = st.tabs(
+    ["Explore", "Convergence", "Overfitting", "Forgetting", "Calibration"], key="view", **BIND)
 
 with explore:
     chosen = st.multiselect("Metrics", metrics, default=[m for m in ("validation/accuracy", "validation/loss")
@@ -168,6 +169,15 @@ with forgetting:
         st.caption("general_mlm_loss: masked-LM loss on general text (up: general knowledge lost). "
                    "cka_similarity: how alike the encoder's representations stay to the starting model's (1: "
                    "unchanged). prev_task_accuracy: the first task's accuracy while training on the second.")
+
+with calibration:
+    bins = ui.load_series(lab, selected, [(RELIABILITY_SPLIT, n) for n in ("confidence", "accuracy", "count")],
+                          "step")
+    ece = ui.load_series(lab, selected, [("test", "ece")], "step").groupby("label")["value"].last().to_dict()
+    ui.chart(plots.reliability_figure(bins, ece), figure_name("calibration"), bins, key="calibration")
+    st.caption("Each finished classifier's test split, its predictions binned by confidence (15 bins): on the "
+               "dotted diagonal a model is right as often as it is sure; below it, overconfident. Marker size and "
+               "the bars: how many test examples a bin holds. ECE: the gap, weighted by those counts.")
 
 st.subheader("Config diff")
 if diff.empty:

@@ -541,6 +541,9 @@ class ImageFinetuneConfig:
 
 
 EVALUATE_SPLIT = "transfer"  # an evaluate run's metrics: split "transfer", names "<metric>@<dataset>"
+# A classifier's test reliability diagram: split "reliability", one step per confidence bin, names confidence,
+# accuracy, count (training/evaluate.py: log_reliability).
+RELIABILITY_SPLIT = "reliability"
 
 
 @_config_errors

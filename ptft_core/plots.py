@@ -485,6 +485,44 @@ def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str | Non
     return fig
 
 
+def reliability_figure(df: pd.DataFrame, ece: dict[str, float] | None = None,
+                       title: str = "Reliability on the test split") -> go.Figure:
+    """Reliability diagrams of several runs on one chart: each confidence bin's accuracy against its mean
+    confidence (a run per colour; the diagonal is perfect calibration: below it, overconfident), and below, how
+    many test examples each bin holds. `df`: the long rows of split "reliability" (label, name in confidence /
+    accuracy / count, x = the bin, value), as `ui.load_series` gives them; `ece`: label -> the run's test ECE,
+    shown in its legend name."""
+    if df.empty:
+        return _empty(title, "no run here has a reliability diagram (a finished classifier logs one)")
+    wide = df.pivot_table(index=["label", "x"], columns="name", values="value", sort=False).reset_index()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": "gray", "dash": "dot"},
+                             name="calibrated", hoverinfo="skip"), row=1, col=1)
+    colors = color_map(wide["label"].unique())
+    for label, run in wide.groupby("label", sort=False):
+        run = run.sort_values("confidence")
+        name = f"{label} (ECE {ece[label]:.3f})" if ece and label in ece else str(label)
+        total = run["count"].sum()
+        fig.add_trace(go.Scatter(
+            x=run["confidence"], y=run["accuracy"], mode="lines+markers", name=name, legendgroup=name,
+            line={"color": colors[label]},
+            marker={"color": colors[label], "size": 6 + 18 * np.sqrt(run["count"] / total)},
+            customdata=np.stack([run["count"]], axis=1),
+            hovertemplate=f"<b>{label}</b><br>confidence %{{x:.3f}}: accuracy %{{y:.3f}} "
+                          "(%{customdata[0]:,.0f} examples)<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Bar(x=run["confidence"], y=run["count"], name=name, legendgroup=name, showlegend=False,
+                             marker_color=translucent(colors[label], 0.6), width=1 / 15 / max(1, len(colors)),
+                             hovertemplate=f"<b>{label}</b><br>confidence %{{x:.3f}}: %{{y:,.0f}} examples"
+                                           "<extra></extra>"), row=2, col=1)
+    fig.update_layout(template=TEMPLATE, title=title, height=560, barmode="group",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=60, r=20, t=90, b=50))
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="examples", row=2, col=1)
+    fig.update_xaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_xaxes(title_text="confidence (the top class's probability)", range=[0, 1.02], row=2, col=1)
+    return fig
+
+
 def filters_figure(filters: np.ndarray, title: str | None = None, columns: int = 16) -> go.Figure:
     """First-layer convolution filters [K, C, kh, kw] as a grid of small heatmaps (the mean over input channels
     for a colour model), on one symmetric red-blue scale: red a positive weight, blue a negative one."""

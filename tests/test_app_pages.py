@@ -106,6 +106,12 @@ def journal_events(run_id: str, kind: str, steps: int, skill: float, status: str
                        "total_steps": steps, "wall_time": T0 + 2.0 * step})
     if status == "completed" and kind == "finetune":
         add(steps, "test", "accuracy", 0.5 + 0.4 * skill / 2)
+        add(steps, "test", "ece", 0.05 / skill)
+        for index in (8, 10, 12, 14):  # the test split's reliability bins (confidence 0.53-1.0): overconfident
+            confidence = (index + 0.5) / 15
+            add(index, "reliability", "confidence", confidence)
+            add(index, "reliability", "accuracy", confidence - 0.1 / skill)
+            add(index, "reliability", "count", 20 * (index - 7))
     if status != "running":
         events.append({"type": "status", "run_id": run_id, "seq": len(events) + 1, "status": status,
                        "error": "RuntimeError: injected" if status == "failed" else None,
@@ -376,13 +382,14 @@ def test_compare_asks_for_a_selection_then_draws_every_view_from_the_url(read_la
     assert "Select runs" in texts(open_page("compare").info)
     at = open_page("compare", {"runs": "ft-0002,ft-0003,ft-0004"})
     assert not at.exception and not at.error, texts(at.error)
-    assert chart_count(at) == 4  # Explore, Convergence, Overfitting, Forgetting
+    assert chart_count(at) == 5  # Explore, Convergence, Overfitting, Forgetting, Calibration
     convergence = at.dataframe[1].value  # the runs table comes first
     assert list(convergence.columns[:3]) == ["run", "best accuracy", "steps to target"]
     assert sorted(convergence["run"]) == ["minilm-movies-s0", "minilm-movies-s1", "minilm-movies-scratch"]
     diff = at.dataframe[-1].value
     assert "scratch" in diff.index and "seed" in diff.index
-    assert len(at.get("download_button")) == 8  # HTML and CSV of each chart
+    assert len(at.get("download_button")) == 10  # HTML and CSV of each chart
+    assert "reliability/accuracy" not in at.multiselect(key="metrics").options  # bins are a diagram, not a curve
 
 
 def test_compare_picks_a_study_and_groups_by_a_config_key(read_lab):

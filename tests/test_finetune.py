@@ -93,6 +93,10 @@ def test_tiny_finetune_logs_evaluates_and_keeps_the_best(home, tmp_path):
     for split, name in [("train", "accuracy"), ("forgetting", "cka_similarity")]:
         assert [e["step"] for e in metrics if e["split"] == split and e["name"] == name] == [0, 16, 20], name
     assert logger.values("cka_similarity", "forgetting")[0] > 0.5
+    # The test split's reliability diagram: its bins hold every test example; their accuracy is the test's.
+    counts, accuracies = logger.values("count", "reliability"), logger.values("accuracy", "reliability")
+    assert sum(counts) == 371  # amazon's test split
+    assert np.dot(counts, accuracies) / 371 == pytest.approx(logger.values("accuracy", "test")[0])
     assert [e["step"] for e in logger.events if e["type"] == "progress"][-1] == 20
     # The Runs page and the CLI show step 0/20 from the start: the total comes before the step-0 evaluation.
     first = next(e for e in logger.events if e["type"] in ("progress", "metric") and e.get("split") != "device")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,6 +62,10 @@ def test_the_source_task_is_scored_with_the_base_s_head_from_step_0(home, tmp_pa
     # the fine-tune reads digits at the base's size).
     assert forgetting[0] == pytest.approx(source["validation", "accuracy"], abs=1e-9)
     assert forgetting[-1] != forgetting[0]  # full fine-tuning moved the backbone under the source head
+    # The test split's reliability diagram: its bins hold every test image, and their accuracy is the test's.
+    counts, accuracies = series(logger, "reliability", "count"), series(logger, "reliability", "accuracy")
+    assert sum(counts) == 180  # digits' test split
+    assert np.dot(counts, accuracies) / 180 == pytest.approx(series(logger, "test", "accuracy")[0])
     notes = " ".join(e["message"] for e in logger.events if e["type"] == "note")
     assert "source task mnist scored" in notes and "at 28 pixels" in notes
 

@@ -401,3 +401,23 @@ def test_html_export_is_standalone_and_png_button_is_configured():
     config = plots.chart_config("x")
     assert config["toImageButtonOptions"] == {"format": "png", "filename": "x", "scale": 2}
     assert config["displaylogo"] is False
+
+
+def test_the_reliability_figure_draws_each_run_against_the_diagonal_with_its_counts():
+    rows = []
+    for label, gap in (("pretrained", 0.02), ("scratch", 0.2)):
+        for index in (7, 11, 14):
+            confidence = (index + 0.5) / 15
+            rows += [{"label": label, "x": index, "name": "confidence", "value": confidence},
+                     {"label": label, "x": index, "name": "accuracy", "value": confidence - gap},
+                     {"label": label, "x": index, "name": "count", "value": 10 * index}]
+    fig = plots.reliability_figure(pd.DataFrame(rows), ece={"pretrained": 0.02, "scratch": 0.2})
+    lines = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert [t.name for t in lines] == ["calibrated", "pretrained (ECE 0.020)", "scratch (ECE 0.200)"]
+    assert list(lines[0].x) == [0, 1] and list(lines[0].y) == [0, 1]  # the diagonal
+    scratch = lines[2]
+    assert np.allclose(np.array(scratch.x) - np.array(scratch.y), 0.2)  # below the diagonal: overconfident
+    assert list(scratch.marker.size) == sorted(scratch.marker.size)  # the fuller bin, the larger marker
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert len(bars) == 2 and list(bars[0].y) == [70, 110, 140]
+    assert "no run here has a reliability diagram" in str(plots.reliability_figure(pd.DataFrame()).layout)

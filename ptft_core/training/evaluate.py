@@ -1,8 +1,11 @@
-"""Classification metrics as pure numpy functions of logits and labels (no model, no torch)."""
+"""Classification metrics as pure numpy functions of logits and labels (no model, no torch), and the test split's
+reliability diagram written to a run's journal."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from ptft_core.config import RELIABILITY_SPLIT
 
 ECE_BINS = 15
 
@@ -34,17 +37,34 @@ def macro_precision_recall_f1(predictions: np.ndarray, labels: np.ndarray) -> tu
     return float(np.mean(precisions)), float(np.mean(recalls)), float(np.mean(f1s))
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE: confidences in `n_bins` equal-width bins (lo, hi]; the mean |accuracy - confidence| of the
-    bins, weighted by their share of the examples."""
+def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """The top-label reliability diagram: confidences (the top class's probability) in `n_bins` equal-width bins
+    (lo, hi]; for each bin that holds an example its index, example count, mean confidence and accuracy. A
+    calibrated model's accuracy equals its confidence in every bin."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
-    ece = 0.0
-    for b in np.unique(bins):
-        in_bin = bins == b
-        ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+    present = np.unique(bins)
+    return {"bin": present, "count": np.array([np.sum(bins == b) for b in present]),
+            "confidence": np.array([confidence[bins == b].mean() for b in present]),
+            "accuracy": np.array([correct[bins == b].mean() for b in present])}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE: the mean |accuracy - confidence| of the reliability bins, weighted by their share of the
+    examples."""
+    bins = reliability(probs, labels, n_bins)
+    return float(np.sum(bins["count"] / len(labels) * np.abs(bins["accuracy"] - bins["confidence"])))
+
+
+def log_reliability(logger, logits: np.ndarray, labels: np.ndarray, split: str = RELIABILITY_SPLIT) -> None:
+    """The test split's reliability diagram into the journal: split "reliability", one step per confidence bin
+    (its index, 0..ECE_BINS-1), metrics `confidence`, `accuracy` and `count`: what Compare draws beside ECE."""
+    bins = reliability(softmax(logits.astype(np.float64)), labels)
+    for index, count, confidence, accuracy in zip(*(bins[k] for k in ("bin", "count", "confidence", "accuracy")),
+                                                  strict=True):
+        for name, value in (("confidence", confidence), ("accuracy", accuracy), ("count", count)):
+            logger.metric(int(index), name, float(value), split)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -68,7 +68,7 @@ from ptft_core.training.common import (
     rng_state,
     seed_everything,
 )
-from ptft_core.training.evaluate import classification_metrics
+from ptft_core.training.evaluate import classification_metrics, log_reliability
 from ptft_core.training.forgetting import (
     MLMReplay,
     Probes,
@@ -296,10 +296,16 @@ def setup(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, device: t
 # --- evaluation ----------------------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
 def classify(model: PreTrainedModel, examples: Examples, pad_id: int, device: torch.device) -> dict[str, float]:
-    """Metrics of `model` on `examples`, batched by length (little padding) in eval mode, which it leaves set:
-    the training loop sets the training mode after each evaluation (`train_mode`), never by restoring one."""
+    """Metrics of `model` on `examples` (predict_logits)."""
+    return classification_metrics(*predict_logits(model, examples, pad_id, device))
+
+
+@torch.inference_mode()
+def predict_logits(model: PreTrainedModel, examples: Examples, pad_id: int,
+                   device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of `model` on `examples`, batched by length (little padding) in eval mode, which it leaves
+    set: the training loop sets the training mode after each evaluation (`train_mode`), never by restoring one."""
     model.eval()
     order = np.argsort([len(ids) for ids in examples.ids], kind="stable")
     logits = []
@@ -307,7 +313,7 @@ def classify(model: PreTrainedModel, examples: Examples, pad_id: int, device: to
         batch = examples.batch(order[start:start + EVAL_BATCH], pad_id, device)
         with autocast(device):
             logits.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float())
-    return classification_metrics(torch.cat(logits).cpu().numpy(), examples.labels[order])
+    return torch.cat(logits).cpu().numpy(), examples.labels[order]
 
 
 def evaluate(run: Run, progress: Progress, task: Task, epoch: float) -> bool:
@@ -548,8 +554,9 @@ def run_finetune(config: FinetuneConfig, run_dir: Path, logger: MetricLogger, *,
 
     last = run.tasks[-1]  # its best weights are loaded
     with clock.phase("test"):
-        test = classify(last.model, run.test, run.tokenizer.pad_token_id, device)
-    log_metrics(logger, progress.step, test, "test", progress.epoch_offset)
+        logits, labels = predict_logits(last.model, run.test, run.tokenizer.pad_token_id, device)
+    log_metrics(logger, progress.step, classification_metrics(logits, labels), "test", progress.epoch_offset)
+    log_reliability(logger, logits, labels)
     if ranks.parallel:  # 0 when the ranks' weights are the same, as averaged gradients keep them
         logger.metric(progress.step, "rank_weight_spread", distributed.weight_spread(last.model, ranks), "time")
     distributed.barrier(ranks)

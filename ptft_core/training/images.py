@@ -63,7 +63,7 @@ from ptft_core.training.common import (
     rng_state,
     seed_everything,
 )
-from ptft_core.training.evaluate import classification_metrics
+from ptft_core.training.evaluate import classification_metrics, log_reliability
 from ptft_core.training.finetune import stratified_subset
 from ptft_core.training.forgetting import l2sp_anchor, l2sp_penalty
 from ptft_core.training.strategies import apply_strategy, strategy_param_groups, unfreeze_stage
@@ -83,16 +83,21 @@ def as_input(pixels: torch.Tensor, normalise: Normalisation, device: torch.devic
     return normalise(pixels.to(device)).contiguous(memory_format=LAYOUT)
 
 
-@torch.inference_mode()
 def score(model: ImageClassifier, images: Images, normalise: Normalisation, device: torch.device) -> dict:
-    """Loss, accuracy, macro P/R/F1 and ECE of `model` on `images`, in eval mode (batch norm's running
-    statistics, no dropout); the caller sets the training phase again."""
+    """Loss, accuracy, macro P/R/F1 and ECE of `model` on `images` (image_logits)."""
+    return classification_metrics(image_logits(model, images, normalise, device), images.labels.numpy())
+
+
+@torch.inference_mode()
+def image_logits(model: ImageClassifier, images: Images, normalise: Normalisation, device: torch.device) -> np.ndarray:
+    """`model`'s logits on `images`, in eval mode (batch norm's running statistics, no dropout); the caller sets
+    the training phase again."""
     model.eval()
     logits = []
     for start in range(0, len(images), EVAL_BATCH):
         with autocast(device):
             logits.append(model(as_input(images.pixels[start:start + EVAL_BATCH], normalise, device)).float().cpu())
-    return classification_metrics(torch.cat(logits).numpy(), images.labels.numpy())
+    return torch.cat(logits).numpy()
 
 
 def majority_accuracy(train: Images, test: Images) -> float:
@@ -462,8 +467,10 @@ def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | N
         logger.metric(step, "rank_weight_spread", distributed.weight_spread(model, ranks), "time")
     save("final", with_state=False, at=best.step if best.weights is not None else step)
     with clock.phase("test"):
-        metrics = score(model, run.test, run.normalise, device)
+        logits = image_logits(model, run.test, run.normalise, device)
+    metrics = classification_metrics(logits, run.test.labels.numpy())
     log_metrics(logger, step, metrics, "test", step / steps_per_epoch)
+    log_reliability(logger, logits, run.test.labels.numpy())
     if not math.isfinite(metrics["loss"]):
         logger.event("note", message="the test loss is not finite: the run diverged (lower the learning rate)")
     clock.log(logger, step, step / steps_per_epoch)
