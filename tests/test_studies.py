@@ -69,6 +69,16 @@ def synthetic(template: str, values, failed: set[str] = frozenset(), preset: str
                      plan, pd.DataFrame(rows), metrics, empty, empty, {})
 
 
+def reliability_rows(gap: float) -> list[tuple[str, str, int, float]]:
+    """A test split's reliability bins 10-14 (confidence 0.7-1.0), accuracy `gap` under confidence, 20 a bin."""
+    rows = []
+    for index in range(10, 15):
+        confidence = (index + 0.5) / 15
+        rows += [("reliability", "confidence", index, confidence), ("reliability", "accuracy", index, confidence - gap),
+                 ("reliability", "count", index, 20.0)]
+    return rows
+
+
 def helps_values(key, labels):
     """Pretrained 0.80 / 0.82 (seeds 0 / 1), scratch 0.55 / 0.57, whatever the fraction; validation curves that
     reach 0.8 at step 20 (pretrained) or never (scratch)."""
@@ -77,7 +87,8 @@ def helps_values(key, labels):
     curve = [(10, 0.70), (20, 0.80), (30, 0.81)] if pretrained else [(10, 0.52), (20, 0.54), (30, 0.56)]
     out = [("test", "accuracy", 30, test), ("train", "accuracy", 30, curve[-1][1] + 0.05)]
     out += [("validation", "accuracy", s, v) for s, v in curve]
-    return out
+    ece = (0.02 if pretrained else 0.10) + 0.01 * seed  # scratch: overconfident
+    return out + [("test", "ece", 30, ece), *reliability_rows(ece)]
 
 
 def test_mean_std_and_difference():
@@ -185,6 +196,10 @@ def test_complete_report_computes_its_conclusions_from_the_numbers():
     assert any("Welch t-test p < 0.001, n = 3 vs 3 (clear)" in f for f in report.conclusions["findings"])
     assert all(len(fig.data) for fig in report.figures.values())
     assert report.failed.empty
+    ece = numbers["calibration"]["difference"]  # at the largest label fraction, Welch
+    assert ece["arms"] == ["pretrained", "scratch"] and ece["delta"] == pytest.approx(-0.08)
+    assert any(f.startswith("Calibration, 100% labels: test ECE pretrained 0.030 ± 0.010 (n=3)")
+               for f in report.conclusions["findings"])
 
 
 def test_pretraining_helps_reads_the_gap_trend_only_where_the_scratch_arm_learned():
@@ -305,6 +320,7 @@ def test_image_transfer_report_tests_each_question_on_the_weights_each_run_kept(
         drop = {"full": 0.40, "full + replay 30%": 0.05, "top stage": 0.30}.get(arm, 0.0) + 0.01 * seed
         drop = 0.0 if "probe" in arm else drop
         out = [("reference", "accuracy", 0, rate), ("test", "accuracy", 30, test), ("test", "f1", 30, test),
+               ("test", "ece", 30, 0.1 if arm == "scratch" else 0.03), *reliability_rows(0.03),
                ("validation", "accuracy", 0, 0.1), ("validation", "accuracy", 10, 0.5),
                ("validation", "accuracy", 20, 0.9), ("validation", "accuracy", 30, 0.85)]
         if arm != "scratch":

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from ptft_core.config import ImageFinetuneConfig, ImagePretrainConfig, OptimConfig
 from ptft_core.plots import REFERENCE_SPLIT, TEMPLATE, arm_color, seed_band
 from ptft_core.studies.costs import image_rows
-from ptft_core.studies.report import Findings, finetune_runs, majority_only, missing_note, seed_note
+from ptft_core.studies.report import Findings, calibration, finetune_runs, majority_only, missing_note, seed_note
 from ptft_core.studies.stats import (
     Difference,
     attach,
@@ -209,6 +209,12 @@ def report(data: StudyData, out: Findings) -> None:
     for transfer in transfers:
         forgetting_section(runs[runs["transfer"] == transfer], transfer, out)
     out.figures["source_accuracy"] = forgetting_figure(runs, m, transfers)
+    for transfer in transfers:  # pretrained (full fine-tuning) against scratch, then the probe, all labels
+        part = runs[(runs["transfer"] == transfer) & (runs["label_fraction"] == runs["label_fraction"].max())
+                    & runs["arm"].isin([FULL, SCRATCH, PROBE])]
+        part = part.sort_values("arm", key=lambda arms: arms.map({FULL: 0, SCRATCH: 1, PROBE: 2}))
+        calibration(data, part, lambda r: r["arm"], out, f"{TRANSFERS[transfer].title}, all labels",
+                    key=f"calibration ({transfer})")
     headline(out, transfers)
     seed_note(runs, out)
 

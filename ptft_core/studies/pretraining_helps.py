@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from ptft_core.config import BUILTIN_CHECKPOINT
 from ptft_core.plots import DASHES, arm_color, bar_figure, chance_line, empty_figure, seed_band, study_layout
-from ptft_core.studies.report import Findings, chance_rate, finetune_runs, missing_note, seed_note
+from ptft_core.studies.report import Findings, calibration, chance_rate, finetune_runs, missing_note, seed_note
 from ptft_core.studies.stats import (
     TARGET_SHARE,
     attach,
@@ -239,5 +239,7 @@ def report(data: StudyData, out: Findings) -> None:
     if gap_text:
         out.findings.append("Train − validation accuracy at the end (a train sample scored like validation): "
                             + "; ".join(gap_text) + ".")
+    largest = runs[runs["label_fraction"] == max(fractions)] if fractions else runs
+    calibration(data, largest, lambda r: r["arm"], out, f"{pct(max(fractions)) if fractions else ''} labels")
     seed_note(runs, out)
 

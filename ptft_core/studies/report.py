@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ptft_core.plots import REFERENCE_SPLIT, seed_band
-from ptft_core.studies.stats import last_values
+from ptft_core.config import RELIABILITY_SPLIT
+from ptft_core.plots import REFERENCE_SPLIT, reliability_figure, seed_band
+from ptft_core.studies.stats import difference, fmt_stat, last_values, mean_std
 from ptft_core.studies.templates import get_template
 
 if TYPE_CHECKING:
@@ -242,6 +243,48 @@ def accuracy_by_tokens(fig: go.Figure, done: pd.DataFrame, name: str, color: str
     """Mean test accuracy over seeds (band: +/- std, n in the legend) against pretraining tokens, from
     `stats.cells` rows with pretrain_tokens, n, mean and std."""
     seed_band(fig, done.rename(columns={"pretrain_tokens": "x"}), name, color, **where)
+
+
+def pooled_reliability(m: pd.DataFrame, runs: pd.DataFrame, label: Callable[[pd.Series], str]) -> pd.DataFrame:
+    """The test reliability bins (split "reliability") of the completed `runs`, pooled per `label(run row)` (an
+    arm, over its seeds): each bin's examples summed, its confidence and accuracy weighted by their counts; long
+    rows (label, x, name, value) as plots.reliability_figure reads them."""
+    done = runs[runs["status"] == "completed"]
+    labels = {r["run_id"]: label(r) for _, r in done.iterrows()}
+    rows = m[(m["split"] == RELIABILITY_SPLIT) & m["run_id"].isin(list(labels))]
+    if rows.empty:
+        return pd.DataFrame(columns=["label", "x", "name", "value"])
+    wide = rows.pivot_table(index=["run_id", "x"], columns="name", values="value").reset_index()
+    wide = wide.assign(label=wide["run_id"].map(labels), hits=wide["accuracy"] * wide["count"],
+                       sure=wide["confidence"] * wide["count"])
+    pooled = wide.groupby(["label", "x"], sort=False)[["count", "hits", "sure"]].sum().reset_index()
+    pooled = pooled.assign(accuracy=pooled["hits"] / pooled["count"], confidence=pooled["sure"] / pooled["count"])
+    return pooled.melt(id_vars=["label", "x"], value_vars=["confidence", "accuracy", "count"], var_name="name",
+                       value_name="value")
+
+
+def calibration(data: StudyData, runs: pd.DataFrame, label: Callable[[pd.Series], str], out: Findings,
+                what: str, key: str = "calibration") -> None:
+    """A study's calibration check of the arms in `runs` (one setting, every seed): the reliability diagram
+    pooled per arm (figure `key`) and each arm's test ECE (numbers[key]), the first two arms compared by Welch's
+    test: "more confident" is tested, not repeated."""
+    ece = last_values(data.metrics, "test", "ece")
+    runs = runs.assign(arm_label=[label(r) for _, r in runs.iterrows()],
+                       test_ece=[ece.get(r, math.nan) if s == "completed" else math.nan
+                                 for r, s in zip(runs["run_id"], runs["status"], strict=True)])
+    stats = {arm: mean_std(group["test_ece"]) for arm, group in runs.groupby("arm_label", sort=False)}
+    out.figures[key] = reliability_figure(
+        pooled_reliability(data.metrics, runs, label), {arm: s.mean for arm, s in stats.items() if s.n},
+        title=f"Reliability on the test split, {what} (bins pooled over seeds)")
+    ready = [arm for arm, s in stats.items() if s.n == int((runs["arm_label"] == arm).sum()) and s.n]
+    numbers = out.numbers.setdefault(key, {"test_ece": {arm: stats[arm].as_dict() for arm in ready}})
+    if len(ready) >= 2:
+        first, second = ready[:2]
+        diff = difference(stats[first], stats[second])
+        numbers["difference"] = {"arms": [first, second], **diff.as_dict()}
+        out.findings.append(f"Calibration, {what}: test ECE " + ", ".join(
+            f"{arm} {fmt_stat(stats[arm], percent=False, digits=3)}" for arm in ready)
+            + f"; {first} − {second}: {diff.text().replace('points', 'ECE points')} (lower is better calibrated).")
 
 
 def finetune_runs(data: StudyData) -> pd.DataFrame:
