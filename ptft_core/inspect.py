@@ -31,13 +31,16 @@ class Loaded:
 
 
 def load_classifier(run_id: str) -> Loaded:
-    """The final checkpoint of a fine-tuning run (its last task's head), in eval mode on CPU."""
+    """The final checkpoint of a fine-tuning run (its last task's head), in eval mode on CPU, read the way it was
+    trained (its config's pooling: a mean-pooled classifier has no pooler weights to read [CLS] with)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ptft_core.models import resolve_checkpoint  # torch: only where a model is loaded
+    from ptft_core.models import POOLING_ATTR, resolve_checkpoint, set_pooling  # torch: only where a model is loaded
 
     path = resolve_checkpoint(f"run:{run_id}")
-    model = AutoModelForSequenceClassification.from_pretrained(path, **EAGER).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path, **EAGER)
+    set_pooling(model, getattr(model.config, POOLING_ATTR, None) or "cls")
+    model.eval()
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
     return Loaded(model, AutoTokenizer.from_pretrained(path), labels)
 

@@ -4,6 +4,7 @@ saved fine-tune reloads with its pooling, and the field changes a run."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tiny_runs import tiny_finetune, tiny_pretrain
@@ -55,6 +56,19 @@ def test_a_saved_mean_pooled_classifier_reloads_with_its_pooling(home, tmp_path)
     assert getattr(again.config, POOLING_ATTR) == "mean"
     texts = ["a fine film", "bad"]
     assert torch.allclose(logits(model, tokenizer, texts), logits(again, tokenizer, texts), atol=1e-5)
+
+
+def test_inspect_reads_a_mean_pooled_run_the_way_it_was_trained(home):
+    from ptft_core import inspect, paths
+
+    model, tokenizer = load_classifier("tiny", LABELS, family="bert", pooling="mean")
+    final = paths.run_dir("ft-20261207-000000-aaaaaa") / "checkpoints" / "final"
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    loaded = inspect.load_classifier("ft-20261207-000000-aaaaaa")
+    texts = ["a fine film", "bad"]
+    expected = torch.softmax(logits(model.eval(), tokenizer, texts), dim=-1).numpy()
+    assert np.allclose(inspect.predict(loaded, texts, 32), expected, atol=1e-5)  # not a fresh pooler over [CLS]
 
 
 @pytest.mark.slow
