@@ -27,8 +27,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ptft_core import paths
+from ptft_core import hf_pooling, paths
 from ptft_core.config import BUILTIN_CHECKPOINT, CPU_AUTO_BF16, PRESETS, ConfigError
+from ptft_core.hf_pooling import MEAN_POOLED, POOLING_ATTR
 from ptft_core.rundir import RunDir
 from ptft_core.specs import run_reference
 
@@ -229,10 +230,9 @@ def set_labels(config, labels: list[str]) -> None:
 # What a classifier's head reads (FinetuneConfig.pooling): "cls", the architecture's own pooling (BERT's pooler
 # over [CLS], the [CLS] head of RoBERTa and RoFormer, GPT-2's last token); "mean", the mean of the encoder's last
 # hidden states over the text's tokens, the sentence embedding sentence-transformers models (MiniLM) were
-# trained to produce. Stored in the model's config (POOLING_ATTR), so a saved fine-tune reloads with its pooling.
-POOLING_ATTR = "ptft_pooling"
-# Heads that read the first position of the base model's last hidden states (BERT's, through its pooler).
-MEAN_POOLABLE = frozenset({"bert", "roberta", "roformer", "distilbert"})
+# trained to produce (hf_pooling.py, the file an exported model carries). Stored in the model's config
+# (POOLING_ATTR), so a saved fine-tune reloads with its pooling.
+MEAN_POOLABLE = frozenset(MEAN_POOLED)  # heads that read the first position of the base model's last hidden states
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json")
 POOLING_NOTE = {"cls": "cls, the head reads the architecture's own pooling ([CLS] or last token)",
                 "mean": "mean, the head reads the mean of the last hidden states over the text's tokens"}
@@ -249,48 +249,14 @@ def default_pooling(base: str, path: str | None, config) -> str:
     return "cls"
 
 
-class _FirstPosition(nn.Module):
-    """Stands in for BERT's pooler under mean pooling: hands the (mean-pooled) first position to the classifier
-    as it is, with no dense + tanh that sentence embeddings were never trained through."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return hidden_states[:, 0]
-
-
 def mean_pool(model: PreTrainedModel) -> None:
-    """Make `model`'s head read the masked mean of the last hidden states: hooks on its base model write that
-    mean into the first position, which is what the head of each MEAN_POOLABLE architecture reads. A second
-    classifier on the same base model (classifier_sharing_encoder) reads the same mean."""
+    """Make `model`'s head read the masked mean of the last hidden states (hf_pooling.mean_pool); refused for an
+    architecture whose head reads another position."""
     kind = model.config.model_type
     if kind not in MEAN_POOLABLE:
         raise ConfigError(f"pooling: mean is implemented for {', '.join(sorted(MEAN_POOLABLE))} classifiers; "
                           f"a {kind} classifier pools its own way (use cls)")
-    base = model.base_model
-    mask: dict[str, torch.Tensor | None] = {}
-
-    def keep_mask(module, args, kwargs):
-        mask["attention_mask"] = kwargs.get("attention_mask")
-
-    def write_mean(module, args, output):
-        hidden = output[0]
-        m = mask.get("attention_mask")
-        m = torch.ones(hidden.shape[:2], device=hidden.device) if m is None else m
-        m = m.to(hidden.dtype).unsqueeze(-1)
-        mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-        pooled = torch.cat([mean.unsqueeze(1), hidden[:, 1:]], dim=1)
-        if isinstance(output, tuple):
-            return (pooled, *output[1:])
-        output["last_hidden_state"] = pooled
-        return output
-
-    base.register_forward_pre_hook(keep_mask, with_kwargs=True)
-    # BERT pools inside its base model, so its mean goes in before the pooler, which then passes it through.
-    if getattr(base, "pooler", None) is not None:
-        base.pooler = _FirstPosition()
-        base.encoder.register_forward_hook(write_mean)
-    else:
-        base.register_forward_hook(write_mean)
-    setattr(model.config, POOLING_ATTR, "mean")
+    hf_pooling.mean_pool(model)
 
 
 def set_pooling(model: PreTrainedModel, pooling: str) -> None:

@@ -34,7 +34,15 @@ from typing import Any
 from ptft_core import paths
 from ptft_core.cli.service import serve_args
 from ptft_core.client import connect, find_service, start_service
-from ptft_core.config import KINDS, ConfigError, describe_fields, json_schema, load_config, with_seed
+from ptft_core.config import (
+    KINDS,
+    RELIABILITY_SPLIT,
+    ConfigError,
+    describe_fields,
+    json_schema,
+    load_config,
+    with_seed,
+)
 from ptft_core.engine import Engine
 from ptft_core.engine.launcher import worker_alive
 from ptft_core.journal import read_events
@@ -93,6 +101,13 @@ def add_run_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--db", type=Path, default=None)
     export.set_defaults(handler=cmd_export)
+
+    model = sub.add_parser("export-model", help="a fine-tune's final checkpoint as a Hugging Face model folder "
+                                                "with its model card (loadable by transformers' pipeline)")
+    model.add_argument("run_id")
+    model.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
+    model.add_argument("--db", type=Path, default=None)
+    model.set_defaults(handler=cmd_export_model)
 
     delete = sub.add_parser("delete", help="delete a run that is not running (row, metrics, folder)")
     delete.add_argument("run_id")
@@ -412,6 +427,28 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"error: {exc.args[0]}", file=sys.stderr)
             return 2
     print(f"wrote {path} and {path.with_name(path.stem + '.runs.json')}")
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ptft_core.export import export_model  # transformers: only where a model is exported
+
+    with read_source(args.db) as source:
+        if source is None:
+            print(f"error: no run {args.run_id!r} (no store yet)", file=sys.stderr)
+            return 2
+        try:
+            run = source.get_run(args.run_id)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        last = source.last_metrics(args.run_id)
+        bins = source.metric_series([args.run_id], splits=[RELIABILITY_SPLIT]).rename(columns={"x": "step"})
+    metrics = pd.concat([last[last["split"] != RELIABILITY_SPLIT], bins[["split", "name", "step", "value"]]])
+    out = export_model(run, metrics, args.out)
+    print(f"wrote {out} (model card: {out / 'README.md'})")
     return 0
 
 

@@ -1,0 +1,89 @@
+"""A fine-tune exported as a Hugging Face model folder: real runs through the engine, the CLI's export, then
+transformers' own `pipeline` loading the folder, whose predictions must be the lab's (a mean-pooled classifier
+through the remote code it carries, a [CLS] one without); the model card says what the run was; what cannot be
+exported is refused with the reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tiny_runs import tiny_finetune
+
+from ptft_core import inspect
+from ptft_core.cli import main
+from ptft_core.config import ImagePretrainConfig
+from ptft_core.engine import Engine
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["a fine film, moving and funny", "bad", "the plot never comes together, and the acting is flat",
+         "I would watch it again"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A mean-pooled and a [CLS]-pooled tiny fine-tune, and an image pretraining, finished in one lab."""
+    from tests.conftest import linked_home
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        home = linked_home(tmp_path_factory.mktemp("export") / "home")
+        monkeypatch.setenv("PTFT_HOME", str(home))
+        monkeypatch.setenv("PTFT_GPUS", "none")
+        monkeypatch.delenv("PTFT_TRAINER", raising=False)
+        with Engine(cpu_slots=1) as engine:
+            ids = {"mean": engine.submit(tiny_finetune(pooling="mean", name="tiny-mean")),
+                   "cls": engine.submit(tiny_finetune(pooling="cls")),
+                   "image": engine.submit(ImagePretrainConfig(dataset="digits", image_size=8, max_steps=2,
+                                                              eval_count=1, batch_size=32))}
+            engine.start()
+            assert set(engine.wait(list(ids.values()), timeout=300).values()) == {"completed"}
+        yield home, ids
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_pipeline_loads_the_exported_folder_and_predicts_what_the_lab_does(runs, tmp_path, monkeypatch, capsys,
+                                                                         pooling):
+    from transformers import pipeline
+
+    home, ids = runs
+    monkeypatch.setenv("PTFT_HOME", str(home))
+    out = tmp_path / f"exported-{pooling}"
+    assert main(["runs", "export-model", ids[pooling], "--out", str(out)]) == 0
+    assert (out / "ptft_pooling.py").is_file() == (pooling == "mean")
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    classify = pipeline("text-classification", model=str(out), trust_remote_code=pooling == "mean", top_k=None,
+                        device="cpu")
+    theirs = np.array([[next(s["score"] for s in scores if s["label"] == label) for label in ("negative", "positive")]
+                       for scores in classify(TEXTS, truncation=True, max_length=32)])
+    ours = inspect.predict(inspect.load_classifier(ids[pooling]), TEXTS, 32)
+    assert np.allclose(theirs, ours, atol=1e-5)
+
+
+def test_the_model_card_says_what_the_run_was_and_how_to_load_it(runs, tmp_path, monkeypatch):
+    home, ids = runs
+    monkeypatch.setenv("PTFT_HOME", str(home))
+    out = tmp_path / "card"
+    assert main(["runs", "export-model", ids["mean"], "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification")
+    assert "# tiny-mean" in card and f"run `{ids['mean']}`" in card
+    assert 'pipeline("text-classification", model="path/to/this/folder", trust_remote_code=True' in card
+    assert "- dataset: `amazon`" in card and "- labels: negative, positive" in card
+    assert "| accuracy |" in card and "Expected calibration error" in card
+    rows = [line for line in card.splitlines() if line.startswith("| (")]
+    assert rows and sum(int(line.split("|")[2]) for line in rows) == 371  # every amazon test example, binned
+
+
+def test_what_cannot_be_exported_is_refused_with_the_reason(runs, tmp_path, monkeypatch, capsys):
+    home, ids = runs
+    monkeypatch.setenv("PTFT_HOME", str(home))
+    assert main(["runs", "export-model", ids["image"], "--out", str(tmp_path / "a")]) == 2
+    assert "is a run of kind image_pretrain; export writes fine-tuned text classifiers" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    assert main(["runs", "export-model", ids["cls"], "--out", str(tmp_path / "full")]) == 2
+    assert "already holds files" in capsys.readouterr().err and (tmp_path / "full" / "x").read_text() == "keep me"
+    assert main(["runs", "export-model", "ft-nope", "--out", str(tmp_path / "b")]) == 2
