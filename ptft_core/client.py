@@ -294,6 +294,10 @@ class LabClient:
     def artifacts(self, run_id: str) -> pd.DataFrame:
         return _frame(self._call("GET", _at("run", run_id, "/artifacts")))
 
+    def predict(self, run_ids: Sequence[str], texts: Sequence[str], max_length: int = 0) -> pd.DataFrame:
+        return _frame(self._call("POST", "/api/query/predict",
+                                 json={"run_ids": list(run_ids), "texts": list(texts), "max_length": max_length}))
+
     def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str:
         return self._call("GET", _at("run", run_id, "/log"), params={"max_bytes": max_bytes}).text
 

@@ -34,8 +34,9 @@ def export_model(run: dict[str, Any], metrics: pd.DataFrame, out: Path) -> Path:
     from ptft_core import hf_pooling  # transformers: only where a model is exported
 
     if run["kind"] != "finetune":
-        raise ConfigError(f"export: {run['id']} is a run of kind {run['kind']}; export writes fine-tuned text classifiers "
-                          "(an image run's checkpoint is the lab's own format, model.safetensors + image_model.json)")
+        raise ConfigError(f"export: {run['id']} is a run of kind {run['kind']}; export writes fine-tuned text "
+                          "classifiers (an image run's checkpoint is the lab's own format, model.safetensors + "
+                          "image_model.json)")
     folder = RunDir(paths.run_dir(run["id"]))
     if run["status"] != "completed":
         raise ConfigError(f"export: {run['id']} is {run['status']}, not completed: only a finished run has its final "

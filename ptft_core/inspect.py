@@ -31,13 +31,19 @@ class Loaded:
 
 
 def load_classifier(run_id: str) -> Loaded:
-    """The final checkpoint of a fine-tuning run (its last task's head), in eval mode on CPU, read the way it was
-    trained (its config's pooling: a mean-pooled classifier has no pooler weights to read [CLS] with)."""
+    """The final checkpoint of a fine-tuning run (its last task's head), in eval mode on CPU."""
+    from ptft_core.models import resolve_checkpoint  # torch: only where a model is loaded
+
+    return load_classifier_at(resolve_checkpoint(f"run:{run_id}"))
+
+
+def load_classifier_at(path: str) -> Loaded:
+    """A saved classifier (a fine-tune's checkpoint folder) in eval mode on CPU, read the way it was trained (its
+    config's pooling: a mean-pooled classifier has no pooler weights to read [CLS] with)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ptft_core.models import POOLING_ATTR, resolve_checkpoint, set_pooling  # torch: only where a model is loaded
+    from ptft_core.models import POOLING_ATTR, set_pooling  # torch: only where a model is loaded
 
-    path = resolve_checkpoint(f"run:{run_id}")
     model = AutoModelForSequenceClassification.from_pretrained(path, **EAGER)
     set_pooling(model, getattr(model.config, POOLING_ATTR, None) or "cls")
     model.eval()

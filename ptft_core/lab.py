@@ -42,6 +42,9 @@ MAX_LOG_BYTES = 1_000_000  # of a worker's log in one answer: the last megabyte 
 MAX_GROUP = 50  # configs launched together (one per seed): 50 seeds is past any power a study here needs
 MAX_DATASET_ROWS = 5_000  # rows of a dataset in one answer: a preview, or the sample of a length histogram
 MAX_UPLOAD_BYTES = 200 * 2**20  # a dataset file: 200 MB is a million texts of 200 characters, past what trains here
+MAX_PREDICT_RUNS = 4  # classifiers side by side in one prediction: the arena's 2-4; each is a model in memory
+MAX_PREDICT_TEXTS = 2_000  # texts in one prediction: a built-in test split (movies: 1,061) at once
+MAX_TEXT_CHARS = 5_000  # characters of one text to classify: a page; a model reads at most 512 tokens of it
 
 
 class UnknownId(KeyError):
@@ -100,6 +103,7 @@ class Lab(RunReads, Protocol):
     def queue(self) -> list[dict[str, Any]]: ...
 
     # runs
+    def predict(self, run_ids: Sequence[str], texts: Sequence[str], max_length: int = 0) -> pd.DataFrame: ...
     def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str: ...
     def submit(self, config: RunConfig | dict, priority: int = 0, parent: str | None = None,
                study: str | None = None, tags: Iterable[str] = (), name: str | None = None) -> str: ...

@@ -1,7 +1,8 @@
-"""A fine-tune exported as a Hugging Face model folder: real runs through the engine, the CLI's export, then
-transformers' own `pipeline` loading the folder, whose predictions must be the lab's (a mean-pooled classifier
-through the remote code it carries, a [CLS] one without); the model card says what the run was; what cannot be
-exported is refused with the reason."""
+"""A fine-tune used outside its run. Exported as a Hugging Face model folder: real runs through the engine, the CLI's
+export, then transformers' own `pipeline` loading the folder, whose predictions must be the lab's (a mean-pooled
+classifier through the remote code it carries, a [CLS] one without); the model card says what the run was; what
+cannot be exported is refused with the reason. Asked from the command line (`predict`): through the lab service's
+predictor, side by side, the same probabilities."""
 
 from __future__ import annotations
 
@@ -87,3 +88,30 @@ def test_what_cannot_be_exported_is_refused_with_the_reason(runs, tmp_path, monk
     assert main(["runs", "export-model", ids["cls"], "--out", str(tmp_path / "full")]) == 2
     assert "already holds files" in capsys.readouterr().err and (tmp_path / "full" / "x").read_text() == "keep me"
     assert main(["runs", "export-model", "ft-nope", "--out", str(tmp_path / "b")]) == 2
+
+
+def test_predict_from_the_command_line_puts_runs_side_by_side_through_the_service(runs, tmp_path, monkeypatch,
+                                                                                capsys):
+    import pandas as pd
+
+    from tests.conftest import stop_lab
+
+    home, ids = runs
+    monkeypatch.setenv("PTFT_HOME", str(home))
+    out = tmp_path / "predictions.csv"
+    try:
+        assert main(["predict", ids["mean"], ids["cls"], "--split", "amazon:test", "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert "the runs agree on" in printed and f"tiny-mean ({ids['mean']}): accuracy" in printed
+        frame = pd.read_csv(out)
+        assert len(frame) == 2 * 371 * 2 and set(frame["true_label"]) == {"negative", "positive"}
+        mine = frame[frame["run_id"] == ids["mean"]].sort_values(["row", "label"])
+        texts = mine["text"].iloc[::2].tolist()
+        ours = inspect.predict(inspect.load_classifier(ids["mean"]), texts, 32)
+        assert np.allclose(mine["probability"].to_numpy().reshape(-1, 2), ours, atol=1e-5)
+        assert main(["predict", ids["image"], "--text", "fine"]) == 2
+        assert "is a run of kind image_pretrain" in capsys.readouterr().err
+        assert main(["predict", "ft-nope", "--text", "fine"]) == 2
+        assert "no run 'ft-nope'" in capsys.readouterr().err
+    finally:
+        stop_lab(home)

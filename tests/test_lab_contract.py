@@ -8,16 +8,20 @@ import inspect
 import io
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from ptft_core import inspect as model_inspect
+from ptft_core import paths
 from ptft_core.client import LabClient, connect
 from ptft_core.config import ConfigError
 from ptft_core.data import DataError
-from ptft_core.lab import MAX_RUN_IDS, Lab, Refused, RunReads, UnknownId
+from ptft_core.lab import MAX_PREDICT_RUNS, MAX_RUN_IDS, Lab, Refused, RunReads, UnknownId
 from ptft_core.service.local import LocalLab
 from ptft_core.store import Store
 from tests.test_data_user_images import image_folder, zipped
+from tests.test_predictor import real_classifier
 
 
 @pytest.fixture(params=["in-process", "http"])
@@ -164,3 +168,50 @@ def test_a_file_uploads_registers_and_reads_back_as_a_dataset(lab, fake_lab):
         lab.dataset_rows("nope", "train")
     with pytest.raises(ConfigError, match="limit"):
         lab.dataset_rows("mine", "train", 10**6)
+
+
+# --- predictions (the predictor process: tests/test_predictor.py) ---------------------------------------------------
+
+
+PREDICT_TEXTS = ["a fine film, moving and funny", "bad", "the plot never comes together", "I would watch it again"]
+
+
+def finished_fine_tune(lab) -> str:
+    """A fine-tune finished by the stand-in trainer, its final checkpoint replaced by a real classifier."""
+    run_id = lab.submit({"kind": "finetune", "max_steps": 2, "eval_every": 1, "max_length": 32})
+    assert lab.wait([run_id], timeout=120) == {run_id: "completed"}
+    final = paths.run_dir(run_id) / "checkpoints" / "final"
+    for file in final.iterdir():
+        file.unlink()
+    real_classifier(final)
+    return run_id
+
+
+@pytest.mark.slow  # the predictor imports torch
+def test_a_prediction_through_the_contract_is_the_model_s_own(lab):
+    run_id = finished_fine_tune(lab)
+    answer = lab.predict([run_id], PREDICT_TEXTS)
+    assert list(answer.columns) == ["run_id", "row", "label", "probability"]
+    assert answer["row"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert answer["label"].tolist()[:2] == ["negative", "positive"]
+    final = str(paths.run_dir(run_id) / "checkpoints" / "final")
+    expected = model_inspect.predict(model_inspect.load_classifier_at(final), PREDICT_TEXTS, 32)
+    assert np.allclose(answer["probability"].to_numpy().reshape(len(PREDICT_TEXTS), 2), expected, atol=1e-6)
+    twice = lab.predict([run_id, run_id], PREDICT_TEXTS[:1], max_length=8)  # the same run once; another length
+    assert twice["run_id"].tolist() == [run_id, run_id]
+
+
+def test_what_cannot_be_predicted_is_refused_before_the_predictor_is_asked(lab):
+    run_id = finished_fine_tune(lab)
+    pretraining = lab.submit({"kind": "pretrain", "max_steps": 2, "eval_every": 1})
+    lab.wait([pretraining], timeout=120)
+    with pytest.raises(UnknownId, match="no run 'ft-nope'"):
+        lab.predict(["ft-nope"], PREDICT_TEXTS)
+    with pytest.raises(Refused, match=f"{pretraining} is a run of kind pretrain"):
+        lab.predict([pretraining], PREDICT_TEXTS)
+    with pytest.raises(ConfigError, match="texts: 1 to 2,000 texts"):
+        lab.predict([run_id], [])
+    with pytest.raises(ConfigError, match=r"texts\[1\]: a text of at most 5,000 characters"):
+        lab.predict([run_id], ["fine", "x" * 5_001])
+    with pytest.raises(ConfigError, match=f"run_ids: 1 to {MAX_PREDICT_RUNS} classifiers"):
+        lab.predict([run_id, *[lab.submit({"kind": "pretrain", "max_steps": 1}) for _ in range(4)]], PREDICT_TEXTS)

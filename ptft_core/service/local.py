@@ -30,6 +30,9 @@ from ptft_core.lab import (
     MAX_LOG_BYTES,
     MAX_METRIC_NAMES,
     MAX_POINTS,
+    MAX_PREDICT_RUNS,
+    MAX_PREDICT_TEXTS,
+    MAX_TEXT_CHARS,
     MAX_UPLOAD_BYTES,
     X_AXES,
     Refused,
@@ -37,6 +40,7 @@ from ptft_core.lab import (
     bounded,
     run_selection,
 )
+from ptft_core.predictor import Predictor
 from ptft_core.rundir import RunDir
 from ptft_core.studies.driver import StudyDriver, StudyProgress, list_studies, study_progress
 from ptft_core.sweeps.driver import SweepDriver, SweepProgress, SweepView
@@ -64,6 +68,7 @@ class LocalLab:
         self.store = engine.store
         self.studies = studies
         self.sweeps = sweeps
+        self.predictor = Predictor(engine.home / "predictor.log")  # started on the first prediction
 
     # -- ids -------------------------------------------------------------------------------------------------------
     def known(self, run_id: str) -> str:
@@ -106,6 +111,39 @@ class LocalLab:
 
     def artifacts(self, run_id: str) -> pd.DataFrame:
         return self.store.artifacts(self.known(run_id))
+
+    def predict(self, run_ids: Sequence[str], texts: Sequence[str], max_length: int = 0) -> pd.DataFrame:
+        """Each run's class probabilities for each text, from the predictor process (predictor.py): long rows of
+        run_id, row (the text's index), label, probability. A run must be a completed text fine-tune; its own
+        max_length reads the texts unless `max_length` says otherwise."""
+        ids = self.known_runs(run_ids)
+        if not 1 <= len(ids) <= MAX_PREDICT_RUNS:
+            raise ConfigError(f"run_ids: 1 to {MAX_PREDICT_RUNS} classifiers side by side (got {len(ids)})")
+        texts = list(texts)
+        if not 1 <= len(texts) <= MAX_PREDICT_TEXTS:
+            raise ConfigError(f"texts: 1 to {MAX_PREDICT_TEXTS:,} texts in one prediction (got {len(texts):,})")
+        long = next((i for i, t in enumerate(texts) if not isinstance(t, str) or len(t) > MAX_TEXT_CHARS), None)
+        if long is not None:
+            raise ConfigError(f"texts[{long}]: a text of at most {MAX_TEXT_CHARS:,} characters")
+        bounded("max_length", max_length, 0, 512)
+        frames = []
+        for run_id in ids:
+            row = self.store.get_run(run_id)
+            folder = RunDir(self.engine.run_dir(run_id))
+            if row["kind"] != "finetune":
+                raise Refused(f"{run_id} is a run of kind {row['kind']}: predictions come from text fine-tunes")
+            if row["status"] != "completed" or not folder.has_checkpoint("final"):
+                raise Refused(f"{run_id} is {row['status']}: it has no final checkpoint to predict with")
+            labels, probs = self.predictor.predict(str(folder.checkpoint("final")), texts,
+                                                   max_length or int(row["config"]["max_length"]))
+            frame = pd.DataFrame(probs, columns=labels).rename_axis("row").reset_index()
+            long = frame.melt(id_vars="row", var_name="label", value_name="probability")
+            frames.append(long.sort_values("row", kind="stable").assign(run_id=run_id))  # labels in model order
+        return pd.concat(frames, ignore_index=True)[["run_id", "row", "label", "probability"]]
+
+    def close(self) -> None:
+        """Stop what this lab started besides the engine (the predictor)."""
+        self.predictor.close()
 
     def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str:
         path = RunDir(self.engine.run_dir(self.known(run_id))).log

@@ -81,6 +81,7 @@ def serve(host: str, port: int, db: Path | None = None, cpu_slots: int | None = 
     driver = driver_for(engine)
     sweeps = sweep_driver_for(engine)
     lifeline = threading.Event()
+    lab = None
     try:
         tokens = load_or_create(engine.home)
         sock = socket.create_server((host, port))
@@ -97,10 +98,13 @@ def serve(host: str, port: int, db: Path | None = None, cpu_slots: int | None = 
         sweeps.start()
         watch_lifeline(engine.home, owner_pid, lifeline)
         print(f"ptft service on {url} (tokens: {engine.home / TOKENS_NAME})", flush=True)
-        app = create_app(LocalLab(engine, driver, sweeps), tokens)
+        lab = LocalLab(engine, driver, sweeps)
+        app = create_app(lab, tokens)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         server.run(sockets=[sock])
     finally:
+        if lab is not None:
+            lab.close()
         lifeline.set()
         service_file.unlink(missing_ok=True)
         sweeps.stop()

@@ -45,6 +45,16 @@ def seconds_per_step(body: RunSelection, lab: Lab, answers: Answers) -> dict[str
     return answers.get(("pace", tuple(body.run_ids)), lambda: lab.seconds_per_step(body.run_ids))
 
 
+class PredictQuery(RunSelection):
+    texts: list[str]
+    max_length: int = 0
+
+
+@router.post("/predict")
+def predict(body: PredictQuery, lab: Lab) -> Response:
+    return arrow(lab.predict(body.run_ids, body.texts, body.max_length))
+
+
 @router.post("/metric-rows")
 def metric_rows(body: RunSelection, lab: Lab) -> Response:
     return arrow(lab.metric_rows(body.run_ids))
