@@ -31,6 +31,7 @@ PAGES = {
         st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
         st.Page("pages/inspect.py", title="Inspect", icon=":material/visibility:"),
+        st.Page("pages/arena.py", title="Arena", icon=":material/compare:"),
         st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
         st.Page("pages/sweeps.py", title="Sweeps", icon=":material/stacked_line_chart:"),
     ],

@@ -485,6 +485,24 @@ def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str | Non
     return fig
 
 
+def predictions_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """One text's class probabilities, a bar per run for each class (the arena). `df`: rows of run (its label),
+    label (the class), probability."""
+    if df.empty:
+        return _empty(title, "no prediction")
+    fig = go.Figure()
+    colors = color_map(df["run"].unique())
+    for run, part in df.groupby("run", sort=False):
+        fig.add_trace(go.Bar(x=part["label"].astype(str), y=part["probability"], name=str(run),
+                             marker_color=colors[run], text=[f"{p:.0%}" for p in part["probability"]],
+                             textposition="outside",
+                             hovertemplate=f"<b>{run}</b><br>%{{x}}: %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, title=title, barmode="group", height=360,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=60, r=20, t=60, b=40))
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%", title_text="probability")
+    return fig
+
+
 def reliability_figure(df: pd.DataFrame, ece: dict[str, float] | None = None,
                        title: str = "Reliability on the test split") -> go.Figure:
     """Reliability diagrams of several runs on one chart: each confidence bin's accuracy against its mean

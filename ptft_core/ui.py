@@ -45,7 +45,7 @@ from ptft_core.config import (
     task_steps,
     with_seed,
 )
-from ptft_core.lab import Lab
+from ptft_core.lab import MAX_PREDICT_TEXTS, Lab
 from ptft_core.specs import parent_run
 
 ACTIVE = ("queued", "running")
@@ -536,6 +536,15 @@ SOURCE_BUILTIN = f"Built-in {BUILTIN_CHECKPOINT}"
 SOURCE_RUN = "An earlier run"
 SOURCE_PRESET = "A preset (random init)"
 SOURCE_HUB = "Hub id or folder"
+
+
+@st.cache_data(show_spinner="Predicting…", max_entries=16)
+def predictions(run_ids: tuple[str, ...], texts: tuple[str, ...]) -> pd.DataFrame:
+    """`Lab.predict` of these runs on these texts (the service's predictor), in chunks of its bound; cached: a
+    finished run's predictions do not change."""
+    chunks = [lab().predict(list(run_ids), list(texts[start:start + MAX_PREDICT_TEXTS])).assign(
+        row=lambda f, s=start: f["row"] + s) for start in range(0, len(texts), MAX_PREDICT_TEXTS)]
+    return pd.concat(chunks, ignore_index=True)
 
 
 def show_error(message: str, exc: BaseException | None = None) -> None:

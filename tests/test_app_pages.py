@@ -41,10 +41,11 @@ from ptft_core.data import load_split
 from ptft_core.journal import MemoryLogger
 from ptft_core.store import Store
 from tests.conftest import linked_home, stop_lab
+from tests.test_predictor import real_classifier
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
-PAGES = ["home", "data", "pretrain", "finetune", "runs", "compare", "inspect", "studies", "sweeps"]
+PAGES = ["home", "data", "pretrain", "finetune", "runs", "compare", "inspect", "arena", "studies", "sweeps"]
 TIMEOUT = 60  # seconds per script run: the first one imports pandas, plotly and the engine on 2 busy cores
 T0 = 1_700_000_000.0
 
@@ -128,6 +129,8 @@ def add_run(store: Store, home: Path, run_id: str, config, *, status: str = "com
                       "status": "queued", "study": study, "tags": list(tags), "total_steps": steps, "step": 0})
     events = journal_events(run_id, config.kind, steps, skill, status)
     assert store.ingest_events(events, {run_id: 0}) > 0
+    if status == "completed" and config.kind == "finetune":  # a real (tiny, untrained) classifier to predict with
+        real_classifier(run_dir / "checkpoints" / "final", seed=int(run_id[-1]))
     return run_id
 
 
@@ -341,7 +344,7 @@ def test_runs_page_shows_an_evaluate_runs_scores_and_why_a_dependent_run_failed(
     assert list(table.index) == ["amazon", "nyt"] and list(table.columns) == ["accuracy", "loss"]
     assert table.loc["nyt", "accuracy"] == pytest.approx(0.64)
     at = open_page("runs", {"run": "ft-0012"})
-    assert "run ft-0010 completed without checkpoint 'step-99' (it has none)" in texts(at.error), texts(at.error)
+    assert "run ft-0010 completed without checkpoint 'step-99' (it has final)" in texts(at.error), texts(at.error)
 
 
 def test_runs_page_retry_queues_a_new_run_and_tags_are_saved(lab_with_runs):
@@ -669,6 +672,30 @@ def test_no_page_imports_torch(read_lab, tmp_path):
         assert out.stdout.split() == [word for page in pages for word in ("NO-TORCH", page)], (
             out.stdout + out.stderr[-2000:])
     stop_lab(empty)
+
+
+# --- arena ----------------------------------------------------------------------------------------------------------
+
+
+def test_the_arena_puts_two_classifiers_side_by_side_on_a_text_and_on_a_test_split(read_lab):
+    at = open_page("arena")
+    assert not at.exception and not at.error, texts(at.error)
+    names = {"ft-0002": "minilm-movies-s0", "ft-0003": "minilm-movies-s1", "ft-0004": "minilm-movies-scratch"}
+    picked = at.multiselect(key="arena-runs").value
+    assert len(picked) == 2 and set(picked) <= set(names)  # the newest two completed fine-tunes
+    assert chart_count(at) == 1 and "The 2 classifiers" in texts(at.caption)
+    at.radio(key="arena-source").set_value("From a test split").run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "True label: **" in texts(at.caption)
+    at = open_page("arena", {"arena-tab": "Where they disagree"})
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[0].value
+    assert {"text", "true label", "right"} <= set(table.columns) and len(table) > 0  # two random models disagree
+    sure = table[[f"{names[run]} confidence" for run in picked]].min(axis=1)
+    assert sure.is_monotonic_decreasing  # the surest disagreements first
+    assert f"{len(table):,} disagreements below" in texts(at.caption)
+    at.selectbox(key="arena-truth").set_value("positive").run()
+    assert set(at.dataframe[0].value["true label"]) == {"positive"}
 
 
 # --- inspect with a real model ------------------------------------------------------------------------------------

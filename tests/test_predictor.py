@@ -20,9 +20,10 @@ TEXTS = ["a fine film, moving and funny", "bad", "the plot never comes together"
 CORPUS = TEXTS * 10 + ["the film", "the plot was good", "an actor", "it was bad and slow"]
 
 
-def real_classifier(folder) -> None:
-    """A 1-layer BERT with its own WordPiece vocabulary, two labels, random weights: a real model in seconds."""
-    torch.manual_seed(0)
+def real_classifier(folder, seed: int = 0) -> None:
+    """A 1-layer BERT with its own WordPiece vocabulary, two labels, random weights (drawn with `seed`): a real
+    model in seconds."""
+    torch.manual_seed(seed)
     tokenizer = train_wordpiece(CORPUS, vocab_size=200)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, id2label={0: "negative", 1: "positive"},

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ptft_core import arena
 from ptft_core.client import connect
 from ptft_core.config import ConfigError
 from ptft_core.lab import MAX_DATASET_ROWS, MAX_PREDICT_TEXTS, MAX_TEXT_CHARS
@@ -65,9 +66,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              for start in range(0, len(texts), MAX_PREDICT_TEXTS)], ignore_index=True)
         runs = list(dict.fromkeys(answers["run_id"]))
         names = {r: (lab.get_run(r).get("name") or r) for r in runs}
-    top = answers.loc[answers.groupby(["run_id", "row"], sort=False)["probability"].idxmax()]
+    top = arena.answers(answers)
     table = top.pivot(index="row", columns="run_id", values="label")[runs]
-    confidence = top.pivot(index="row", columns="run_id", values="probability")[runs]
+    confidence = top.pivot(index="row", columns="run_id", values="confidence")[runs]
     for i in table.index[:SHOWN]:
         cells = "  ".join(f"{names[r]}: {table.at[i, r]} ({confidence.at[i, r]:.0%})" for r in runs)
         known = f"  [true: {truth[i]}]" if truth else ""
@@ -76,7 +77,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if len(texts) > SHOWN:
         print(f"... {len(texts) - SHOWN:,} more texts" + (" (all in --out)" if args.out else ""))
     if len(runs) > 1:
-        print(f"the runs agree on {(table.nunique(axis=1) == 1).mean():.1%} of {len(texts):,} texts")
+        print(f"the runs agree on {arena.agreement(answers):.1%} of {len(texts):,} texts")
     if truth:
         for r in runs:
             print(f"{names[r]} ({r}): accuracy {(table[r] == pd.Series(truth)).mean():.1%} on {len(texts):,} texts")
