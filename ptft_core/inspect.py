@@ -7,6 +7,7 @@ dashboard does on every page load) stays light; the first call pays the import.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,14 +38,15 @@ def load_classifier(run_id: str) -> Loaded:
     return load_classifier_at(resolve_checkpoint(f"run:{run_id}"))
 
 
-def load_classifier_at(path: str) -> Loaded:
+def load_classifier_at(path: str, attention_maps: bool = True) -> Loaded:
     """A saved classifier (a fine-tune's checkpoint folder) in eval mode on CPU, read the way it was trained (its
-    config's pooling: a mean-pooled classifier has no pooler weights to read [CLS] with)."""
+    config's pooling: a mean-pooled classifier has no pooler weights to read [CLS] with). `attention_maps`: the
+    eager attention, which returns its weights (Inspect); without, the fused kernel (SDPA), faster to predict."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ptft_core.models import POOLING_ATTR, set_pooling  # torch: only where a model is loaded
 
-    model = AutoModelForSequenceClassification.from_pretrained(path, **EAGER)
+    model = AutoModelForSequenceClassification.from_pretrained(path, **(EAGER if attention_maps else {}))
     set_pooling(model, getattr(model.config, POOLING_ATTR, None) or "cls")
     model.eval()
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
@@ -89,15 +91,18 @@ def attention(loaded: Loaded, text: str) -> tuple[list[str], np.ndarray]:
     return tokens, torch.stack(out.attentions)[:, 0].float().numpy()
 
 
-def predict(loaded: Loaded, texts: list[str], max_length: int) -> np.ndarray:
-    """Class probabilities [texts, labels], batched by length so little padding is computed."""
+def predict(loaded: Loaded, texts: list[str], max_length: int, batch_size: int = PREDICT_BATCH,
+            bf16: bool = False) -> np.ndarray:
+    """Class probabilities [texts, labels], batched by length so little padding is computed; `bf16`: autocast
+    (weights kept in float32)."""
     import torch
 
     order = np.argsort([len(t) for t in texts], kind="stable")
     probs = np.zeros((len(texts), len(loaded.labels)), dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, len(texts), PREDICT_BATCH):
-            index = order[start:start + PREDICT_BATCH]
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), precision:
+        for start in range(0, len(texts), batch_size):
+            index = order[start:start + batch_size]
             batch = loaded.tokenizer([texts[i] for i in index], truncation=True, max_length=max_length,
                                      padding=True, return_tensors="pt")
             probs[index] = torch.softmax(loaded.model(**batch).logits.float(), dim=-1).numpy()

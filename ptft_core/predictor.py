@@ -134,7 +134,7 @@ def serve() -> int:
             if path in models:
                 models.move_to_end(path)
             else:
-                models[path] = inspect.load_classifier_at(path)
+                models[path] = inspect.load_classifier_at(path, attention_maps=False)
                 while len(models) > MAX_MODELS:
                     models.popitem(last=False)
             loaded = models[path]

@@ -2,8 +2,9 @@
 Playwright with Debian's chromium (Playwright cannot download its own browser here; `make browser` installs it).
 
 One journey, as a person would make it: launch a tiny fine-tune (two seeds) from the Fine-tune page, watch both
-complete on Runs, see their curves on Compare, open Inspect; then the same lab served read-only shows no
-control that launches or changes anything. Each page is saved to docs/screenshots/<page>.png on the way.
+complete on Runs, see their curves and reliability diagrams on Compare, open Inspect, put them side by side in the
+Arena; then the same lab served read-only shows no control that launches or changes anything, and still predicts.
+Each page is saved to docs/screenshots/<page>.png on the way.
 
 Without chromium the tests skip, except in CI (CI=true), where a missing browser is a failure.
 """
@@ -247,6 +248,25 @@ def test_launch_watch_compare_inspect_then_read_only(lab_home, tmp_path, browser
         assert not page.get_by_test_id("stException").count()
         screenshot(page, "inspect")
 
+        # Calibration: both runs' reliability diagrams (the diagonal, a line per run) beside their ECE.
+        open_page(page, f"{url}/compare?runs={','.join(run_ids)}&view=Calibration")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 3",
+                               timeout=60_000)
+        assert page.get_by_text("ECE", exact=False).count() >= 1
+        screenshot(page, "calibration")
+
+        # Arena: the two runs side by side on one text (a bar group each), through the service's predictor, then
+        # where they disagree over amazon's test split.
+        open_page(page, f"{url}/arena")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .barlayer .trace').length >= 2",
+                               timeout=RUN_TIMEOUT_MS)
+        page.get_by_text("classifiers agree", exact=False).or_(
+            page.get_by_text("classifiers disagree", exact=False)).first.wait_for(timeout=60_000)
+        screenshot(page, "arena")
+        open_page(page, f"{url}/arena?arena-tab=Where+they+disagree")
+        page.get_by_text("test texts of amazon", exact=False).wait_for(timeout=RUN_TIMEOUT_MS)
+        assert not page.get_by_test_id("stException").count()
+
     # The same lab, read-only (a viewer of the service the first dashboard started, which outlived it): everything
     # can be seen, nothing can be launched, cancelled or deleted.
     with streamlit_server(home, log, read_only=True) as url:
@@ -262,6 +282,9 @@ def test_launch_watch_compare_inspect_then_read_only(lab_home, tmp_path, browser
         open_page(page, f"{url}/compare?runs={run_ids[0]}")
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1",
                                timeout=60_000)
+        open_page(page, f"{url}/arena")  # a viewer may predict: it changes nothing
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .barlayer .trace').length >= 2",
+                               timeout=RUN_TIMEOUT_MS)
 
 
 def progress_step(page, run_id: str) -> int:
