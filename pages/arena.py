@@ -59,6 +59,11 @@ with one:
         shown = answer.assign(run=answer["run_id"].map(labels))
         ui.chart(plots.predictions_figure(shown, title="Class probabilities"), "arena-one", shown, key="arena-one")
         top = arena.answers(answer)
+        cost = answer.groupby("run_id", sort=False)[["ms_per_text", "model_mb"]].first()
+        costs = "; ".join(f"{labels[r]} {c['ms_per_text']:.1f} ms a text, {c['model_mb']:.0f} MB in memory"
+                          for r, c in cost.iterrows())
+        st.caption(f"Inference cost on this machine (the lab service's predictor, float32, the model loaded): "
+                   f"{costs}. `python -m bench.inference_bench` prices batches, bf16 and int8.")
         verdict = "agree" if top["label"].nunique() == 1 else "disagree"
         st.caption(f"The {len(chosen)} classifiers {verdict}: " + "; ".join(
             f"{labels[r]} says **{lab_}** ({c:.0%})" for r, lab_, c in zip(top["run_id"], top["label"],

@@ -43,8 +43,9 @@ class Predictor:
         self._places = threading.BoundedSemaphore(max_waiting + 1)  # that one and those waiting behind it
         self._buffer = b""
 
-    def predict(self, path: str, texts: list[str], max_length: int) -> tuple[list[str], list[list[float]]]:
-        """(label names, class probabilities [texts, labels]) of the classifier saved at `path`."""
+    def predict(self, path: str, texts: list[str], max_length: int) -> dict[str, Any]:
+        """The classifier saved at `path` on `texts`: {labels (its label names), probs [texts, labels],
+        ms_per_text (this request's forward passes, the model already loaded), model_mb (its weights in memory)}."""
         if not self._places.acquire(blocking=False):
             raise Refused("the predictor is busy: too many predictions are waiting; try again in a moment")
         try:
@@ -54,7 +55,7 @@ class Predictor:
             self._places.release()
         if "error" in reply:
             raise Refused(f"prediction failed: {reply['error']}")
-        return reply["labels"], reply["probs"]
+        return reply
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -138,8 +139,13 @@ def serve() -> int:
                 while len(models) > MAX_MODELS:
                     models.popitem(last=False)
             loaded = models[path]
+            began = time.perf_counter()
             probs = inspect.predict(loaded, list(request["texts"]), int(request["max_length"]))
-            reply = {"labels": loaded.labels, "probs": probs.tolist()}
+            seconds = time.perf_counter() - began
+            tensors = (*loaded.model.parameters(), *loaded.model.buffers())
+            reply = {"labels": loaded.labels, "probs": probs.tolist(),
+                     "ms_per_text": 1000 * seconds / max(1, len(request["texts"])),
+                     "model_mb": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
         except Exception as exc:  # noqa: BLE001 - every failure is a reply, never the predictor's end
             reply = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]}
         out.write((json.dumps(reply) + "\n").encode())

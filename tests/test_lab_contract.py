@@ -191,7 +191,8 @@ def finished_fine_tune(lab) -> str:
 def test_a_prediction_through_the_contract_is_the_model_s_own(lab):
     run_id = finished_fine_tune(lab)
     answer = lab.predict([run_id], PREDICT_TEXTS)
-    assert list(answer.columns) == ["run_id", "row", "label", "probability"]
+    assert list(answer.columns) == ["run_id", "row", "label", "probability", "ms_per_text", "model_mb"]
+    assert (answer["ms_per_text"] > 0).all() and answer["model_mb"].nunique() == 1  # one model's size
     assert answer["row"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert answer["label"].tolist()[:2] == ["negative", "positive"]
     final = str(paths.run_dir(run_id) / "checkpoints" / "final")

@@ -38,7 +38,7 @@ def test_a_burst_is_answered_or_refused_at_once_and_a_stuck_request_restarts_the
     predictor = Predictor(tmp_path / "predictor.log", max_waiting=1)
     try:
         answers: list = []
-        threads = [threading.Thread(target=lambda: answers.append(predictor.predict(str(folder), TEXTS, 32)[1]))
+        threads = [threading.Thread(target=lambda: answers.append(predictor.predict(str(folder), TEXTS, 32)["probs"]))
                    for _ in range(2)]  # one in the predictor, one waiting: both answered, one after the other
         for thread in threads:
             thread.start()
@@ -51,7 +51,7 @@ def test_a_burst_is_answered_or_refused_at_once_and_a_stuck_request_restarts_the
             predictor.predict(str(folder), TEXTS, 32)
         for _ in range(2):
             predictor._places.release()
-        assert predictor.predict(str(folder), TEXTS, 32)[1] == answers[0]
+        assert predictor.predict(str(folder), TEXTS, 32)["probs"] == answers[0]
     finally:
         predictor.close()
     stuck = Predictor(tmp_path / "predictor.log", timeout=0.001)  # no start answers in a millisecond
@@ -59,6 +59,6 @@ def test_a_burst_is_answered_or_refused_at_once_and_a_stuck_request_restarts_the
         with pytest.raises(Refused, match="took longer than 0 s"):
             stuck.predict(str(folder), TEXTS, 32)
         stuck.timeout = 120.0
-        assert stuck.predict(str(folder), TEXTS, 32)[1] == answers[0]  # a fresh predictor, the same answer
+        assert stuck.predict(str(folder), TEXTS, 32)["probs"] == answers[0]  # a fresh predictor, the same answer
     finally:
         stuck.close()

@@ -114,8 +114,9 @@ class LocalLab:
 
     def predict(self, run_ids: Sequence[str], texts: Sequence[str], max_length: int = 0) -> pd.DataFrame:
         """Each run's class probabilities for each text, from the predictor process (predictor.py): long rows of
-        run_id, row (the text's index), label, probability. A run must be a completed text fine-tune; its own
-        max_length reads the texts unless `max_length` says otherwise."""
+        run_id, row (the text's index), label, probability, and the run's inference cost on this request
+        (ms_per_text: its forward passes, the model warm; model_mb: its weights in memory). A run must be a
+        completed text fine-tune; its own max_length reads the texts unless `max_length` says otherwise."""
         ids = self.known_runs(run_ids)
         if not 1 <= len(ids) <= MAX_PREDICT_RUNS:
             raise ConfigError(f"run_ids: 1 to {MAX_PREDICT_RUNS} classifiers side by side (got {len(ids)})")
@@ -134,12 +135,14 @@ class LocalLab:
                 raise Refused(f"{run_id} is a run of kind {row['kind']}: predictions come from text fine-tunes")
             if row["status"] != "completed" or not folder.has_checkpoint("final"):
                 raise Refused(f"{run_id} is {row['status']}: it has no final checkpoint to predict with")
-            labels, probs = self.predictor.predict(str(folder.checkpoint("final")), texts,
-                                                   max_length or int(row["config"]["max_length"]))
-            frame = pd.DataFrame(probs, columns=labels).rename_axis("row").reset_index()
+            reply = self.predictor.predict(str(folder.checkpoint("final")), texts,
+                                           max_length or int(row["config"]["max_length"]))
+            frame = pd.DataFrame(reply["probs"], columns=reply["labels"]).rename_axis("row").reset_index()
             long = frame.melt(id_vars="row", var_name="label", value_name="probability")
-            frames.append(long.sort_values("row", kind="stable").assign(run_id=run_id))  # labels in model order
-        return pd.concat(frames, ignore_index=True)[["run_id", "row", "label", "probability"]]
+            frames.append(long.sort_values("row", kind="stable")  # labels in the model's order
+                          .assign(run_id=run_id, ms_per_text=reply["ms_per_text"], model_mb=reply["model_mb"]))
+        return pd.concat(frames, ignore_index=True)[["run_id", "row", "label", "probability", "ms_per_text",
+                                                     "model_mb"]]
 
     def close(self) -> None:
         """Stop what this lab started besides the engine (the predictor)."""
