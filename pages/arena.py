@@ -34,6 +34,10 @@ one, split_tab = st.tabs(["One text", "Where they disagree"], key="arena-tab", *
 
 
 def predict(texts: list[str]):
+    if not ui.prediction_allowed():
+        st.warning(f"A viewer may ask for {ui.VIEWER_PREDICTIONS_PER_MINUTE} predictions a minute: wait a moment.",
+                   icon=":material/hourglass_top:")
+        st.stop()
     try:
         return ui.predictions(tuple(chosen), tuple(texts))
     except (ValueError, KeyError) as exc:  # Refused (no checkpoint, the predictor busy), an unknown run
@@ -42,58 +46,60 @@ def predict(texts: list[str]):
 
 
 with one:
-    source = st.radio("Text", ["Type one", "From a test split"], horizontal=True, key="arena-source")
-    truth = None
-    if source == "Type one":
-        text = st.text_area("Text to classify", value=EXAMPLE, max_chars=MAX_TEXT_CHARS, key="arena-text")
-    else:
-        left, right = st.columns([2, 1])
-        dataset = left.selectbox("Dataset", datasets, key="arena-dataset")
-        rows = lab.dataset_rows(dataset, "test", MAX_DATASET_ROWS)
-        index = right.number_input("Test example", 0, len(rows) - 1, 0, key="arena-row")
-        names = next(d.label_names for d in lab.datasets() if d.name == dataset)
-        text, truth = rows["text"].iloc[index], names[int(rows["label"].iloc[index])]
-        st.markdown(f"> {text}")
-    if text.strip():
-        answer = predict([text])
-        shown = answer.assign(run=answer["run_id"].map(labels))
-        ui.chart(plots.predictions_figure(shown, title="Class probabilities"), "arena-one", shown, key="arena-one")
-        top = arena.answers(answer)
-        cost = answer.groupby("run_id", sort=False)[["ms_per_text", "model_mb"]].first()
-        costs = "; ".join(f"{labels[r]} {c['ms_per_text']:.1f} ms a text, {c['model_mb']:.0f} MB in memory"
-                          for r, c in cost.iterrows())
-        st.caption(f"Inference cost on this machine (the lab service's predictor, float32, the model loaded): "
-                   f"{costs}. `python -m bench.inference_bench` prices batches, bf16 and int8.")
-        verdict = "agree" if top["label"].nunique() == 1 else "disagree"
-        st.caption(f"The {len(chosen)} classifiers {verdict}: " + "; ".join(
-            f"{labels[r]} says **{lab_}** ({c:.0%})" for r, lab_, c in zip(top["run_id"], top["label"],
-                                                                           top["confidence"], strict=True))
-            + (f". True label: **{truth}**." if truth else "."))
+    if one.open:  # a tab computes only when it is open: each prediction is the predictor's work
+        source = st.radio("Text", ["Type one", "From a test split"], horizontal=True, key="arena-source")
+        truth = None
+        if source == "Type one":
+            text = st.text_area("Text to classify", value=EXAMPLE, max_chars=MAX_TEXT_CHARS, key="arena-text")
+        else:
+            left, right = st.columns([2, 1])
+            dataset = left.selectbox("Dataset", datasets, key="arena-dataset")
+            rows = lab.dataset_rows(dataset, "test", MAX_DATASET_ROWS)
+            index = right.number_input("Test example", 0, len(rows) - 1, 0, key="arena-row")
+            names = next(d.label_names for d in lab.datasets() if d.name == dataset)
+            text, truth = rows["text"].iloc[index], names[int(rows["label"].iloc[index])]
+            st.markdown(f"> {text}")
+        if text.strip():
+            answer = predict([text])
+            shown = answer.assign(run=answer["run_id"].map(labels))
+            ui.chart(plots.predictions_figure(shown, title="Class probabilities"), "arena-one", shown, key="arena-one")
+            top = arena.answers(answer)
+            cost = answer.groupby("run_id", sort=False)[["ms_per_text", "model_mb"]].first()
+            costs = "; ".join(f"{labels[r]} {c['ms_per_text']:.1f} ms a text, {c['model_mb']:.0f} MB in memory"
+                              for r, c in cost.iterrows())
+            st.caption(f"Inference cost on this machine (the lab service's predictor, float32, the model loaded): "
+                       f"{costs}. `python -m bench.inference_bench` prices batches, bf16 and int8.")
+            verdict = "agree" if top["label"].nunique() == 1 else "disagree"
+            st.caption(f"The {len(chosen)} classifiers {verdict}: " + "; ".join(
+                f"{labels[r]} says **{lab_}** ({c:.0%})" for r, lab_, c in zip(top["run_id"], top["label"],
+                                                                               top["confidence"], strict=True))
+                + (f". True label: **{truth}**." if truth else "."))
 
 with split_tab:
-    if len(chosen) < 2:
-        st.info("Choose two classifiers to see where they disagree.")
-    else:
-        left, middle, right = st.columns(3)
-        dataset = left.selectbox("Test split of", datasets, key="arena-split")
-        first = middle.selectbox("First", chosen, format_func=labels.get, key="arena-first")
-        second = right.selectbox("Second", [r for r in chosen if r != first], format_func=labels.get,
-                                 key="arena-second")
-        rows = lab.dataset_rows(dataset, "test", MAX_DATASET_ROWS)
-        names = next(d.label_names for d in lab.datasets() if d.name == dataset)
-        texts, truth = rows["text"].tolist(), [names[int(i)] for i in rows["label"]]
-        answers = predict(texts)
-        pair = answers[answers["run_id"].isin([first, second])]
-        table = arena.disagreements(pair, texts, truth, first, second)
-        true_label = st.selectbox("True label", ["(all)", *names], key="arena-truth")
-        if true_label != "(all)":
-            table = table[table["true label"] == true_label]
-        top = arena.answers(pair)
-        accuracy = {r: (top[top["run_id"] == r].set_index("row")["label"] == truth).mean() for r in (first, second)}
-        st.caption(f"{labels[first]} and {labels[second]} agree on {arena.agreement(pair):.1%} of {len(texts):,} "
-                   f"test texts of {dataset} (accuracy {accuracy[first]:.1%} and {accuracy[second]:.1%}). "
-                   f"{len(table):,} disagreements below, the surest first (both confident and still apart).")
-        st.dataframe(table.rename(columns={"first": labels[first], "second": labels[second],
-                                           "first confidence": f"{labels[first]} confidence",
-                                           "second confidence": f"{labels[second]} confidence"}),
-                     hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
+    if split_tab.open:
+        if len(chosen) < 2:
+            st.info("Choose two classifiers to see where they disagree.")
+        else:
+            left, middle, right = st.columns(3)
+            dataset = left.selectbox("Test split of", datasets, key="arena-split")
+            first = middle.selectbox("First", chosen, format_func=labels.get, key="arena-first")
+            second = right.selectbox("Second", [r for r in chosen if r != first], format_func=labels.get,
+                                     key="arena-second")
+            rows = lab.dataset_rows(dataset, "test", MAX_DATASET_ROWS)
+            names = next(d.label_names for d in lab.datasets() if d.name == dataset)
+            texts, truth = rows["text"].tolist(), [names[int(i)] for i in rows["label"]]
+            answers = predict(texts)
+            pair = answers[answers["run_id"].isin([first, second])]
+            table = arena.disagreements(pair, texts, truth, first, second)
+            true_label = st.selectbox("True label", ["(all)", *names], key="arena-truth")
+            if true_label != "(all)":
+                table = table[table["true label"] == true_label]
+            top = arena.answers(pair)
+            accuracy = {r: (top[top["run_id"] == r].set_index("row")["label"] == truth).mean() for r in (first, second)}
+            st.caption(f"{labels[first]} and {labels[second]} agree on {arena.agreement(pair):.1%} of {len(texts):,} "
+                       f"test texts of {dataset} (accuracy {accuracy[first]:.1%} and {accuracy[second]:.1%}). "
+                       f"{len(table):,} disagreements below, the surest first (both confident and still apart).")
+            st.dataframe(table.rename(columns={"first": labels[first], "second": labels[second],
+                                               "first confidence": f"{labels[first]} confidence",
+                                               "second confidence": f"{labels[second]} confidence"}),
+                         hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})

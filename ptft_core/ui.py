@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -72,6 +73,23 @@ POINTS_PER_FIGURE = 100_000  # points a chart may hold in all; each series gets 
 def read_only() -> bool:
     """Demo mode (`PTFT_READ_ONLY=1`): every launch, cancel, delete and edit control is hidden."""
     return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# A demo viewer's predictions in a minute (per browser session): a person reading answers asks far fewer; a script
+# hammering the demo's predictor is held back before the service sees it.
+VIEWER_PREDICTIONS_PER_MINUTE = 20
+
+
+def prediction_allowed() -> bool:
+    """Whether this session may ask for a prediction now: always in the lab; in a read-only demo, at most
+    VIEWER_PREDICTIONS_PER_MINUTE in the last minute (this call counted when allowed)."""
+    if not read_only():
+        return True
+    now = time.monotonic()
+    recent = [t for t in st.session_state.get("predicted-at", []) if now - t < 60]
+    allowed = len(recent) < VIEWER_PREDICTIONS_PER_MINUTE
+    st.session_state["predicted-at"] = [*recent, now] if allowed else recent
+    return allowed
 
 
 def _close_lab(client: LabClient) -> None:

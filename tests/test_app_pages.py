@@ -636,6 +636,18 @@ def test_read_only_mode_hides_every_control_that_changes_something(read_lab, mon
     assert not at.file_uploader
 
 
+def test_a_demo_viewer_may_predict_a_bounded_number_of_times_a_minute(read_lab, monkeypatch):
+    monkeypatch.setenv(client.READ_ONLY_ENV, "1")
+    at = open_page("arena")
+    assert not at.exception and not at.error and chart_count(at) == 1  # a viewer predicts: it changes nothing
+    for _ in range(ui.VIEWER_PREDICTIONS_PER_MINUTE - 1):  # the same session asking again (cached answers count)
+        at.run()
+        assert not at.warning, texts(at.warning)
+    at.run()
+    assert f"A viewer may ask for {ui.VIEWER_PREDICTIONS_PER_MINUTE} predictions a minute" in texts(at.warning)
+    assert chart_count(at) == 0
+
+
 def test_read_only_mode_says_so_in_the_sidebar(read_empty_lab, monkeypatch):
     monkeypatch.setenv(client.READ_ONLY_ENV, "1")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # the sidebar of the app frame, on Home

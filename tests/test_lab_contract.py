@@ -214,5 +214,10 @@ def test_what_cannot_be_predicted_is_refused_before_the_predictor_is_asked(lab):
         lab.predict([run_id], [])
     with pytest.raises(ConfigError, match=r"texts\[1\]: a text of at most 5,000 characters"):
         lab.predict([run_id], ["fine", "x" * 5_001])
+    gone = finished_fine_tune(lab)
+    for file in (paths.run_dir(gone) / "checkpoints" / "final").iterdir():
+        file.unlink()
+    with pytest.raises(Refused, match=f"{gone} is completed: it has no final checkpoint to predict with"):
+        lab.predict([gone], PREDICT_TEXTS)
     with pytest.raises(ConfigError, match=f"run_ids: 1 to {MAX_PREDICT_RUNS} classifiers"):
         lab.predict([run_id, *[lab.submit({"kind": "pretrain", "max_steps": 1}) for _ in range(4)]], PREDICT_TEXTS)
