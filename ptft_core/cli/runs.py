@@ -46,7 +46,7 @@ from ptft_core.config import (
 from ptft_core.engine import Engine
 from ptft_core.engine.launcher import worker_alive
 from ptft_core.journal import read_events
-from ptft_core.lab import TERMINAL
+from ptft_core.lab import TERMINAL, UnknownId
 from ptft_core.rundir import RunDir
 from ptft_core.store import Store, StoreLockedError
 
@@ -390,16 +390,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def known_run(source: Any, run_id: str) -> dict[str, Any]:
+    """The row of `run_id` from a `read_source`; UnknownId (one line, exit 2) when there is none."""
+    if source is None:
+        raise UnknownId(f"no run {run_id!r} (no store yet)")
+    try:
+        return source.get_run(run_id)
+    except KeyError as exc:
+        raise UnknownId(exc.args[0]) from None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     with read_source(args.db) as source:
-        if source is None:
-            print(f"error: no run {args.run_id!r} (no store yet)", file=sys.stderr)
-            return 2
-        try:
-            row = source.get_run(args.run_id)
-        except KeyError as exc:
-            print(f"error: {exc.args[0]}", file=sys.stderr)
-            return 2
+        row = known_run(source, args.run_id)
         last = source.last_metrics(args.run_id)
         artifacts = source.artifacts(args.run_id)
     config = row.pop("config")
@@ -436,14 +439,7 @@ def cmd_export_model(args: argparse.Namespace) -> int:
     from ptft_core.export import export_model  # transformers: only where a model is exported
 
     with read_source(args.db) as source:
-        if source is None:
-            print(f"error: no run {args.run_id!r} (no store yet)", file=sys.stderr)
-            return 2
-        try:
-            run = source.get_run(args.run_id)
-        except KeyError as exc:
-            print(f"error: {exc.args[0]}", file=sys.stderr)
-            return 2
+        run = known_run(source, args.run_id)
         last = source.last_metrics(args.run_id)
         bins = source.metric_series([args.run_id], splits=[RELIABILITY_SPLIT]).rename(columns={"x": "step"})
     metrics = pd.concat([last[last["split"] != RELIABILITY_SPLIT], bins[["split", "name", "step", "value"]]])
