@@ -7,6 +7,7 @@ predictor, side by side, the same probabilities."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +75,8 @@ def test_the_model_card_says_what_the_run_was_and_how_to_load_it(runs, tmp_path,
     assert 'pipeline("text-classification", model="path/to/this/folder", trust_remote_code=True' in card
     assert "- dataset: `amazon`" in card and "- labels: negative, positive" in card
     assert "| accuracy |" in card and "Expected calibration error" in card
+    cost = re.search(r"\*\*([\d.]+) ms\*\* a text at batch 1 \(median\), \*\*(\d+) texts/s\*\* at batch 32", card)
+    assert cost and float(cost[1]) > 0 and int(cost[2]) > 0  # timed on this machine at export
     rows = [line for line in card.splitlines() if line.startswith("| (")]
     assert rows and sum(int(line.split("|")[2]) for line in rows) == 371  # every amazon test example, binned
 
