@@ -3,10 +3,11 @@ each run's label and probabilities, and whether they agree. A whole test split: 
 confident disagreements first, by true label. Predictions come from the lab service's predictor (this page loads
 no model); a read-only demo's viewers may predict too (it changes nothing)."""
 
+import pandas as pd
 import streamlit as st
 
 from ptft_core import arena, plots, ui
-from ptft_core.lab import MAX_DATASET_ROWS, MAX_PREDICT_RUNS, MAX_TEXT_CHARS
+from ptft_core.lab import COST_TEXTS, MAX_DATASET_ROWS, MAX_PREDICT_RUNS, MAX_TEXT_CHARS
 
 ui.require_frame()
 
@@ -70,6 +71,19 @@ with one:
             st.caption(f"Inference cost on this machine (the lab service's predictor, float32, the model loaded): "
                        f"{costs}. `python -m bench.inference_bench` prices batches, bf16 and int8.")
             verdict = "agree" if top["label"].nunique() == 1 else "disagree"
+            with st.expander("Inference cost of each classifier: float32, bf16, int8"):
+                if st.button("Measure on this machine", key="arena-measure",
+                             help=f"{COST_TEXTS} test texts, each alone, then in batches of 32, in each precision "
+                                  "(a few seconds a classifier)") and ui.prediction_allowed():
+                    try:
+                        costs = [lab.inference_cost(r).assign(classifier=labels[r]) for r in chosen]
+                    except (ValueError, KeyError) as exc:
+                        ui.show_error("Not measured", exc)
+                    else:
+                        st.dataframe(pd.concat(costs)[["classifier", "precision", "p50_ms", "p95_ms", "texts_per_s",
+                                                       "memory_mb", "disk_mb"]], hide_index=True)
+                        st.caption("p50 / p95: one text at a time (ms); texts/s: batches of 32, sorted by length; "
+                                   "int8: the linear layers quantised on the fly (its accuracy is not measured here).")
             st.caption(f"The {len(chosen)} classifiers {verdict}: " + "; ".join(
                 f"{labels[r]} says **{lab_}** ({c:.0%})" for r, lab_, c in zip(top["run_id"], top["label"],
                                                                                top["confidence"], strict=True))

@@ -41,6 +41,7 @@ from ptft_core.data.info import DatasetInfo
 from ptft_core.data.registry import check_new_name
 from ptft_core.ids import is_id
 from ptft_core.lab import TERMINAL, Refused, UnknownId
+from ptft_core.predictor import TIMEOUT_S as PREDICTOR_TIMEOUT_S
 from ptft_core.service.tokens import TOKENS_NAME
 from ptft_core.store.store import check_export_path, write_export
 from ptft_core.studies.driver import StudyProgress
@@ -51,6 +52,8 @@ READ_ONLY_ENV = "PTFT_READ_ONLY"  # set by `demo`: the dashboard shows the lab a
 DEMO_TOKEN_ENV = "PTFT_DEMO_TOKEN_REQUIRED"  # set by `demo` when it serves beyond loopback: visitors bring a token
 TIME_KEYS = ("created_at", "started_at", "finished_at", "heartbeat", "queued_at")
 START_TIMEOUT = 120.0  # seconds for a service to announce itself: imports on a busy 2-core machine
+# A prediction's answer: the predictor's own limit (its start and a model's load included), and the way back.
+ANSWER_TIMEOUT = PREDICTOR_TIMEOUT_S + 30.0
 
 
 class ServiceUnavailable(ConnectionError):
@@ -295,8 +298,12 @@ class LabClient:
         return _frame(self._call("GET", _at("run", run_id, "/artifacts")))
 
     def predict(self, run_ids: Sequence[str], texts: Sequence[str], max_length: int = 0) -> pd.DataFrame:
-        return _frame(self._call("POST", "/api/query/predict",
+        return _frame(self._call("POST", "/api/query/predict", timeout=ANSWER_TIMEOUT,
                                  json={"run_ids": list(run_ids), "texts": list(texts), "max_length": max_length}))
+
+    def inference_cost(self, run_id: str, texts: Sequence[str] | None = None) -> pd.DataFrame:
+        return _frame(self._call("POST", "/api/query/inference-cost", timeout=ANSWER_TIMEOUT,
+                                 json={"run_id": run_id, "texts": None if texts is None else list(texts)}))
 
     def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str:
         return self._call("GET", _at("run", run_id, "/log"), params={"max_bytes": max_bytes}).text

@@ -74,30 +74,14 @@ COST_TEXTS = 64  # test texts the export times its model on: seconds on a CPU, e
 
 def inference_cost(checkpoint: Path, config: dict[str, Any]) -> dict[str, float]:
     """What predicting with the exported model costs on this machine, in float32 on its CPU, as the lab's predictor
-    runs it: the median latency of one text (batch 1), texts/s at batch 32 (texts sorted by length), over up to
-    COST_TEXTS texts of its test split; its size on disk and in memory."""
-    import statistics
-    import time
-
+    runs it (inspect.inference_cost over up to COST_TEXTS texts of its test split), and its size on disk."""
     from ptft_core import inspect  # torch: only where a model is exported
     from ptft_core.data import load_split
 
     texts = load_split(config.get("then_dataset") or config["dataset"], "test")["text"].tolist()[:COST_TEXTS]
     loaded = inspect.load_classifier_at(str(checkpoint), attention_maps=False)
-    max_length = int(config["max_length"])
-    latencies = []
-    for text in texts:
-        began = time.perf_counter()
-        inspect.predict(loaded, [text], max_length, batch_size=1)
-        latencies.append(time.perf_counter() - began)
-    began = time.perf_counter()
-    inspect.predict(loaded, texts, max_length, batch_size=32)
-    batched = time.perf_counter() - began
-    tensors = (*loaded.model.parameters(), *loaded.model.buffers())
-    return {"texts": len(texts), "p50_ms": 1000 * statistics.median(latencies),
-            "texts_per_s": len(texts) / batched,
-            "disk_mb": sum(f.stat().st_size for f in Path(checkpoint).glob("*.safetensors")) / 2**20,
-            "memory_mb": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
+    cost = inspect.inference_cost(loaded, texts, int(config["max_length"]), precisions=("float32",))[0]
+    return {**cost, "disk_mb": sum(f.stat().st_size for f in Path(checkpoint).glob("*.safetensors")) / 2**20}
 
 
 def model_card(run: dict[str, Any], metrics: pd.DataFrame, remote: bool, labels: list[str],

@@ -45,6 +45,7 @@ MAX_UPLOAD_BYTES = 200 * 2**20  # a dataset file: 200 MB is a million texts of 2
 MAX_PREDICT_RUNS = 4  # classifiers side by side in one prediction: the arena's 2-4; each is a model in memory
 MAX_PREDICT_TEXTS = 2_000  # texts in one prediction: a built-in test split (movies: 1,061) at once
 MAX_TEXT_CHARS = 5_000  # characters of one text to classify: a page; a model reads at most 512 tokens of it
+COST_TEXTS = 64  # texts a run's inference cost is timed on, each alone then batched: seconds a precision on a CPU
 
 
 class UnknownId(KeyError):
@@ -104,6 +105,7 @@ class Lab(RunReads, Protocol):
 
     # runs
     def predict(self, run_ids: Sequence[str], texts: Sequence[str], max_length: int = 0) -> pd.DataFrame: ...
+    def inference_cost(self, run_id: str, texts: Sequence[str] | None = None) -> pd.DataFrame: ...
     def log_tail(self, run_id: str, max_bytes: int = 20_000) -> str: ...
     def submit(self, config: RunConfig | dict, priority: int = 0, parent: str | None = None,
                study: str | None = None, tags: Iterable[str] = (), name: str | None = None) -> str: ...

@@ -46,11 +46,19 @@ class Predictor:
     def predict(self, path: str, texts: list[str], max_length: int) -> dict[str, Any]:
         """The classifier saved at `path` on `texts`: {labels (its label names), probs [texts, labels],
         ms_per_text (this request's forward passes, the model already loaded), model_mb (its weights in memory)}."""
+        return self._request({"path": path, "texts": texts, "max_length": max_length})
+
+    def inference_cost(self, path: str, texts: list[str], max_length: int) -> list[dict[str, Any]]:
+        """inspect.inference_cost of the classifier saved at `path` on `texts`, measured in the predictor."""
+        return self._request({"cost": True, "path": path, "texts": texts, "max_length": max_length})["cost"]
+
+    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request through the predictor: a place among the waiting ones or `Refused` at once, then its turn."""
         if not self._places.acquire(blocking=False):
             raise Refused("the predictor is busy: too many predictions are waiting; try again in a moment")
         try:
             with self._busy:
-                reply = self._ask({"path": path, "texts": texts, "max_length": max_length})
+                reply = self._ask(request)
         finally:
             self._places.release()
         if "error" in reply:
@@ -138,14 +146,17 @@ def serve() -> int:
                 models[path] = inspect.load_classifier_at(path, attention_maps=False)
                 while len(models) > MAX_MODELS:
                     models.popitem(last=False)
-            loaded = models[path]
-            began = time.perf_counter()
-            probs = inspect.predict(loaded, list(request["texts"]), int(request["max_length"]))
-            seconds = time.perf_counter() - began
-            tensors = (*loaded.model.parameters(), *loaded.model.buffers())
-            reply = {"labels": loaded.labels, "probs": probs.tolist(),
-                     "ms_per_text": 1000 * seconds / max(1, len(request["texts"])),
-                     "model_mb": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
+            loaded, texts, max_length = models[path], list(request["texts"]), int(request["max_length"])
+            if request.get("cost"):
+                reply = {"cost": inspect.inference_cost(loaded, texts, max_length)}
+            else:
+                began = time.perf_counter()
+                probs = inspect.predict(loaded, texts, max_length)
+                seconds = time.perf_counter() - began
+                tensors = (*loaded.model.parameters(), *loaded.model.buffers())
+                reply = {"labels": loaded.labels, "probs": probs.tolist(),
+                         "ms_per_text": 1000 * seconds / max(1, len(texts)),
+                         "model_mb": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
         except Exception as exc:  # noqa: BLE001 - every failure is a reply, never the predictor's end
             reply = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]}
         out.write((json.dumps(reply) + "\n").encode())

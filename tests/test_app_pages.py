@@ -696,6 +696,10 @@ def test_the_arena_puts_two_classifiers_side_by_side_on_a_text_and_on_a_test_spl
     picked = at.multiselect(key="arena-runs").value
     assert len(picked) == 2 and set(picked) <= set(names)  # the newest two completed fine-tunes
     assert chart_count(at) == 1 and "The 2 classifiers" in texts(at.caption)
+    at.button(key="arena-measure").click().run()  # each classifier's inference cost, measured in the predictor
+    assert not at.exception and not at.error, texts(at.error)
+    cost = at.dataframe[0].value
+    assert cost["precision"].tolist() == ["float32", "bf16", "int8"] * 2 and (cost["texts_per_s"] > 0).all()
     at.radio(key="arena-source").set_value("From a test split").run()
     assert not at.exception and not at.error, texts(at.error)
     assert "True label: **" in texts(at.caption)

@@ -198,6 +198,10 @@ def test_a_prediction_through_the_contract_is_the_model_s_own(lab):
     final = str(paths.run_dir(run_id) / "checkpoints" / "final")
     expected = model_inspect.predict(model_inspect.load_classifier_at(final), PREDICT_TEXTS, 32)
     assert np.allclose(answer["probability"].to_numpy().reshape(len(PREDICT_TEXTS), 2), expected, atol=1e-6)
+    cost = lab.inference_cost(run_id, PREDICT_TEXTS)  # timed in the predictor, each text alone then batched
+    assert cost["precision"].tolist() == ["float32", "bf16", "int8"] and (cost["texts"] == 4).all()
+    assert (cost[["p50_ms", "p95_ms", "texts_per_s", "memory_mb", "disk_mb"]] > 0).all().all()
+    assert (cost["p95_ms"] >= cost["p50_ms"]).all()
     twice = lab.predict([run_id, run_id], PREDICT_TEXTS[:1], max_length=8)  # the same run once; another length
     assert twice["run_id"].tolist() == [run_id, run_id]
 
@@ -219,5 +223,7 @@ def test_what_cannot_be_predicted_is_refused_before_the_predictor_is_asked(lab):
         file.unlink()
     with pytest.raises(Refused, match=f"{gone} is completed: it has no final checkpoint to predict with"):
         lab.predict([gone], PREDICT_TEXTS)
+    with pytest.raises(ConfigError, match="texts: 1 to 64 texts"):
+        lab.inference_cost(run_id, ["a text"] * 65)
     with pytest.raises(ConfigError, match=f"run_ids: 1 to {MAX_PREDICT_RUNS} classifiers"):
         lab.predict([run_id, *[lab.submit({"kind": "pretrain", "max_steps": 1}) for _ in range(4)]], PREDICT_TEXTS)

@@ -25,6 +25,7 @@ from ptft_core.data.user import UPLOAD_SUFFIXES
 from ptft_core.engine import Engine
 from ptft_core.ids import GROUP, is_id, new_id
 from ptft_core.lab import (
+    COST_TEXTS,
     MAX_DATASET_ROWS,
     MAX_GROUP,
     MAX_LOG_BYTES,
@@ -129,20 +130,39 @@ class LocalLab:
         bounded("max_length", max_length, 0, 512)
         frames = []
         for run_id in ids:
-            row = self.store.get_run(run_id)
-            folder = RunDir(self.engine.run_dir(run_id))
-            if row["kind"] != "finetune":
-                raise Refused(f"{run_id} is a run of kind {row['kind']}: predictions come from text fine-tunes")
-            if row["status"] != "completed" or not folder.has_checkpoint("final"):
-                raise Refused(f"{run_id} is {row['status']}: it has no final checkpoint to predict with")
-            reply = self.predictor.predict(str(folder.checkpoint("final")), texts,
-                                           max_length or int(row["config"]["max_length"]))
+            row, final = self.classifier(run_id)
+            reply = self.predictor.predict(str(final), texts, max_length or int(row["config"]["max_length"]))
             frame = pd.DataFrame(reply["probs"], columns=reply["labels"]).rename_axis("row").reset_index()
             long = frame.melt(id_vars="row", var_name="label", value_name="probability")
             frames.append(long.sort_values("row", kind="stable")  # labels in the model's order
                           .assign(run_id=run_id, ms_per_text=reply["ms_per_text"], model_mb=reply["model_mb"]))
         return pd.concat(frames, ignore_index=True)[["run_id", "row", "label", "probability", "ms_per_text",
                                                      "model_mb"]]
+
+    def classifier(self, run_id: str) -> tuple[dict[str, Any], Path]:
+        """(the row, the final checkpoint folder) of a completed text fine-tune; `Refused` for another run."""
+        row = self.store.get_run(run_id)
+        folder = RunDir(self.engine.run_dir(run_id))
+        if row["kind"] != "finetune":
+            raise Refused(f"{run_id} is a run of kind {row['kind']}: predictions come from text fine-tunes")
+        if row["status"] != "completed" or not folder.has_checkpoint("final"):
+            raise Refused(f"{run_id} is {row['status']}: it has no final checkpoint to predict with")
+        return row, folder.checkpoint("final")
+
+    def inference_cost(self, run_id: str, texts: Sequence[str] | None = None) -> pd.DataFrame:
+        """What predicting with a fine-tune costs on this machine, measured in the predictor on `texts` (at most
+        COST_TEXTS; None: the first COST_TEXTS of its test split): per precision (float32, bf16, dynamic int8) the
+        latency of one text (p50, p95, ms), texts/s at batch 32, and the model's size in memory and on disk (MB)."""
+        row, final = self.classifier(self.known(run_id))
+        config = row["config"]
+        if texts is None:
+            texts = load_split(config.get("then_dataset") or config["dataset"], "test")["text"].tolist()[:COST_TEXTS]
+        texts = list(texts)
+        if not 1 <= len(texts) <= COST_TEXTS or any(not isinstance(t, str) or len(t) > MAX_TEXT_CHARS for t in texts):
+            raise ConfigError(f"texts: 1 to {COST_TEXTS} texts (each is timed alone) of at most {MAX_TEXT_CHARS:,} "
+                              f"characters (got {len(texts):,})")
+        cost = pd.DataFrame(self.predictor.inference_cost(str(final), texts, int(config["max_length"])))
+        return cost.assign(disk_mb=sum(f.stat().st_size for f in final.glob("*.safetensors")) / 2**20)
 
     def close(self) -> None:
         """Stop what this lab started besides the engine (the predictor)."""

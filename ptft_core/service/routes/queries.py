@@ -55,6 +55,16 @@ def predict(body: PredictQuery, lab: Lab) -> Response:
     return arrow(lab.predict(body.run_ids, body.texts, body.max_length))
 
 
+class CostQuery(BaseModel):
+    run_id: str
+    texts: list[str] | None = None
+
+
+@router.post("/inference-cost")
+def inference_cost(body: CostQuery, lab: Lab) -> Response:
+    return arrow(lab.inference_cost(body.run_id, body.texts))
+
+
 @router.post("/metric-rows")
 def metric_rows(body: RunSelection, lab: Lab) -> Response:
     return arrow(lab.metric_rows(body.run_ids))
