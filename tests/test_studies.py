@@ -589,6 +589,8 @@ def test_study_specific_numbers(tiny_studies):
     assert set(n["pretraining_helps"]["test_accuracy"]) == {"0.01", "0.1"}
     assert set(n["how_much_pretraining"]["test_accuracy"]) == {"0", "1", "4"}  # step 0, first checkpoint, final
     assert n["how_much_pretraining"]["compute_seconds"]["pretraining"] > 0
+    speed = n["pretraining_objective"]["inference_speed"]  # RoFormer and GPT-2: what each costs to predict
+    assert len(speed) == 2 and all(arm["mean"] > 0 and arm["n"] == 3 for arm in speed.values())
     flops = n["how_much_pretraining"]["compute_flops"]  # each run's own estimate, split "device"
     assert flops["pretraining"] > 0 and flops["finetuning"] > 0
     assert set(n["further_pretraining"]["vs_none"]["0.1"]) == {"task (movies)", "unrelated (wiki)"}

@@ -17,6 +17,7 @@ from ptft_core.studies.report import (
     accuracy_by_tokens,
     chance_rate,
     finetune_runs,
+    inference_speed,
     missing_note,
     reference_rows,
     seed_note,
@@ -168,4 +169,7 @@ def report(data: StudyData, out: Findings) -> None:
         out.headline += (f" Not a comparison of objectives: {' and '.join(stuck)} did not learn past word "
                          "frequencies (the unigram line).")
         out.findings[0] = out.headline
+    # The two arms are different models (RoFormer and GPT-2 with their own tokenizers): what each costs to predict.
+    inference_speed(data, ft, lambda r: f"{OBJECTIVE_TITLE[r['objective']]} ({OBJECTIVES[r['objective']]})", out,
+                    "masked against causal")
     seed_note(ft, out)

@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 
 from ptft_core.config import RELIABILITY_SPLIT
 from ptft_core.plots import REFERENCE_SPLIT, reliability_figure, seed_band
-from ptft_core.studies.stats import difference, fmt_stat, last_values, mean_std
+from ptft_core.studies.stats import difference, fmt_p, fmt_stat, last_values, mean_std
 from ptft_core.studies.templates import get_template
 
 if TYPE_CHECKING:
@@ -285,6 +285,38 @@ def calibration(data: StudyData, runs: pd.DataFrame, label: Callable[[pd.Series]
         out.findings.append(f"Calibration, {what}: test ECE " + ", ".join(
             f"{arm} {fmt_stat(stats[arm], percent=False, digits=3)}" for arm in ready)
             + f"; {first} − {second}: {diff.text().replace('points', 'ECE points')} (lower is better calibrated).")
+
+
+def inference_speed(data: StudyData, runs: pd.DataFrame, label: Callable[[pd.Series], str], out: Findings,
+                    what: str) -> None:
+    """The inference cost of arms whose models differ (families, sizes): each completed run scored its whole test
+    split once at the end (split "time", `test_s`), so its test texts per second is a prediction throughput measured
+    on the same texts for every arm (at the evaluation batch, in the run's precision, on this machine). Per arm
+    the mean ± std over runs, the first two arms' ratio and Welch's test of their difference."""
+    from ptft_core.studies.stats import welch
+
+    seconds = last_values(data.metrics, "time", "test_s")
+    meta = (data.plan.meta or {}).get("datasets", {})
+    speeds: dict[str, list[float]] = {}
+    for _, r in runs[runs["status"] == "completed"].iterrows():
+        c = r["config"] or {}
+        rows = (meta.get(c.get("then_dataset") or c.get("dataset")) or {}).get("splits", {}).get("test", 0)
+        s = seconds.get(r["run_id"], math.nan)
+        if rows and s > 0:
+            speeds.setdefault(label(r), []).append(rows / s)
+    stats = {arm: mean_std(v) for arm, v in speeds.items()}
+    if not stats:
+        return
+    out.numbers["inference_speed"] = {arm: s.as_dict() for arm, s in stats.items()}
+    text = ", ".join(f"{arm} {fmt_stat(s, percent=False, digits=0)} texts/s" for arm, s in stats.items())
+    if len(stats) >= 2:
+        (a, sa), (b, sb) = list(stats.items())[:2]
+        if sa.n >= 2 and sb.n >= 2:
+            _, _, p, ci = welch(sa, sb)
+            text += (f"; {a} / {b}: {sa.mean / sb.mean:.2f}x (difference {sa.mean - sb.mean:+.0f} texts/s, 95 % CI "
+                     f"[{ci[0]:+.0f}, {ci[1]:+.0f}], Welch p {fmt_p(p)})")
+    out.findings.append(f"Inference cost, {what} (each run's whole test split scored once at its end, at the "
+                        f"evaluation batch in its precision): {text}.")
 
 
 def finetune_runs(data: StudyData) -> pd.DataFrame:
