@@ -1,14 +1,14 @@
 """Inference cost of a fine-tuned classifier: ptft's predict path (`inspect.predict`: texts sorted by length so
 batches carry little padding, inference mode, the fused attention kernel) against transformers'
-`pipeline("text-classification")` on the same model object and the same texts, at batch 1 and batch 32, in
+`pipeline("text-classification")` on the same model object and the same texts, at batch 1, 32 and 128, in
 float32, bf16 (ptft: autocast; the pipeline: the model cast to bf16, its own way) and dynamic int8 quantisation of
 the linear layers (`torch.ao.quantization.quantize_dynamic`, the same quantised model for both). Arms interleaved,
 `--repeats` times each; medians.
 
 The model is the built-in MiniLM under a fresh two-label head (its weights do not change the cost), read by its
 mean as the lab reads it; the texts are movies' test split. Batch 1: a call per text, its latency (p50 / p95 over
-the texts) and texts/s; batch 32: one call with every text, batched 32 at a time, texts/s (what scoring a split
-costs). Also the model's size on disk (safetensors) and in memory (parameters and buffers).
+the texts) and texts/s; batch 32 and 128: one call with every text, batched 32 (128) at a time, texts/s (what
+scoring a split costs). Also the model's size on disk (safetensors) and in memory (parameters and buffers).
 
     python -m bench.inference_bench [--texts 512] [--repeats 3] [--max-length 128]
 """
@@ -31,7 +31,7 @@ from ptft_core.config import BUILTIN_CHECKPOINT
 from ptft_core.data import load_split
 from ptft_core.families import load_classifier
 
-BATCHES = (1, 32)
+BATCHES = (1, 32, 128)
 PRECISIONS = ("float32", "bf16", "int8")
 
 
@@ -40,8 +40,8 @@ def quantised(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def ptft_arm(loaded: inspect.Loaded, texts: list[str], batch: int, precision: str, max_length: int) -> list[float]:
-    """Seconds per call. Batch 1: a call per text (its latency). Batch 32: one call with every text, batched 32 at a
-    time (ptft sorts them by length first: the throughput of scoring a split)."""
+    """Seconds per call. Batch 1: a call per text (its latency). Batch 32 or 128: one call with every text, batched
+    that many at a time (ptft sorts them by length first: the throughput of scoring a split)."""
     calls = [texts[i:i + 1] for i in range(len(texts))] if batch == 1 else [texts]
     times = []
     for call in calls:

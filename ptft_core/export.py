@@ -20,6 +20,7 @@ import pandas as pd
 
 from ptft_core import paths
 from ptft_core.config import RELIABILITY_SPLIT, ConfigError
+from ptft_core.data import load_split
 from ptft_core.rundir import RunDir
 
 CARD = "README.md"
@@ -76,7 +77,6 @@ def inference_cost(checkpoint: Path, config: dict[str, Any]) -> dict[str, float]
     """What predicting with the exported model costs on this machine, in float32 on its CPU, as the lab's predictor
     runs it (inspect.inference_cost over up to COST_TEXTS texts of its test split), and its size on disk."""
     from ptft_core import inspect  # torch: only where a model is exported
-    from ptft_core.data import load_split
 
     texts = load_split(config.get("then_dataset") or config["dataset"], "test")["text"].tolist()[:COST_TEXTS]
     loaded = inspect.load_classifier_at(str(checkpoint), attention_maps=False)

@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 
 from ptft_core.config import RELIABILITY_SPLIT
 from ptft_core.plots import REFERENCE_SPLIT, reliability_figure, seed_band
-from ptft_core.studies.stats import difference, fmt_p, fmt_stat, last_values, mean_std
+from ptft_core.studies.stats import difference, fmt_p, fmt_stat, last_values, mean_std, welch
 from ptft_core.studies.templates import get_template
 
 if TYPE_CHECKING:
@@ -293,8 +293,6 @@ def inference_speed(data: StudyData, runs: pd.DataFrame, label: Callable[[pd.Ser
     split once at the end (split "time", `test_s`), so its test texts per second is a prediction throughput measured
     on the same texts for every arm (at the evaluation batch, in the run's precision, on this machine). Per arm
     the mean ± std over runs, the first two arms' ratio and Welch's test of their difference."""
-    from ptft_core.studies.stats import welch
-
     seconds = last_values(data.metrics, "time", "test_s")
     meta = (data.plan.meta or {}).get("datasets", {})
     speeds: dict[str, list[float]] = {}
