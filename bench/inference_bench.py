@@ -77,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         disk_mb = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")) / 2**20
-    memory_mb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
+    memory_mb = inspect.model_megabytes(model)
     models = {"float32": model, "bf16": model, "int8": quantised(model)}
     pipes = {"float32": pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu", top_k=None),
              "bf16": pipeline("text-classification", model=copy.deepcopy(model).to(torch.bfloat16),

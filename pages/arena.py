@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from ptft_core import arena, plots, ui
-from ptft_core.lab import COST_TEXTS, MAX_DATASET_ROWS, MAX_PREDICT_RUNS, MAX_TEXT_CHARS
+from ptft_core.lab import COST_TEXTS, MAX_PREDICT_RUNS, MAX_TEXT_CHARS
 
 ui.require_frame()
 
@@ -55,10 +55,9 @@ with one:
         else:
             left, right = st.columns([2, 1])
             dataset = left.selectbox("Dataset", datasets, key="arena-dataset")
-            rows = lab.dataset_rows(dataset, "test", MAX_DATASET_ROWS)
-            index = right.number_input("Test example", 0, len(rows) - 1, 0, key="arena-row")
-            names = next(d.label_names for d in lab.datasets() if d.name == dataset)
-            text, truth = rows["text"].iloc[index], names[int(rows["label"].iloc[index])]
+            split_texts, split_truth = arena.labelled_split(lab, dataset, "test")
+            index = right.number_input("Test example", 0, len(split_texts) - 1, 0, key="arena-row")
+            text, truth = split_texts[index], split_truth[index]
             st.markdown(f"> {text}")
         if text.strip():
             answer = predict([text])
@@ -99,9 +98,8 @@ with split_tab:
             first = middle.selectbox("First", chosen, format_func=labels.get, key="arena-first")
             second = right.selectbox("Second", [r for r in chosen if r != first], format_func=labels.get,
                                      key="arena-second")
-            rows = lab.dataset_rows(dataset, "test", MAX_DATASET_ROWS)
-            names = next(d.label_names for d in lab.datasets() if d.name == dataset)
-            texts, truth = rows["text"].tolist(), [names[int(i)] for i in rows["label"]]
+            texts, truth = arena.labelled_split(lab, dataset, "test")
+            names = next(d.label_names for d in lab.datasets() if d.name == dataset)  # in the dataset's order
             answers = predict(texts)
             pair = answers[answers["run_id"].isin([first, second])]
             table = arena.disagreements(pair, texts, truth, first, second)

@@ -1,12 +1,30 @@
 """The arena's arithmetic over predictions (`Lab.predict`'s long rows: run_id, row, label, probability), pure
-pandas: each run's answer per text, where two runs disagree, how often they agree. The Arena page and the CLI read
-these; nothing here loads a model."""
+pandas: each run's answer per text, where two runs disagree, how often they agree; and the two reads both the Arena
+page and the `predict` CLI make (predictions of many texts, a labelled split). Nothing here loads a model."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import pandas as pd
+
+from ptft_core.lab import MAX_DATASET_ROWS, MAX_PREDICT_TEXTS, Lab
+
+
+def predict_all(lab: Lab, run_ids: Sequence[str], texts: Sequence[str], max_length: int = 0) -> pd.DataFrame:
+    """`lab.predict` over any number of texts, in calls of its bound (MAX_PREDICT_TEXTS), rows numbered across
+    them."""
+    texts = list(texts)
+    return pd.concat([lab.predict(list(run_ids), texts[start:start + MAX_PREDICT_TEXTS], max_length)
+                      .assign(row=lambda f, s=start: f["row"] + s)
+                      for start in range(0, len(texts), MAX_PREDICT_TEXTS)], ignore_index=True)
+
+
+def labelled_split(lab: Lab, dataset: str, split: str) -> tuple[list[str], list[str]]:
+    """(the texts, their true label names) of a dataset's split, its first MAX_DATASET_ROWS rows."""
+    rows = lab.dataset_rows(dataset, split, MAX_DATASET_ROWS)
+    names = next(d.label_names for d in lab.datasets() if d.name == dataset)
+    return rows["text"].tolist(), [names[int(i)] for i in rows["label"]]
 
 
 def answers(predictions: pd.DataFrame) -> pd.DataFrame:

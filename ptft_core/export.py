@@ -21,6 +21,7 @@ import pandas as pd
 from ptft_core import paths
 from ptft_core.config import RELIABILITY_SPLIT, ConfigError
 from ptft_core.data import load_split
+from ptft_core.lab import COST_TEXTS
 from ptft_core.rundir import RunDir
 
 CARD = "README.md"
@@ -70,18 +71,24 @@ def export_model(run: dict[str, Any], metrics: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-COST_TEXTS = 64  # test texts the export times its model on: seconds on a CPU, enough for a median
+def cost_texts(config: dict[str, Any]) -> list[str]:
+    """The texts a fine-tune's inference cost is timed on: the first COST_TEXTS of its (last) task's test split."""
+    return load_split(config.get("then_dataset") or config["dataset"], "test")["text"].tolist()[:COST_TEXTS]
+
+
+def disk_megabytes(checkpoint: Path) -> float:
+    """A checkpoint's weights on disk, MB."""
+    return sum(f.stat().st_size for f in Path(checkpoint).glob("*.safetensors")) / 2**20
 
 
 def inference_cost(checkpoint: Path, config: dict[str, Any]) -> dict[str, float]:
     """What predicting with the exported model costs on this machine, in float32 on its CPU, as the lab's predictor
-    runs it (inspect.inference_cost over up to COST_TEXTS texts of its test split), and its size on disk."""
+    runs it (inspect.inference_cost on cost_texts), and its size on disk."""
     from ptft_core import inspect  # torch: only where a model is exported
 
-    texts = load_split(config.get("then_dataset") or config["dataset"], "test")["text"].tolist()[:COST_TEXTS]
     loaded = inspect.load_classifier_at(str(checkpoint), attention_maps=False)
-    cost = inspect.inference_cost(loaded, texts, int(config["max_length"]), precisions=("float32",))[0]
-    return {**cost, "disk_mb": sum(f.stat().st_size for f in Path(checkpoint).glob("*.safetensors")) / 2**20}
+    cost = inspect.inference_cost(loaded, cost_texts(config), int(config["max_length"]), precisions=("float32",))[0]
+    return {**cost, "disk_mb": disk_megabytes(checkpoint)}
 
 
 def model_card(run: dict[str, Any], metrics: pd.DataFrame, remote: bool, labels: list[str],

@@ -110,6 +110,11 @@ def predict(loaded: Loaded, texts: list[str], max_length: int, batch_size: int =
     return probs
 
 
+def model_megabytes(model: Any) -> float:
+    """A model's weights and buffers in memory, MB."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
+
+
 COST_PRECISIONS = ("float32", "bf16", "int8")  # int8: dynamic quantisation of the linear layers (torch.ao)
 
 
@@ -124,8 +129,7 @@ def inference_cost(loaded: Loaded, texts: list[str], max_length: int,
 
     import torch
 
-    tensors = (*loaded.model.parameters(), *loaded.model.buffers())
-    memory_mb = sum(t.numel() * t.element_size() for t in tensors) / 2**20
+    memory_mb = model_megabytes(loaded.model)
     rows = []
     for precision in precisions:
         model = (torch.ao.quantization.quantize_dynamic(copy.deepcopy(loaded.model), {torch.nn.Linear},

@@ -153,10 +153,9 @@ def serve() -> int:
                 began = time.perf_counter()
                 probs = inspect.predict(loaded, texts, max_length)
                 seconds = time.perf_counter() - began
-                tensors = (*loaded.model.parameters(), *loaded.model.buffers())
                 reply = {"labels": loaded.labels, "probs": probs.tolist(),
                          "ms_per_text": 1000 * seconds / max(1, len(texts)),
-                         "model_mb": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
+                         "model_mb": inspect.model_megabytes(loaded.model)}
         except Exception as exc:  # noqa: BLE001 - every failure is a reply, never the predictor's end
             reply = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]}
         out.write((json.dumps(reply) + "\n").encode())

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ptft_core import data, inspect, paths, plots
+from ptft_core import arena, data, inspect, paths, plots
 from ptft_core.client import DEMO_TOKEN_ENV, READ_ONLY_ENV, TOKEN_ENV, LabClient, ServiceUnavailable, connect
 from ptft_core.config import (
     BUILTIN_CHECKPOINT,
@@ -46,7 +46,7 @@ from ptft_core.config import (
     task_steps,
     with_seed,
 )
-from ptft_core.lab import MAX_PREDICT_TEXTS, Lab
+from ptft_core.lab import Lab
 from ptft_core.specs import parent_run
 
 ACTIVE = ("queued", "running")
@@ -558,11 +558,9 @@ SOURCE_HUB = "Hub id or folder"
 
 @st.cache_data(show_spinner="Predicting…", max_entries=16)
 def predictions(run_ids: tuple[str, ...], texts: tuple[str, ...]) -> pd.DataFrame:
-    """`Lab.predict` of these runs on these texts (the service's predictor), in chunks of its bound; cached: a
-    finished run's predictions do not change."""
-    chunks = [lab().predict(list(run_ids), list(texts[start:start + MAX_PREDICT_TEXTS])).assign(
-        row=lambda f, s=start: f["row"] + s) for start in range(0, len(texts), MAX_PREDICT_TEXTS)]
-    return pd.concat(chunks, ignore_index=True)
+    """`Lab.predict` of these runs on these texts (the service's predictor, arena.predict_all); cached: a finished
+    run's predictions do not change."""
+    return arena.predict_all(lab(), run_ids, texts)
 
 
 def show_error(message: str, exc: BaseException | None = None) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 from ptft_core import arena
 from ptft_core.client import connect
 from ptft_core.config import ConfigError
-from ptft_core.lab import MAX_DATASET_ROWS, MAX_PREDICT_TEXTS, MAX_TEXT_CHARS
+from ptft_core.lab import MAX_DATASET_ROWS, MAX_TEXT_CHARS
 
 SHOWN = 20  # texts printed; --out has them all
 
@@ -49,9 +49,7 @@ def texts_of(args: argparse.Namespace, lab) -> tuple[list[str], list[str] | None
     name, _, split = args.split.rpartition(":")
     if not name:
         raise ConfigError(f"--split: DATASET:SPLIT, e.g. movies:test (got {args.split!r})")
-    rows = lab.dataset_rows(name, split, MAX_DATASET_ROWS)
-    names = next(d.label_names for d in lab.datasets() if d.name == name)
-    return rows["text"].tolist(), [names[i] for i in rows["label"]]
+    return arena.labelled_split(lab, name, split)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -61,9 +59,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         texts, truth = texts_of(args, lab)
         if not texts:
             raise ConfigError("no text to classify")
-        answers = pd.concat([lab.predict(args.run_ids, texts[start:start + MAX_PREDICT_TEXTS], args.max_length)
-                             .assign(row=lambda f, s=start: f["row"] + s)
-                             for start in range(0, len(texts), MAX_PREDICT_TEXTS)], ignore_index=True)
+        answers = arena.predict_all(lab, args.run_ids, texts, args.max_length)
         runs = list(dict.fromkeys(answers["run_id"]))
         names = {r: (lab.get_run(r).get("name") or r) for r in runs}
     top = arena.answers(answers)

@@ -23,6 +23,7 @@ from ptft_core.data.info import SPLITS, DatasetInfo
 from ptft_core.data.registry import check_new_name, known_names, list_datasets, load_split, register_user_dataset
 from ptft_core.data.user import UPLOAD_SUFFIXES
 from ptft_core.engine import Engine
+from ptft_core.export import cost_texts, disk_megabytes
 from ptft_core.ids import GROUP, is_id, new_id
 from ptft_core.lab import (
     COST_TEXTS,
@@ -155,14 +156,12 @@ class LocalLab:
         latency of one text (p50, p95, ms), texts/s at batch 32, and the model's size in memory and on disk (MB)."""
         row, final = self.classifier(self.known(run_id))
         config = row["config"]
-        if texts is None:
-            texts = load_split(config.get("then_dataset") or config["dataset"], "test")["text"].tolist()[:COST_TEXTS]
-        texts = list(texts)
+        texts = cost_texts(config) if texts is None else list(texts)
         if not 1 <= len(texts) <= COST_TEXTS or any(not isinstance(t, str) or len(t) > MAX_TEXT_CHARS for t in texts):
             raise ConfigError(f"texts: 1 to {COST_TEXTS} texts (each is timed alone) of at most {MAX_TEXT_CHARS:,} "
                               f"characters (got {len(texts):,})")
         cost = pd.DataFrame(self.predictor.inference_cost(str(final), texts, int(config["max_length"])))
-        return cost.assign(disk_mb=sum(f.stat().st_size for f in final.glob("*.safetensors")) / 2**20)
+        return cost.assign(disk_mb=disk_megabytes(final))
 
     def close(self) -> None:
         """Stop what this lab started besides the engine (the predictor)."""
