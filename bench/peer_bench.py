@@ -2,7 +2,8 @@
 
 Arms (MiniLM on a stratified share of `movies` train, one epoch, batch 32, max length 128, AdamW lr 5e-5 with
 ptft's defaults for every arm: 6 % warm-up, weight decay 0.01, linear schedule, gradient clip 1.0):
-- ptft (`run_finetune`) in float32 and, where the CPU has native bf16, in bf16;
+- ptft (`run_finetune`) in float32 and, where the CPU has native bf16, in bf16; and in bf16 with PyTorch's own
+  dropout instead of the cheap masks (`models.CPU_CHEAP_DROPOUT` off: what ptft was before dropout.py);
 - `transformers.Trainer` with its default sampler; with `train_sampling_strategy="group_by_length"` (its docs'
   advice for speed); and grouped + `bf16=True` where the CPU has native bf16;
 - the Accelerate "no trainer" loop (`run_glue_no_trainer.py`'s recipe), bf16 where native.
@@ -13,7 +14,7 @@ steps only (set-up, tokenisation and evaluation excluded), and is scored by the 
 (every arm for seed 0, then seed 1, ...) so a drift of the machine falls on every arm alike. Also reported:
 ptft's model FLOP rate (its own `model_tflops` log) as a share of the matmul peak it measured in its dtype.
 
-    python -m bench.peer_bench [--seeds 3] [--fraction 0.5] [--epochs 1]
+    python -m bench.peer_bench [--seeds 3] [--fraction 0.5] [--epochs 1] [--arms "ptft bf16" ...]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 
 from bench import baselines
 from bench.finetune_bench import BATCH, LR, TimedLogger
+from ptft_core import models
 from ptft_core.config import FinetuneConfig, OptimConfig
 from ptft_core.data import load_split
 from ptft_core.models import native_bf16, resolve_checkpoint
@@ -42,7 +44,8 @@ TARGET_SPEEDUP = 1.5
 TARGET_MFU = 0.5
 
 
-def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int, test: tuple[list, list]) -> dict:
+def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int, test: tuple[list, list],
+             cheap_dropout: bool = True) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     # pooling="cls": the peers' `AutoModelForSequenceClassification` head reads BERT's pooled [CLS], and the final
@@ -53,8 +56,10 @@ def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int
                             eval_every=0, eval_count=1, eval_val_samples=64, eval_train_samples=0, probe_mlm=False,
                             probe_drift=False, seed=seed, device="cpu", precision=precision)
     logger = TimedLogger()
+    models.CPU_CHEAP_DROPOUT = cheap_dropout
     with tempfile.TemporaryDirectory() as run_dir:
         run_finetune(config, Path(run_dir), logger)
+        models.CPU_CHEAP_DROPOUT = True
         final = Path(run_dir) / "checkpoints" / "final"
         model = AutoModelForSequenceClassification.from_pretrained(final, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(final)
@@ -85,9 +90,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--fraction", type=float, default=0.5, help="share of movies train (stratified)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--arms", nargs="+", help="run only these arms (names as printed)")
     args = parser.parse_args(argv)
     bf16 = native_bf16(torch.device("cpu"))
     arms = {"ptft float32": ("ptft", "float32"), "ptft bf16": ("ptft", "bf16"),
+            "ptft bf16, torch dropout": ("ptft", "bf16", False),
             "Trainer (defaults)": ("trainer", False, False), "Trainer, group_by_length": ("trainer", False, True),
             "Trainer, group_by_length, bf16": ("trainer", True, True), "Accelerate loop": ("accelerate", False, False),
             "Accelerate loop, bf16": ("accelerate", True, False)}
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         arms.pop("Accelerate loop")
     else:
         arms = {name: arm for name, arm in arms.items() if "bf16" not in name}
+    if args.arms:
+        arms = {name: arm for name, arm in arms.items() if name in args.arms}
     frame = load_split("movies", "train")
     test_frame = load_split("movies", "test")
     test = (test_frame["text"].tolist(), test_frame["label"].tolist())
@@ -108,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, arm in arms.items():
             started = time.perf_counter()
             if arm[0] == "ptft":
-                row = ptft_arm(arm[1], seed, args.fraction, args.epochs, steps, test)
+                row = ptft_arm(arm[1], seed, args.fraction, args.epochs, steps, test, *arm[2:])
             else:
                 row = peer_arm(arm[0], arm[1], arm[2], seed, train, steps, test)
             rows.append({"arm": name, "seed": seed, "steps": steps, **row,
@@ -128,10 +137,12 @@ def summarise(rows: list[dict], arms: list[str]) -> dict:
     acc = {a: mean_std([r["test_accuracy"] for r in rs]) for a, rs in by.items()}
     ptft = max((a for a in arms if a.startswith("ptft")), key=lambda a: speed[a].mean)
     peer = max((a for a in arms if not a.startswith("ptft")), key=lambda a: speed[a].mean)
-    print(f"{'arm':34s} {'steps/s':>8s} {'vs best ptft':>12s} {'test acc (mean ± sd)':>22s}")
+    mfus = {a: [r["mfu"] for r in rs if "mfu" in r] for a, rs in by.items()}
+    print(f"{'arm':34s} {'steps/s':>8s} {'vs best ptft':>12s} {'test acc (mean ± sd)':>22s} {'MFU':>5s}")
     for a in arms:
         print(f"{a:34s} {speed[a].mean:8.2f} {speed[ptft].mean / speed[a].mean:11.2f}x "
-              f"{acc[a].mean * 100:14.2f} ± {acc[a].std * 100:.2f}")
+              f"{acc[a].mean * 100:14.2f} ± {acc[a].std * 100:.2f} "
+              f"{statistics.mean(mfus[a]) if mfus[a] else float('nan'):5.0%}")
     d = difference(acc[ptft], acc[peer])
     mfu = statistics.mean(r["mfu"] for r in by[ptft])
     print(f"fastest ptft arm: {ptft}; fastest peer: {peer}: {speed[ptft].mean / speed[peer].mean:.2f}x "
@@ -140,7 +151,8 @@ def summarise(rows: list[dict], arms: list[str]) -> dict:
     return {"arms": {a: {"steps_per_s": speed[a].mean, "steps_per_s_sd": speed[a].std, "test_accuracy": acc[a].mean,
                          "test_accuracy_sd": acc[a].std} for a in arms},
             "fastest_ptft": ptft, "fastest_peer": peer, "speedup": speed[ptft].mean / speed[peer].mean,
-            "accuracy_difference": d.as_dict(), "ptft_mfu": mfu}
+            "accuracy_difference": d.as_dict(), "ptft_mfu": mfu,
+            "mfu": {a: statistics.mean(m) for a, m in mfus.items() if m}}
 
 
 if __name__ == "__main__":

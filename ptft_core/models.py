@@ -29,6 +29,7 @@ from transformers import (
 
 from ptft_core import hf_pooling, paths
 from ptft_core.config import BUILTIN_CHECKPOINT, CPU_AUTO_BF16, PRESETS, ConfigError
+from ptft_core.dropout import CheapDropout
 from ptft_core.hf_pooling import MEAN_POOLED, POOLING_ATTR
 from ptft_core.rundir import RunDir
 from ptft_core.specs import run_reference
@@ -104,31 +105,33 @@ def compute_dtype() -> torch.dtype:
 
 
 CPU_BF16_TRAINING_ATTENTION = ("MATH",)  # SDPBackend names; bench.attention_bench sets others to compare
+CPU_CHEAP_DROPOUT = True  # dropout.CheapDropout in CPU training forwards; bench.dropout_bench sets False to compare
 
 
 def autocast(device: torch.device, training: bool = False) -> contextlib.AbstractContextManager:
     """bf16 autocast where the run computes in bf16 (see compute_precision; no loss scaling needed for bf16),
     nothing in float32.
 
-    `training`: a fine-tuning forward that will be backpropagated (padded batches with an attention mask). On a
-    CPU in bf16 its attention then takes the math kernel: the flash kernel's CPU backward cost about 6x its
-    forward there (26.7 ms against 4.3 ms a call on MiniLM's batches of 32), and the math kernel made the whole
-    fine-tuning step 1.42-1.54x faster at the same accuracy (`python -m bench.attention_bench`, docs/benchmarks.md
-    section 6). Masked-LM pretraining's packed blocks (no padding) showed no difference, and evaluation forwards
-    keep the flash kernel."""
+    `training`: a forward that will be backpropagated. On a CPU its dropout then draws a quarter of the random
+    numbers (dropout.py: the masks were 17 % of a MiniLM fine-tuning step), and in bf16 its attention takes the
+    math kernel: the flash kernel's CPU backward cost about 6x its forward there (26.7 ms against 4.3 ms a call on
+    MiniLM's batches of 32), and the math kernel made the whole fine-tuning step 1.42-1.54x faster at the same
+    accuracy (`python -m bench.attention_bench`, docs/benchmarks.md section 6). Evaluation forwards keep PyTorch's
+    own choices."""
     dtype = _COMPUTE_DTYPE.get()
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    if dtype != torch.float32:
+        stack.enter_context(torch.autocast(device.type, dtype=dtype))
     if training and device.type == "cpu":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.autocast(device.type, dtype=dtype))
-        stack.enter_context(sdpa_kernel([getattr(SDPBackend, name) for name in CPU_BF16_TRAINING_ATTENTION]))
-        return stack
-    return torch.autocast(device.type, dtype=dtype)
+        if CPU_CHEAP_DROPOUT:
+            stack.enter_context(CheapDropout())
+        if dtype != torch.float32:
+            stack.enter_context(sdpa_kernel([getattr(SDPBackend, name) for name in CPU_BF16_TRAINING_ATTENTION]))
+    return stack
 
 
 # --- tokenizers and configs ----------------------------------------------------------------------------------

@@ -426,7 +426,7 @@ def fit(run: ImageRun, run_dir: Path, logger: MetricLogger, checkpoint: Path | N
             mine = torch.tensor(distributed.shard(range(len(rows)), ranks))  # all of them in one process
             pixels = as_input(augment(train.pixels[rows], config.augment, draws)[mine], run.normalise, device)
             lr = optimizer.param_groups[-1]["lr"]
-            with autocast(device):
+            with autocast(device, training=True):
                 loss = nn.functional.cross_entropy(model(pixels).float(), train.labels[rows][mine].to(device))
                 if n_replay:  # source images through the source head: the backbone keeps doing the source task
                     picked = torch.randint(len(run.source.train), (n_replay,), generator=replay_draws)

@@ -168,7 +168,7 @@ def run_pretrain(config: PretrainConfig, run_dir: Path, logger: MetricLogger, *,
             inputs, labels = objective_batch(objective, blocks, tokenizer, config.mask_prob, masking)
             mine = distributed.shard(range(len(blocks)), ranks)  # this rank's rows of the batch
             lr = optimizer.param_groups[0]["lr"]
-            with autocast(device):
+            with autocast(device, training=True):
                 loss = model(inputs[mine].to(device), labels[mine].to(device))
             loss.backward()
             distributed.average_gradients(model.parameters(), ranks)
