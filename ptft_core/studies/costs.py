@@ -61,7 +61,12 @@ COSTS: dict[str, Cost] = {
 # Pretraining steps cost more than COSTS says (packed blocks, no padding to skip; the MLM head's projection over the
 # vocabulary): the quick studies' pretraining runs took 1.1-2.1x (tiny, 3 runs) and 1.4x (MiniLM) of its estimate.
 PRETRAIN_FACTOR = 1.5
-PROCESS_START_S = 8.0  # a worker's imports (none when forked from the fork server), model load and tokenisation
+# A run's fixed cost: the fork server's warm start (no imports: about 1-3 s to the first step before evaluation),
+# model load, tokenisation, the final checkpoint, and the engine's gap to the next run. 8.0 counted cold imports;
+# against the eight quick studies of 2026-12-07 (`python -m bench.study_costs_bench --slots 1`) 8.0 estimated
+# 1.14-2.1x their walls, 5.0 estimates 0.99-1.76x (short-run studies most over: their evaluate runs and 27-step
+# fine-tunes cost less than COSTS says; 3.0 fit them better but put pretraining_objective 11 % under).
+PROCESS_START_S = 5.0
 TOKENIZER_TRAIN_S = 10.0  # WordPiece training on a scratch run's corpus (wiki + news)
 PADDING_FACTOR = 1.15  # length-grouped batches still pad a little
 # Two one-thread CPU slots against one two-thread slot on the 2-core machine: 1.2x the throughput (measured on the
