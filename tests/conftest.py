@@ -151,18 +151,8 @@ def service(fake_lab):
         log.close()
 
 
-# The longest test files (pytest --durations, summed per file, 2026-12-07), run first: `--dist loadfile` hands
-# files to the two workers in collection order, and with the alphabetical order a long file left last kept one
-# worker busy for minutes while the other idled. Longest first, the workers finish together.
-LONGEST_FILES_FIRST = ("test_e2e_browser.py", "test_studies.py", "test_config.py", "test_ddp.py", "test_ray.py",
-                       "test_sweeps.py", "test_service.py", "test_engine.py")
-
-
 def pytest_collection_modifyitems(config, items):
     import importlib.util
-
-    first = {name: rank for rank, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: a file's own order kept
 
     has_cuda = False
     if importlib.util.find_spec("torch") is not None:
