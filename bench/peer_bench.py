@@ -56,10 +56,12 @@ def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int
                             eval_every=0, eval_count=1, eval_val_samples=64, eval_train_samples=0, probe_mlm=False,
                             probe_drift=False, seed=seed, device="cpu", precision=precision)
     logger = TimedLogger()
-    models.CPU_CHEAP_DROPOUT = cheap_dropout
     with tempfile.TemporaryDirectory() as run_dir:
-        run_finetune(config, Path(run_dir), logger)
-        models.CPU_CHEAP_DROPOUT = True
+        models.CPU_CHEAP_DROPOUT = cheap_dropout
+        try:
+            run_finetune(config, Path(run_dir), logger)
+        finally:
+            models.CPU_CHEAP_DROPOUT = True
         final = Path(run_dir) / "checkpoints" / "final"
         model = AutoModelForSequenceClassification.from_pretrained(final, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(final)
