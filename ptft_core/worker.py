@@ -21,7 +21,9 @@ environment a cold worker would get), answering each with
 signal). A forked worker leads a session of its own, points stdout and stderr at `RUN_DIR/worker.log`, writes
 `RUN_DIR/worker.pid` (pid and process start time, so a later engine can tell it is this run's worker although its
 command line does not name the run) and goes on as above. The server exits when its stdin closes (its engine gone);
-workers it forked train on.
+workers it forked train on. `--fork-server --listen PATH` serves the same lines on each connection to a Unix socket
+at PATH instead, for several launchers at once (`PTFT_FORK_SERVER`); an order may name the `cpus` its worker runs on
+(the launcher's own), and each launcher hears only of its own workers' exits.
 
 Torch threads follow `PTFT_THREADS` (set by the engine from cores / slots); the device follows `PTFT_DEVICE`.
 
@@ -43,7 +45,9 @@ import inspect
 import json
 import logging
 import os
+import selectors
 import signal
+import socket
 import sys
 import threading
 import time
@@ -116,14 +120,20 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _tell(message: dict) -> None:
-    """One line to the launcher, in one write (a signal handler writes too: no buffered stream shared with it)."""
+def _tell(message: dict, fd: int) -> None:
+    """One line to a launcher (`fd`: stdout, or its connection to a shared server), in one write: a signal handler
+    writes too, so no buffered stream is shared with it."""
     with contextlib.suppress(OSError):  # the launcher is gone: nobody to tell
-        os.write(sys.__stdout__.fileno(), (json.dumps(message) + "\n").encode())
+        os.write(fd, (json.dumps(message) + "\n").encode())
+
+
+# Where each live forked worker's exit code goes (pid -> the fd of the launcher that ordered it); a worker whose
+# launcher left has none.
+_owners: dict[int, int] = {}
 
 
 def _reap(_signum: int, _frame: object) -> None:
-    """SIGCHLD: collect every ended worker and tell the launcher its exit code (a fork server's children are not
+    """SIGCHLD: collect every ended worker and tell its launcher the exit code (a fork server's children are not
     the launcher's, so it cannot wait for them itself)."""
     while True:
         try:
@@ -132,16 +142,26 @@ def _reap(_signum: int, _frame: object) -> None:
             return
         if pid == 0:
             return
-        _tell({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        owner = _owners.pop(pid, None)
+        if owner is not None:
+            _tell({"exited": pid, "code": os.waitstatus_to_exitcode(status)}, owner)
 
 
-def fork_server() -> int:
-    """Import what a run needs once, then fork one worker per order line on stdin, until stdin closes.
+def fork_server(listen: str | None = None) -> int:
+    """Import what a run needs once, then fork one worker per order line, until the orders end.
+
+    Orders come on stdin (one launcher, the default: the server ends when stdin closes), or, with `listen`, on the
+    connections of a Unix socket at that path, bound before the imports so that launchers may connect at once:
+    one server shared by every launcher of a machine's session (`PTFT_FORK_SERVER`, the test suite's: one import
+    instead of one per engine). Each connection gets `ready`, then a `pid` per order and its workers' `exited`
+    lines; a shared server ends with its parent.
 
     The imports run in a thread of their own at the lowest CPU priority (Linux niceness is per thread; raising
     one's own needs no privilege): the server imports beside runs that are starting or training, and must not slow
     them. The main thread, which forks the workers, keeps its priority, and so do they. Forking is safe here: no
     torch operation has run in this process (no thread pool to inherit), and the import thread has ended."""
+    listener = _listen_on(listen) if listen else None
+
     def import_quietly() -> None:
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
@@ -154,18 +174,74 @@ def fork_server() -> int:
     # them nor write their headers (which would copy every page of them out of the memory it shares with us).
     gc.freeze()
     signal.signal(signal.SIGCHLD, _reap)
-    _tell({"ready": True})
-    # Linux delivers a process's SIGCHLD to its main thread when that thread does not block it (this one waits in
-    # the read below): the read is interrupted, the handler runs, and the read goes on (PEP 475).
-    for line in iter(sys.stdin.readline, ""):
-        if not line.strip():
-            continue
-        order = json.loads(line)
+    if listener is None:
+        stdout = sys.__stdout__.fileno()
+        _tell({"ready": True}, stdout)
+        # Linux delivers a process's SIGCHLD to its main thread when that thread does not block it (this one waits
+        # in the read below): the read is interrupted, the handler runs, and the read goes on (PEP 475).
+        for line in iter(sys.stdin.readline, ""):
+            if line.strip():
+                _fork(json.loads(line), stdout, ())
+        return 0
+    _serve(listener)
+    return 0
+
+
+def _listen_on(path: str) -> socket.socket:
+    _die_with_parent()  # a shared server lives as long as whoever started it (a test session), not longer
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a socket file left by a server that was killed
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)  # launchers that connect during the imports wait in the backlog for `ready`
+    return listener
+
+
+def _serve(listener: socket.socket) -> None:
+    """Accept launchers and fork for each of their orders, forever (SIGCHLD interrupts the wait: PEP 475)."""
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    pending: dict[socket.socket, bytes] = {}  # each connection's unfinished order line
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is listener:
+                conn, _ = listener.accept()
+                selector.register(conn, selectors.EVENT_READ)
+                pending[conn] = b""
+                _tell({"ready": True}, conn.fileno())
+                continue
+            conn = key.fileobj
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                data = b""
+            if not data:  # the launcher left; its workers train on, and nobody is told how they end
+                for pid in [pid for pid, fd in _owners.items() if fd == conn.fileno()]:
+                    del _owners[pid]
+                selector.unregister(conn)
+                del pending[conn]
+                conn.close()
+                continue
+            *lines, pending[conn] = (pending[conn] + data).split(b"\n")
+            for line in filter(bytes.strip, lines):
+                _fork(json.loads(line), conn.fileno(), [listener.fileno(), *(c.fileno() for c in pending)])
+
+
+def _fork(order: dict, owner: int, server_fds: list[int] | tuple) -> None:
+    """Fork the order's worker and tell its launcher the pid. SIGCHLD waits until the pid is known as the
+    launcher's (a worker that fails at once must not exit before it has an owner)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
         pid = os.fork()
         if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            for fd in server_fds:  # the worker holds none of the server's sockets
+                os.close(fd)
             os._exit(_forked_worker(order))  # never returns to the server's loop
-        _tell({"pid": pid})
-    return 0
+        _owners[pid] = owner
+        _tell({"pid": pid}, owner)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
 def _forked_worker(order: dict) -> int:
@@ -173,6 +249,8 @@ def _forked_worker(order: dict) -> int:
     handed_at = time.time()
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if order.get("cpus") and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, order["cpus"])  # the launcher's cores, as a worker it started would have
         os.setsid()  # signals to its group reach it and its data loaders, never the server
         os.environ.clear()  # the launcher's environment at the launch, as a cold worker gets it
         os.environ.update(order["env"])
@@ -282,4 +360,6 @@ def _leave_process_group(code: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(fork_server() if sys.argv[1:] == ["--fork-server"] else main())
+    if sys.argv[1:2] == ["--fork-server"]:
+        sys.exit(fork_server(sys.argv[3] if sys.argv[2:3] == ["--listen"] else None))
+    sys.exit(main())

@@ -29,6 +29,42 @@ def _cold_workers_in_the_quick_tier(request, monkeypatch):
     if quick and not WARM_WORKERS_SET_BY_HAND:
         monkeypatch.setenv("PTFT_WARM_WORKERS", "0")
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_fork_server_per_session(request, tmp_path_factory):
+    """One fork server for every engine and service of this session (of this xdist worker, on its cores): each
+    engine would otherwise start its own and pay the imports again (about 6 s of a core, 46 engines over `make
+    test`). Engines connect to it through `PTFT_FORK_SERVER`, as a lab's would; the fork server's own tests
+    (test_warm_worker.py) start theirs. Only where the session has a test in the warm tiers: `make test-fast`
+    starts its workers cold and needs no imports."""
+    warm = any(item.get_closest_marker("slow") or item.get_closest_marker("e2e") for item in request.session.items)
+    if not warm or "PTFT_FORK_SERVER" in os.environ or WARM_WORKERS_SET_BY_HAND:
+        yield
+        return
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ptft-fork-"))  # short: a socket's path has at most 107 bytes
+    socket_path = folder / "server.sock"
+    log = tmp_path_factory.getbasetemp() / f"fork-server-{os.getpid()}.log"
+    with open(log, "ab") as out:
+        server = subprocess.Popen([sys.executable, "-m", "ptft_core.worker", "--fork-server", "--listen",
+                                   str(socket_path)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                  start_new_session=True)
+    wait_for(lambda: socket_path.exists() or server.poll() is not None, 60, "the fork server's socket")
+    os.environ["PTFT_FORK_SERVER"] = str(socket_path)
+    try:
+        yield
+    finally:
+        del os.environ["PTFT_FORK_SERVER"]
+        server.kill()
+        server.wait()
+        socket_path.unlink(missing_ok=True)
+        folder.rmdir()
+
+
 PREPARED_HOME = Path(os.environ.get("PTFT_DATA_SOURCE") or paths.REPO_ROOT / "data")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -26,7 +28,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def lab(fake_lab, monkeypatch):
+    """Each engine with a fork server of its own (not the session's shared one: these tests kill servers)."""
     monkeypatch.setenv("PTFT_WARM_WORKERS", "1")
+    monkeypatch.delenv("PTFT_FORK_SERVER", raising=False)
     return fake_lab
 
 
@@ -180,3 +184,49 @@ def test_a_forked_worker_gets_the_environment_of_its_launch_not_of_the_servers_s
         assert engine.wait([run_id], timeout=120) == {run_id: "failed"}
         assert claim(engine.run_dir(run_id)) is not None  # forked, not cold
         assert "injected failure at step 3" in engine.store.get_run(run_id)["error"]
+
+
+def test_engines_share_one_listening_server_each_told_of_its_own_workers(lab, monkeypatch, tmp_path):
+    """`PTFT_FORK_SERVER`: engines connect to one server (one import), which forks each run on its launcher's
+    cores (not the server's) and tells each launcher how its own workers ended; a launcher that leaves does not
+    end it, and where nothing listens an engine starts its own."""
+    every_core = list(range(os.cpu_count() or 1))
+    socket_path = tmp_path / "fork.sock"
+    server = subprocess.Popen([sys.executable, "-m", "ptft_core.worker", "--fork-server", "--listen",
+                               str(socket_path)], env=os.environ, start_new_session=True)
+    share = os.sched_getaffinity(0)
+    try:
+        psutil.Process(server.pid).cpu_affinity(every_core)
+        wait_for(socket_path.exists, 60, "the shared server's socket")
+        monkeypatch.setenv("PTFT_FORK_SERVER", str(socket_path))
+        (tmp_path / "second-lab").mkdir()  # two engines, two labs (a lab has one engine)
+        with Engine(cpu_slots=1, poll_interval=0.2) as first, \
+                Engine(home=tmp_path / "second-lab", cpu_slots=1, poll_interval=0.2) as second:
+            for engine in (first, second):
+                engine.start()
+                assert ready_server(engine).proc is None  # a connection, not a server of its own
+            runs = {engine: engine.submit(fake(5)) for engine in (first, second)}
+            for engine, run_id in runs.items():
+                assert engine.wait([run_id], timeout=120) == {run_id: "completed"}
+                pid = claim(engine.run_dir(run_id))["pid"]
+                assert engine.launcher._server._exits == {pid: 0}  # its own worker's exit, and only that
+        assert server.poll() is None  # both engines closed their connections; the server serves on
+        os.sched_setaffinity(0, every_core[:1])  # this engine's cores (its threads', inherited): one of the server's
+        try:
+            with Engine(cpu_slots=1, poll_interval=0.2) as third:
+                third.start()
+                run_id = third.submit(fake(2000, every=50))
+                taken = wait_for(lambda: claim(third.run_dir(run_id)), 60, "the forked worker's claim")
+                worker = psutil.Process(taken["pid"])
+                assert worker.ppid() == server.pid and worker.cpu_affinity() == every_core[:1]
+                assert third.cancel(run_id, wait=30) == "cancelled"
+                assert third.launcher._server._exits == {taken["pid"]: 0}
+        finally:
+            os.sched_setaffinity(0, share)
+        monkeypatch.setenv("PTFT_FORK_SERVER", str(tmp_path / "nobody-listens.sock"))
+        with Engine(cpu_slots=1, poll_interval=0.2) as fallback:
+            fallback.start()
+            assert ready_server(fallback).proc is not None  # nothing listens there: a server of its own
+    finally:
+        server.kill()
+        server.wait()

@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -125,16 +126,32 @@ class ForkedWorker:
 class ForkServer:
     """`python -m ptft_core.worker --fork-server`: imports once, then forks a worker per run in milliseconds.
 
-    Speaks JSON lines (worker.py): orders go to its stdin; a thread here reads its stdout (`ready`, one `pid` per
-    order, in order, and `exited` with each worker's exit code)."""
+    Our own server (`env`: started here, orders on its stdin, answers on its stdout), or a connection to a shared
+    one already listening at the Unix socket `shared` (`--fork-server --listen PATH`, see `LocalSubprocessLauncher`).
+    Either way the same JSON lines (worker.py): orders go out; a thread here reads the answers (`ready`, one `pid`
+    per order, in order, and `exited` with each of our workers' exit codes). Connecting raises OSError when nothing
+    listens there."""
 
-    def __init__(self, env: dict[str, str]):
-        log_path = paths.fork_server_log()
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ptft_core.worker", "--fork-server"], cwd=log_path.parent, env=env,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True, close_fds=True,
-            )
+    def __init__(self, env: dict[str, str] | None = None, shared: str | None = None):
+        self.proc: subprocess.Popen | None = None
+        self._socket: socket.socket | None = None
+        if shared:
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._socket.connect(shared)
+            except OSError:
+                self._socket.close()
+                raise
+            answers, self._orders = self._socket.makefile("rb"), self._socket.makefile("wb")
+        else:
+            log_path = paths.fork_server_log()
+            with open(log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "ptft_core.worker", "--fork-server"], cwd=log_path.parent, env=env,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+                    close_fds=True,
+                )
+            answers, self._orders = self.proc.stdout, self.proc.stdin
         self.started = time.monotonic()
         self.ready = threading.Event()
         self.gone = threading.Event()
@@ -142,10 +159,10 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._changed = threading.Condition()
         self._order_lock = threading.Lock()  # one order in flight: the pid answers come in order
-        threading.Thread(target=self._listen, name="fork-server-listener", daemon=True).start()
+        threading.Thread(target=self._listen, args=(answers,), name="fork-server-listener", daemon=True).start()
 
-    def _listen(self) -> None:
-        for line in self.proc.stdout:
+    def _listen(self, answers) -> None:
+        for line in answers:
             try:
                 message = json.loads(line)
             except ValueError:
@@ -164,7 +181,7 @@ class ForkServer:
             self._changed.notify_all()
 
     def alive(self) -> bool:
-        return not self.gone.is_set() and self.proc.poll() is None
+        return not self.gone.is_set() and (self.proc is None or self.proc.poll() is None)
 
     def usable(self) -> bool:
         return self.ready.is_set() and self.alive()
@@ -173,10 +190,12 @@ class ForkServer:
         """A worker for this run with `env` as its whole environment, or None when the server cannot give one (it
         died or hangs: then it is stopped, and the caller starts a cold worker)."""
         order = {"run_dir": str(run_dir.resolve()), "resume": resume, "env": env}
+        if hasattr(os, "sched_getaffinity"):  # a shared server was started on other cores than ours, maybe
+            order["cpus"] = sorted(os.sched_getaffinity(0))
         with self._order_lock:
             try:
-                self.proc.stdin.write((json.dumps(order) + "\n").encode())
-                self.proc.stdin.flush()
+                self._orders.write((json.dumps(order) + "\n").encode())
+                self._orders.flush()
                 pid = self._pids.get(timeout=FORK_REPLY_TIMEOUT_S)
             except (BrokenPipeError, OSError, ValueError, queue.Empty):
                 pid = None
@@ -194,8 +213,15 @@ class ForkServer:
             return self._changed.wait_for(lambda: pid in self._exits or self.gone.is_set(), timeout)
 
     def close(self) -> None:
-        """End the server (it exits when its stdin closes; one still importing is killed, as it holds nothing);
-        the workers it forked train on."""
+        """End our server (it exits when its stdin closes; one still importing is killed, as it holds nothing), or
+        our connection to a shared one; the workers it forked train on."""
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError, ValueError):
+                self._orders.close()
+            self._socket.close()
+            return
         if not self.ready.is_set():
             self.proc.kill()
         with contextlib.suppress(OSError, ValueError):
@@ -238,10 +264,17 @@ class LocalSubprocessLauncher:
                 and time.monotonic() - server.started < self.import_grace_s and _warm_fits(Path(run_dir), device_env))
 
     def prepare(self) -> None:
-        """Start the fork server now (when warm workers are on and none runs), so that the first run is warm too."""
+        """Start the fork server now (when warm workers are on and none runs), so that the first run is warm too;
+        with `PTFT_FORK_SERVER` set, connect to that shared one instead (our own when nothing listens there)."""
         with self._lock:
             if self.warm and (self._server is None or not self._server.alive()):
-                self._server = ForkServer(self._env({"CUDA_VISIBLE_DEVICES": "", "PTFT_DEVICE": "cpu"}))
+                self._server = None
+                shared = os.environ.get("PTFT_FORK_SERVER")
+                if shared:
+                    with contextlib.suppress(OSError):
+                        self._server = ForkServer(shared=shared)
+                if self._server is None:
+                    self._server = ForkServer(self._env({"CUDA_VISIBLE_DEVICES": "", "PTFT_DEVICE": "cpu"}))
 
     def launch(self, run_dir: Path, device_env: dict[str, str], resume: bool) -> subprocess.Popen | ForkedWorker:
         run_dir = Path(run_dir)
