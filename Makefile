@@ -8,7 +8,7 @@ DEMO_PORT ?= 8502
 DEMO_HOST ?= localhost
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup data service run demo test test-fast lint bench browser ray clean
+.PHONY: setup data service run demo test test-fast screenshots lint bench browser ray clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ test: data browser ray
 
 test-fast: data
 	$(PYTEST) -m "not slow and not e2e"
+
+# The browser tests, saving each page they visit to docs/screenshots/ (a plain `make test` leaves those alone).
+screenshots: data browser
+	PTFT_SCREENSHOTS=1 $(PYTEST) tests/test_e2e_browser.py
 
 lint: setup
 	$(BIN)/python -m ruff check .

@@ -4,7 +4,8 @@ Playwright with Debian's chromium (Playwright cannot download its own browser he
 One journey, as a person would make it: launch a tiny fine-tune (two seeds) from the Fine-tune page, watch both
 complete on Runs, see their curves and reliability diagrams on Compare, open Inspect, put them side by side in the
 Arena; then the same lab served read-only shows no control that launches or changes anything, and still predicts.
-Each page is saved to docs/screenshots/<page>.png on the way.
+`make screenshots` (PTFT_SCREENSHOTS=1) saves each page to docs/screenshots/<page>.png on the way; a plain test
+run leaves the tracked pictures alone and waits for nothing but what it checks.
 
 Without chromium the tests skip, except in CI (CI=true), where a missing browser is a failure.
 """
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "docs" / "screenshots"
+SAVE_SCREENSHOTS = os.environ.get("PTFT_SCREENSHOTS") == "1"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -150,7 +152,10 @@ def charts(page) -> int:
 
 
 def screenshot(page, name: str) -> None:
-    """docs/screenshots/<name>.png, re-encoded with a 256-colour palette when a plain PNG is over the limit."""
+    """docs/screenshots/<name>.png when asked (`make screenshots`), re-encoded with a 256-colour palette when a plain
+    PNG is over the limit."""
+    if not SAVE_SCREENSHOTS:
+        return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.wait_for_timeout(1500)  # plotly's transitions, widgets drawn after the run
