@@ -393,7 +393,9 @@ def metric_figure(df: pd.DataFrame, *, x: str = "step", smoothing: float = 0.0, 
     if facet == "metric":
         panels = [(metric_key(*m), (smoothed["split"] == m[0]) & (smoothed["name"] == m[1])) for m in metrics]
     elif facet == "name":
-        panels = [(n, smoothed["name"] == n) for n in dict.fromkeys(n for _, n in metrics)]
+        # What the run learned first, the machine's measures (split "device": MFU, CPU) below it.
+        names = dict.fromkeys(n for _, n in sorted(metrics, key=lambda m: m[0] == "device"))
+        panels = [(n, smoothed["name"] == n) for n in names]
     else:
         panels = [(None, None)]
     # One panel is a plain figure: make_subplots costs tens of milliseconds the Compare page would pay each time.

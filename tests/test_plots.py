@@ -116,6 +116,13 @@ def test_facets_by_name_overlay_splits_with_one_dash_per_split():
         plots.metric_figure(df, facet="split")
 
 
+def test_facets_by_name_put_what_the_run_learned_above_the_machine_s_measures():
+    df = pd.concat([series("a", [0.1, 0.2], split="device", name="mfu"), series("a", [2, 1], split="train"),
+                    series("a", [0.4, 0.6], name="accuracy")])  # the store's order: split "device" sorts first
+    fig = plots.metric_figure(df, facet="name")
+    assert [a.text for a in fig.layout.annotations] == ["loss", "accuracy", "mfu"]
+
+
 def test_target_line_is_drawn():
     fig = plots.metric_figure(series("a", [0.5, 0.8]), target=0.75)
     assert [s.y0 for s in fig.layout.shapes] == [0.75]
