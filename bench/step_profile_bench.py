@@ -4,7 +4,10 @@ kernel, AdamW, gradient clipping), on batches of 32 `movies` sentences padded to
 Reports the share of self CPU time per kind of work: matrix products (the FLOPs the model needs), attention,
 elementwise and normalisation (GELU, dropout, layer norm, softmax, casts and copies), the optimizer, the rest.
 
-    python -m bench.step_profile_bench [--steps 12] [--precision bf16]
+    python -m bench.step_profile_bench [--steps 12] [--precision bf16] [--by-shape]
+
+`--by-shape`: also the casts and copies (`aten::copy_`) grouped by the shapes they move (recording shapes inflates
+the many small ops' times: read the shares between shapes, not against the plain profile).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"])
+    parser.add_argument("--by-shape", action="store_true")
     args = parser.parse_args()
     device = torch.device("cpu")
     dtype = resolve_precision(args.precision, device)
@@ -59,7 +63,8 @@ def main() -> None:
     with compute_precision(dtype):
         for batch, target in batches[:2]:  # warm-up: kernels chosen, buffers allocated
             step(batch, target)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                    record_shapes=args.by_shape) as profile:
             for batch, target in batches[2:]:
                 step(batch, target)
     shares: dict[str, float] = collections.defaultdict(float)
@@ -72,6 +77,11 @@ def main() -> None:
     for kind, micros in sorted(shares.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:32s} {micros / total:6.1%}")
     print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    if args.by_shape:
+        copies = [e for e in profile.key_averages(group_by_input_shape=True) if e.key == "aten::copy_"]
+        print("aten::copy_ by the shape it moves (share of all aten self CPU time):")
+        for event in sorted(copies, key=lambda e: -e.self_cpu_time_total)[:30]:
+            print(f"  {event.self_cpu_time_total / total:6.2%} {event.count:5d} calls  {event.input_shapes[0]}")
 
 
 if __name__ == "__main__":
