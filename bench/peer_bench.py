@@ -3,7 +3,8 @@
 Arms (MiniLM on a stratified share of `movies` train, one epoch, batch 32, max length 128, AdamW lr 5e-5 with
 ptft's defaults for every arm: 6 % warm-up, weight decay 0.01, linear schedule, gradient clip 1.0):
 - ptft (`run_finetune`) in float32 and, where the CPU has native bf16, in bf16; and in bf16 with PyTorch's own
-  dropout instead of the cheap masks (`models.CPU_CHEAP_DROPOUT` off: what ptft was before dropout.py);
+  dropout instead of the cheap masks (`models.CPU_CHEAP_DROPOUT` off: what ptft was before dropout.py), or with
+  layer norm in float32 (`models.CPU_BF16_LAYER_NORM` off: before layer_norm.py);
 - `transformers.Trainer` with its default sampler; with `train_sampling_strategy="group_by_length"` (its docs'
   advice for speed); and grouped + `bf16=True` where the CPU has native bf16;
 - the Accelerate "no trainer" loop (`run_glue_no_trainer.py`'s recipe), bf16 where native.
@@ -20,10 +21,12 @@ ptft's model FLOP rate (its own `model_tflops` log) as a share of the matmul pea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -45,7 +48,8 @@ TARGET_MFU = 0.5
 
 
 def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int, test: tuple[list, list],
-             cheap_dropout: bool = True) -> dict:
+             switches: dict[str, bool] | None = None) -> dict:
+    """`switches`: `ptft_core.models` switches set for this run only (an arm of ptft as it was before a change)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     # pooling="cls": the peers' `AutoModelForSequenceClassification` head reads BERT's pooled [CLS], and the final
@@ -57,11 +61,8 @@ def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int
                             probe_drift=False, seed=seed, device="cpu", precision=precision)
     logger = TimedLogger()
     with tempfile.TemporaryDirectory() as run_dir:
-        models.CPU_CHEAP_DROPOUT = cheap_dropout
-        try:
+        with models_switched(switches or {}):
             run_finetune(config, Path(run_dir), logger)
-        finally:
-            models.CPU_CHEAP_DROPOUT = True
         final = Path(run_dir) / "checkpoints" / "final"
         model = AutoModelForSequenceClassification.from_pretrained(final, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(final)
@@ -72,6 +73,18 @@ def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int
     return {"steps_per_s": (steps[-1]["step"] - steps[0]["step"]) / seconds,
             "test_accuracy": baselines.accuracy(model, tokenizer, *test, MAX_LENGTH),
             "mfu": statistics.median(mfu[1:] or mfu), "model_tflops": statistics.median(tflops[1:] or tflops)}
+
+
+@contextlib.contextmanager
+def models_switched(switches: dict[str, bool]) -> Iterator[None]:
+    before = {name: getattr(models, name) for name in switches}
+    for name, value in switches.items():
+        setattr(models, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(models, name, value)
 
 
 def peer_arm(kind: str, bf16: bool, grouped: bool, seed: int, train: tuple[list, list], steps: int,
@@ -96,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     bf16 = native_bf16(torch.device("cpu"))
     arms = {"ptft float32": ("ptft", "float32"), "ptft bf16": ("ptft", "bf16"),
-            "ptft bf16, torch dropout": ("ptft", "bf16", False),
+            "ptft bf16, torch dropout": ("ptft", "bf16", {"CPU_CHEAP_DROPOUT": False}),
+            "ptft bf16, float32 layer norm": ("ptft", "bf16", {"CPU_BF16_LAYER_NORM": False}),
             "Trainer (defaults)": ("trainer", False, False), "Trainer, group_by_length": ("trainer", False, True),
             "Trainer, group_by_length, bf16": ("trainer", True, True), "Accelerate loop": ("accelerate", False, False),
             "Accelerate loop, bf16": ("accelerate", True, False)}

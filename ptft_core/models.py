@@ -31,6 +31,7 @@ from ptft_core import hf_pooling, paths
 from ptft_core.config import BUILTIN_CHECKPOINT, CPU_AUTO_BF16, PRESETS, ConfigError
 from ptft_core.dropout import CheapDropout
 from ptft_core.hf_pooling import MEAN_POOLED, POOLING_ATTR
+from ptft_core.layer_norm import Bf16LayerNorm
 from ptft_core.rundir import RunDir
 from ptft_core.specs import run_reference
 
@@ -106,6 +107,7 @@ def compute_dtype() -> torch.dtype:
 
 CPU_BF16_TRAINING_ATTENTION = ("MATH",)  # SDPBackend names; bench.attention_bench sets others to compare
 CPU_CHEAP_DROPOUT = True  # dropout.CheapDropout in CPU training forwards; bench.dropout_bench sets False to compare
+CPU_BF16_LAYER_NORM = True  # layer_norm.Bf16LayerNorm in CPU bf16 training forwards; bench.peer_bench compares
 
 
 def autocast(device: torch.device, training: bool = False) -> contextlib.AbstractContextManager:
@@ -131,6 +133,8 @@ def autocast(device: torch.device, training: bool = False) -> contextlib.Abstrac
             stack.enter_context(CheapDropout())
         if dtype != torch.float32:
             stack.enter_context(sdpa_kernel([getattr(SDPBackend, name) for name in CPU_BF16_TRAINING_ATTENTION]))
+        if dtype == torch.bfloat16 and CPU_BF16_LAYER_NORM:
+            stack.enter_context(Bf16LayerNorm())
     return stack
 
 
