@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     on, off = (mean_std([r["validation_loss"] for r in rows if r[args.switch] is arm]) for arm in (True, False))
     gap = difference(on, off)
     print(f"final validation loss, {args.switch} on {on.mean:.3f} ± {on.std:.3f}, off {off.mean:.3f} ± "
-          f"{off.std:.3f} (n = {on.n} each); on - off: {gap.text()}")
+          f"{off.std:.3f} (n = {on.n} each); on - off: {gap.delta:+.3f} nats, 95 % CI [{gap.ci[0]:+.2f}, "
+          f"{gap.ci[1]:+.2f}], Welch p = {gap.p:.2f}")
     result = {"args": vars(args), "rows": rows, "difference": gap.as_dict()}
     save_result(f"switch-pretrain-{args.switch.lower()}", result)
     return result
