@@ -219,6 +219,8 @@ def test_engines_share_one_listening_server_each_told_of_its_own_workers(lab, mo
                 taken = wait_for(lambda: claim(third.run_dir(run_id)), 60, "the forked worker's claim")
                 worker = psutil.Process(taken["pid"])
                 assert worker.ppid() == server.pid and worker.cpu_affinity() == every_core[:1]
+                # Trained a step: its SIGTERM handler is in place, so the cancel ends it cleanly (exit 0).
+                wait_for(lambda: progress_step(third.run_dir(run_id)) >= 1, 60, "the forked run's first step")
                 assert third.cancel(run_id, wait=30) == "cancelled"
                 assert third.launcher._server._exits == {taken["pid"]: 0}
         finally:
