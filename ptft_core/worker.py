@@ -216,8 +216,10 @@ def _serve(listener: socket.socket) -> None:
             except OSError:
                 data = b""
             if not data:  # the launcher left; its workers train on, and nobody is told how they end
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # _reap changes _owners too
                 for pid in [pid for pid, fd in _owners.items() if fd == conn.fileno()]:
                     del _owners[pid]
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
                 selector.unregister(conn)
                 del pending[conn]
                 conn.close()
