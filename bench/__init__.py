@@ -35,6 +35,22 @@ def throwaway_home() -> Iterator[Path]:
         yield home
 
 
+@contextlib.contextmanager
+def models_switched(switches: dict[str, bool]) -> Iterator[None]:
+    """`ptft_core.models` switches (CPU_CHEAP_DROPOUT, CPU_BF16_LAYER_NORM, ...) set for the block only: an arm of
+    ptft as it was before a change; restored even when the block fails."""
+    from ptft_core import models
+
+    before = {name: getattr(models, name) for name in switches}
+    for name, value in switches.items():
+        setattr(models, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(models, name, value)
+
+
 def row(bench: str, metric: str, value: float, unit: str, target: str | None, digits: int = 1) -> dict:
     """One result row; `target` like ">= 100000" or "< 2" sets `ok` (None when there is no target)."""
     ok = None

@@ -21,19 +21,16 @@ ptft's model FLOP rate (its own `model_tflops` log) as a share of the matmul pea
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from bench import baselines
+from bench import baselines, models_switched
 from bench.finetune_bench import BATCH, LR, TimedLogger
-from ptft_core import models
 from ptft_core.config import FinetuneConfig, OptimConfig
 from ptft_core.data import load_split
 from ptft_core.models import native_bf16, resolve_checkpoint
@@ -73,18 +70,6 @@ def ptft_arm(precision: str, seed: int, fraction: float, epochs: int, steps: int
     return {"steps_per_s": (steps[-1]["step"] - steps[0]["step"]) / seconds,
             "test_accuracy": baselines.accuracy(model, tokenizer, *test, MAX_LENGTH),
             "mfu": statistics.median(mfu[1:] or mfu), "model_tflops": statistics.median(tflops[1:] or tflops)}
-
-
-@contextlib.contextmanager
-def models_switched(switches: dict[str, bool]) -> Iterator[None]:
-    before = {name: getattr(models, name) for name in switches}
-    for name, value in switches.items():
-        setattr(models, name, value)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            setattr(models, name, value)
 
 
 def peer_arm(kind: str, bf16: bool, grouped: bool, seed: int, train: tuple[list, list], steps: int,

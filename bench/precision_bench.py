@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from bench import save_result
+from bench import models_switched, save_result
 from bench.finetune_bench import BATCH, LR, TimedLogger
-from ptft_core import models
 from ptft_core.config import FinetuneConfig, OptimConfig
 from ptft_core.models import native_bf16
 from ptft_core.studies.stats import difference, mean_std
@@ -39,12 +38,8 @@ def one_run(arm: str, seed: int, epochs: int, fraction: float) -> dict:
                             eval_every=0, eval_count=1, eval_val_samples=160, eval_train_samples=0, probe_mlm=False,
                             probe_drift=False, seed=seed, device="cpu", precision=precision)
     logger = TimedLogger()
-    with tempfile.TemporaryDirectory() as run_dir:
-        models.CPU_BF16_LAYER_NORM = bf16_norm
-        try:
-            run_finetune(config, Path(run_dir), logger)
-        finally:
-            models.CPU_BF16_LAYER_NORM = True
+    with tempfile.TemporaryDirectory() as run_dir, models_switched({"CPU_BF16_LAYER_NORM": bf16_norm}):
+        run_finetune(config, Path(run_dir), logger)
     steps = [e for e in logger.events if e["type"] == "metric" and e["split"] == "train" and e["name"] == "loss"]
     seconds = steps[-1]["t"] - steps[0]["t"]
     return {"precision": arm, "seed": seed, "steps_per_s": (steps[-1]["step"] - steps[0]["step"]) / seconds,

@@ -19,8 +19,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench import save_result
-from ptft_core import models
+from bench import models_switched, save_result
 from ptft_core.journal import MemoryLogger
 from ptft_core.studies.how_much_pretraining import build
 from ptft_core.studies.stats import difference, mean_std
@@ -32,13 +31,9 @@ SWITCHES = ("CPU_CHEAP_DROPOUT", "CPU_BF16_LAYER_NORM")
 def final_loss(seed: int, steps: int, switch: str, on: bool) -> float:
     recipe = build("quick", False)[0].config
     config = recipe.__class__(**{**recipe.__dict__, "checkpoint_steps": [], "max_steps": steps, "seed": seed})
-    setattr(models, switch, on)
     logger = MemoryLogger()
-    try:
-        with tempfile.TemporaryDirectory() as run_dir:
-            run_pretrain(config, Path(run_dir) / "run", logger)
-    finally:
-        setattr(models, switch, True)
+    with models_switched({switch: on}), tempfile.TemporaryDirectory() as run_dir:
+        run_pretrain(config, Path(run_dir) / "run", logger)
     return logger.values("loss", "validation")[-1]
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +32,6 @@ def _cold_workers_in_the_quick_tier(request, monkeypatch):
         monkeypatch.setenv("PTFT_WARM_WORKERS", "0")
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def _one_fork_server_per_session(request, tmp_path_factory):
     """One fork server for every engine and service of this session (of this xdist worker, on its cores): each
@@ -42,17 +43,14 @@ def _one_fork_server_per_session(request, tmp_path_factory):
     if not warm or "PTFT_FORK_SERVER" in os.environ or WARM_WORKERS_SET_BY_HAND:
         yield
         return
-    import subprocess
-    import sys
-    import tempfile
+    from ptft_core.engine.launcher import shared_fork_server_command  # not at import: the quick tier needs none
 
     folder = Path(tempfile.mkdtemp(prefix="ptft-fork-"))  # short: a socket's path has at most 107 bytes
     socket_path = folder / "server.sock"
     log = tmp_path_factory.getbasetemp() / f"fork-server-{os.getpid()}.log"
     with open(log, "ab") as out:
-        server = subprocess.Popen([sys.executable, "-m", "ptft_core.worker", "--fork-server", "--listen",
-                                   str(socket_path)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                  start_new_session=True)
+        server = subprocess.Popen(shared_fork_server_command(socket_path), stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=out, start_new_session=True)
     wait_for(lambda: socket_path.exists() or server.poll() is not None, 60, "the fork server's socket")
     os.environ["PTFT_FORK_SERVER"] = str(socket_path)
     try:

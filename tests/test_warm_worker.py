@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -18,7 +17,7 @@ import pytest
 
 from ptft_core.config import PretrainConfig
 from ptft_core.engine import Engine
-from ptft_core.engine.launcher import ForkServer, LocalSubprocessLauncher, worker_alive
+from ptft_core.engine.launcher import ForkServer, LocalSubprocessLauncher, shared_fork_server_command, worker_alive
 from ptft_core.rundir import RunDir
 from tests.conftest import wait_for
 from tests.test_engine import db_metric_seqs, journal_metric_seqs, progress_step, worker_pid
@@ -192,8 +191,7 @@ def test_engines_share_one_listening_server_each_told_of_its_own_workers(lab, mo
     end it, and where nothing listens an engine starts its own."""
     every_core = list(range(os.cpu_count() or 1))
     socket_path = tmp_path / "fork.sock"
-    server = subprocess.Popen([sys.executable, "-m", "ptft_core.worker", "--fork-server", "--listen",
-                               str(socket_path)], env=os.environ, start_new_session=True)
+    server = subprocess.Popen(shared_fork_server_command(socket_path), env=os.environ, start_new_session=True)
     share = os.sched_getaffinity(0)
     try:
         psutil.Process(server.pid).cpu_affinity(every_core)

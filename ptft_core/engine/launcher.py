@@ -65,6 +65,11 @@ def worker_command(run_dir: Path, resume: bool) -> list[str]:
     return [*launch, "ptft_core.worker", str(run_dir), *(["--resume"] if resume else [])]
 
 
+def shared_fork_server_command(socket_path: str | Path) -> list[str]:
+    """A fork server for several launchers, listening at `socket_path` (what `PTFT_FORK_SERVER` names)."""
+    return [sys.executable, "-m", "ptft_core.worker", "--fork-server", "--listen", str(socket_path)]
+
+
 def _warm_fits(run_dir: Path, device_env: dict[str, str]) -> bool:
     run = RunDir(run_dir).read_run()
     return device_env.get("PTFT_DEVICE") == "cpu" and int(run["config"].get("ranks") or 1) == 1
